@@ -1,0 +1,1 @@
+"""cli stage of lineage-index (see DESIGN.md)."""

@@ -1,0 +1,60 @@
+"""Every default and environment variable of lineage-index, in one place.
+
+Other modules read settings only through these functions, so ``--help``, the README and
+the code agree. Nothing here performs I/O beyond reading the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_CACHE = "LINEAGE_INDEX_CACHE"  # sketch store directory
+ENV_NEO4J_HOME = "LINEAGE_INDEX_NEO4J_HOME"  # managed Neo4j home (build + data + logs)
+ENV_NEO4J_URI = "NEO4J_URI"
+ENV_NEO4J_USER = "NEO4J_USER"
+ENV_NEO4J_PASSWORD = "NEO4J_PASSWORD"
+ENV_NEO4J_DATABASE = "NEO4J_DATABASE"
+ENV_BOLT_PORT = "LINEAGE_INDEX_BOLT_PORT"
+ENV_HTTP_PORT = "LINEAGE_INDEX_HTTP_PORT"
+
+DEFAULT_BOLT_PORT = 7687
+DEFAULT_HTTP_PORT = 7474
+DEFAULT_DATABASE = "neo4j"
+NEO4J_VERSION = "5.26.29"
+NEO4J_BROWSER_VERSION = "5.24.0"
+
+# Sketch: bump SKETCH_VERSION whenever the sampling plan or decoding changes.
+SKETCH_VERSION = 1
+SKETCH_SEED = 20240611
+WRITE_BATCH_ROWS = 5000
+
+
+def user_cache_root() -> Path:
+    """The per-user cache root (XDG_CACHE_HOME or ~/.cache) for lineage-index."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lineage-index"
+
+
+def sketch_store_dir() -> Path:
+    """Sketch store directory: $LINEAGE_INDEX_CACHE, else <user cache>/sketches."""
+    value = os.environ.get(ENV_CACHE)
+    return Path(value).expanduser() if value else user_cache_root() / "sketches"
+
+
+def neo4j_home() -> Path:
+    """Managed Neo4j home: $LINEAGE_INDEX_NEO4J_HOME, else <user cache>/neo4j."""
+    value = os.environ.get(ENV_NEO4J_HOME)
+    return Path(value).expanduser() if value else user_cache_root() / "neo4j"
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:  # pragma: no cover - trivial
+        from lineage_index.errors import ConfigError
+
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from exc

@@ -1,0 +1,1 @@
+"""indexer stage of lineage-index (see DESIGN.md)."""

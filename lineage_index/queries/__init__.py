@@ -1,0 +1,1 @@
+"""queries stage of lineage-index (see DESIGN.md)."""

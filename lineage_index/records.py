@@ -1,0 +1,162 @@
+"""Typed records passed between the stages of the data flow.
+
+sources -> ModelRecord -> sketch -> Sketch -> candidates -> Candidate -> verify -> Evidence
+-> assemble -> Edge -> graph. Records are small frozen dataclasses; they carry data only,
+no behaviour that touches I/O. Units are in field names where they matter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+Relation = Literal["finetune", "adapter", "quantized", "merge", "prune", "copy", "distill"]
+RELATIONS: tuple[str, ...] = ("finetune", "adapter", "quantized", "merge", "prune", "copy", "distill")
+EdgeSource = Literal["declared", "recovered", "both"]
+WeightFormat = Literal["safetensors", "pickle", "gguf", "none"]
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a model repository (path relative to the repo root)."""
+
+    path: str
+    size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor as described by a safetensors header, with absolute byte offsets.
+
+    ``start``/``end`` are absolute offsets inside ``file`` (header length already added).
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    file: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """Everything the tool knows about one model before reading any weight bytes."""
+
+    id: str
+    source: str  # "hub" | "dir" | "hf-cache"
+    sha: str | None = None
+    author: str | None = None
+    created_at: str | None = None  # ISO 8601, UTC
+    license: str | None = None
+    license_name: str | None = None
+    base_models: tuple[str, ...] = ()
+    base_model_relation: str | None = None
+    tags: tuple[str, ...] = ()
+    pipeline_tag: str | None = None
+    library_name: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    adapter_config: dict[str, Any] | None = None
+    gated: bool = False
+    private: bool = False
+    files: tuple[FileEntry, ...] = ()
+    tensors: tuple[TensorInfo, ...] = ()
+    weight_format: WeightFormat = "none"
+    location: str = ""  # local directory, or the hub endpoint
+    header_bytes_read: int = 0  # bytes read to get the safetensors headers
+    header_requests: int = 0
+
+    @property
+    def org(self) -> str:
+        return self.id.split("/", 1)[0] if "/" in self.id else ""
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.adapter_config is not None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A model the run could not read; recorded, never raised through the run."""
+
+    model_id: str
+    kind: str  # errors.ModelReadError.kind
+    message: str
+
+
+@dataclass(frozen=True)
+class TensorSample:
+    """Aligned sample of one tensor: ``values`` has shape (rows, cols) as float32.
+
+    ``row_start`` and the column window are a deterministic function of
+    (canonical key, shape, seed), so two models of one architecture sample the same elements.
+    """
+
+    key: str  # canonical key, e.g. "layers.3.attn.q"
+    role: str  # canonical role, e.g. "attn.q"
+    layer: int | None
+    shape: tuple[int, ...]
+    dtype: str
+    row_start: int
+    col_start: int
+    values: np.ndarray  # float32, 2-D (rows, cols)
+    bytes_read: int = 0
+
+
+@dataclass
+class Sketch:
+    """The weight sketch of one model: aligned samples, statistics and an embedding."""
+
+    model_id: str
+    sha: str | None
+    version: int
+    family: str  # architecture/family signature (hash), from the header alone
+    family_desc: str  # readable form of the signature
+    kind: str  # "full" | "adapter"
+    samples: dict[str, TensorSample]
+    embedding: np.ndarray  # float32, fixed length per family
+    bytes_read: int = 0
+    requests: int = 0
+    model_bytes: int = 0
+    dtypes: tuple[str, ...] = ()
+    quant: str | None = None  # "bnb-int8", "gptq", ... when the header shows it
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A candidate related pair from nearest-neighbour search (no direction yet)."""
+
+    a: str
+    b: str
+    distance: float
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Verified pairwise verdict: ``parent`` -> ``child`` with relation and confidence."""
+
+    child: str
+    parent: str
+    related: bool
+    relation: str
+    confidence: float  # probability the directed edge is right, in [0, 1]
+    closeness: float  # in [0, 1], 1 = identical
+    cost: float  # for the arborescence: lower is better
+    features: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A directed, typed lineage edge ready for the graph: child DERIVED_FROM parent."""
+
+    child: str
+    parent: str
+    relation: str
+    source: str  # declared | recovered | both
+    confidence: float
+    closeness: float | None = None
+    evidence: str = ""  # short human-readable reason
+    contradicted: bool = False  # declared edge the weights contradict
+    recovered_parent: str | None = None  # when contradicted: the parent the weights point to

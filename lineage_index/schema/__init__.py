@@ -1,0 +1,1 @@
+"""schema stage of lineage-index (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""zoo stage of lineage-index (see DESIGN.md)."""
