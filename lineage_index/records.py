@@ -103,6 +103,7 @@ class TensorSample:
     col_start: int
     values: np.ndarray  # float32, 2-D (rows, cols)
     bytes_read: int = 0
+    quant: str | None = None  # "bnb-int8" when decoded from int8 + SCB
 
 
 @dataclass

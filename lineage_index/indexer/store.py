@@ -1,0 +1,129 @@
+"""Sketch store on disk, keyed by (model id, commit sha, sketch version).
+
+One ``.npz`` file per sketch (numeric arrays + a JSON meta string, loaded with
+``allow_pickle=False``), written atomically (temporary file + ``os.replace``), so an
+interrupted run never leaves a partial sketch. Re-ingesting an unchanged model finds its
+sketch here and reads no weight bytes. This module does no network I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from lineage_index.config import SKETCH_VERSION, sketch_store_dir
+from lineage_index.records import Sketch, TensorSample
+
+
+def _file_name(model_id: str, sha: str | None, version: int) -> str:
+    safe = model_id.replace("/", "--")
+    tag = hashlib.sha1(f"{model_id}@{sha}".encode()).hexdigest()[:12]
+    return f"{safe}@{(sha or 'nosha')[:16]}.{tag}.v{version}.npz"
+
+
+class SketchStore:
+    """Directory of sketches. ``get`` returns None when the (id, sha, version) is absent."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else sketch_store_dir()
+
+    def path_for(self, model_id: str, sha: str | None, version: int = SKETCH_VERSION) -> Path:
+        return self.root / model_id.split("/", 1)[0] / _file_name(model_id, sha, version)
+
+    def has(self, model_id: str, sha: str | None, version: int = SKETCH_VERSION) -> bool:
+        return self.path_for(model_id, sha, version).exists()
+
+    def put(self, sketch: Sketch) -> Path:
+        path = self.path_for(sketch.model_id, sketch.sha, sketch.version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {"embedding": sketch.embedding.astype(np.float32)}
+        samples_meta = []
+        for i, s in enumerate(sketch.samples.values()):
+            arrays[f"s{i}"] = s.values.astype(np.float32, copy=False)
+            samples_meta.append(
+                {
+                    "key": s.key,
+                    "role": s.role,
+                    "layer": s.layer,
+                    "shape": list(s.shape),
+                    "dtype": s.dtype,
+                    "row_start": s.row_start,
+                    "col_start": s.col_start,
+                    "bytes_read": s.bytes_read,
+                    "quant": s.quant,
+                }
+            )
+        meta = {
+            "model_id": sketch.model_id,
+            "sha": sketch.sha,
+            "version": sketch.version,
+            "family": sketch.family,
+            "family_desc": sketch.family_desc,
+            "kind": sketch.kind,
+            "bytes_read": sketch.bytes_read,
+            "requests": sketch.requests,
+            "model_bytes": sketch.model_bytes,
+            "dtypes": list(sketch.dtypes),
+            "quant": sketch.quant,
+            "samples": samples_meta,
+        }
+        arrays["meta"] = np.array(json.dumps(meta))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def get(self, model_id: str, sha: str | None, version: int = SKETCH_VERSION) -> Sketch | None:
+        path = self.path_for(model_id, sha, version)
+        if not path.exists():
+            return None
+        return load_sketch(path)
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter(sorted(self.root.glob("*/*.npz")))
+
+
+def load_sketch(path: Path) -> Sketch:
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        samples = {}
+        for i, m in enumerate(meta["samples"]):
+            samples[m["key"]] = TensorSample(
+                key=m["key"],
+                role=m["role"],
+                layer=m["layer"],
+                shape=tuple(m["shape"]),
+                dtype=m["dtype"],
+                row_start=m["row_start"],
+                col_start=m["col_start"],
+                values=data[f"s{i}"],
+                bytes_read=m["bytes_read"],
+                quant=m.get("quant"),
+            )
+        embedding = data["embedding"]
+    return Sketch(
+        model_id=meta["model_id"],
+        sha=meta["sha"],
+        version=meta["version"],
+        family=meta["family"],
+        family_desc=meta["family_desc"],
+        kind=meta["kind"],
+        samples=samples,
+        embedding=embedding,
+        bytes_read=meta["bytes_read"],
+        requests=meta["requests"],
+        model_bytes=meta["model_bytes"],
+        dtypes=tuple(meta["dtypes"]),
+        quant=meta["quant"],
+    )

@@ -1,0 +1,218 @@
+"""Pairwise verification on aligned sketch samples: related?, relation signature, direction.
+
+Only 2-D weight matrices decide relatedness: their initialisation is random, so two
+independently trained models have centred cosine ~ N(0, 1/n) per matrix (n = sampled
+elements), whatever their architecture; 1-D tensors (norms start at 1, biases at 0) would
+look related by construction. Every threshold below is stated with its reason; ``bench/``
+shows how they separate the generated zoos. No I/O here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lineage_index.records import Sketch
+
+# --- thresholds (stated, with their reason) -----------------------------------------------
+# Related when the median centred cosine over matrices exceeds RELATED_Z standard deviations
+# of the null (independent weights: sd = 1/sqrt(n)), and at least RELATED_MIN_COS.
+RELATED_Z = 8.0
+RELATED_MIN_COS = 0.05
+# Copy: the lower-precision model equals the higher-precision one rounded to its dtype on
+# this share of elements (a re-upload), or is bit-identical.
+COPY_MATCH = 0.999
+# Quantised: the child's matrices carry int8/4-bit markers (bnb SCB, GPTQ) or sit on a grid of
+# at most 2**8 levels per row while the parent does not.
+GRID_LEVELS = 256
+# Pruned: the child's share of exact zeros in matrices exceeds the parent's by this much.
+PRUNE_ZERO_GAIN = 0.05
+# Low rank: a changed matrix's delta block has numerical rank below this share of its rows.
+LOW_RANK_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class PairFeatures:
+    """Symmetric and directional features of one pair (a, b)."""
+
+    a: str
+    b: str
+    n_matrices: int
+    cos_median: float
+    cos_min: float
+    z: float
+    related: bool
+    dist: float  # mean (1 - cos) over matrices: additive along a fine-tuning path
+    identical_share: float  # share of matrices bit-identical
+    low_rank_share: float  # among changed matrices, share with low-rank delta
+    copy_child: str | None  # the model that is a (rounded) copy of the other, if any
+    quant_child: str | None
+    prune_child: str | None
+    zero_a: float
+    zero_b: float
+    kurt_a: float
+    kurt_b: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _matrices(s: Sketch) -> dict[str, np.ndarray]:
+    return {k: v.values for k, v in s.samples.items() if len(v.shape) >= 2 and v.values.shape[0] >= 1}
+
+
+def excess_kurtosis(x: np.ndarray) -> float:
+    x = x.astype(np.float64).reshape(-1)
+    x = x - x.mean()
+    var = float(np.mean(x * x))
+    if var <= 0:
+        return 0.0
+    return float(np.mean(x**4) / var**2 - 3.0)
+
+
+def model_kurtosis(s: Sketch) -> float:
+    """Mean excess kurtosis over the sampled matrices (MoTHer's direction signal)."""
+    vals = [excess_kurtosis(v) for v in _matrices(s).values()]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def zero_share(s: Sketch) -> float:
+    mats = list(_matrices(s).values())
+    total = sum(m.size for m in mats)
+    return float(sum(int(np.count_nonzero(m == 0)) for m in mats) / total) if total else 0.0
+
+
+def _round_to(x: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "F16":
+        return x.astype(np.float16).astype(np.float32)
+    if dtype == "BF16":
+        bits = x.astype(np.float32).view(np.uint32)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        return rounded.astype(np.uint32).view(np.float32)
+    return x
+
+
+_PRECISION = {"F64": 3, "F32": 2, "BF16": 1, "F16": 1, "I8": 0, "U8": 0}
+
+
+def _copy_child(a: Sketch, b: Sketch, common: list[str]) -> str | None:
+    """Which of a, b is a (possibly lower-precision) copy of the other, if either."""
+    for parent, child in ((a, b), (b, a)):
+        if child.quant:
+            continue
+        matched = total = 0
+        for k in common:
+            ps, cs = parent.samples[k], child.samples[k]
+            if _PRECISION.get(cs.dtype, 0) > _PRECISION.get(ps.dtype, 0):
+                break
+            rounded = _round_to(ps.values, cs.dtype)
+            matched += int(np.count_nonzero(rounded == cs.values))
+            total += cs.values.size
+        else:
+            if total and matched / total >= COPY_MATCH:
+                if parent.dtypes == child.dtypes:  # exact same bytes: direction unknown here
+                    return "same"
+                return child.model_id
+    return None
+
+
+def _grid_quantised(s: Sketch) -> bool:
+    if s.quant:
+        return True
+    mats = [v for v in _matrices(s).values() if v.shape[1] >= 4 * GRID_LEVELS]
+    if not mats:
+        return False
+    levels = [len(np.unique(row)) for m in mats for row in m[:4]]
+    return bool(np.median(levels) <= GRID_LEVELS)
+
+
+def _low_rank(delta: np.ndarray) -> bool:
+    rows = min(delta.shape)
+    if rows < 4:
+        return False
+    sv = np.linalg.svd(delta.astype(np.float64), compute_uv=False)
+    if sv[0] <= 0:
+        return False
+    rank = int(np.count_nonzero(sv > sv[0] * 1e-3))
+    return rank < LOW_RANK_SHARE * rows
+
+
+def compare(a: Sketch, b: Sketch) -> PairFeatures:
+    """Features of the pair (a, b) over their common aligned matrices."""
+    ma, mb = _matrices(a), _matrices(b)
+    common = sorted(k for k in ma if k in mb and ma[k].shape == mb[k].shape)
+    cos, dist, n_el = [], [], []
+    identical = changed = lowrank = 0
+    for k in common:
+        x, y = ma[k].astype(np.float64), mb[k].astype(np.float64)
+        if np.array_equal(x, y):
+            identical += 1
+            cos.append(1.0)
+            dist.append(0.0)
+            n_el.append(x.size)
+            continue
+        changed += 1
+        xc, yc = x - x.mean(), y - y.mean()
+        denom = np.sqrt(np.sum(xc * xc) * np.sum(yc * yc))
+        c = float(np.sum(xc * yc) / denom) if denom > 0 else 0.0
+        cos.append(c)
+        dist.append(1.0 - c)
+        n_el.append(x.size)
+        if c > 0.5 and _low_rank(y - x):
+            lowrank += 1
+    n = len(common)
+    if n == 0:
+        return PairFeatures(a.model_id, b.model_id, 0, 0.0, 0.0, 0.0, False, 2.0, 0.0, 0.0,
+                            None, None, None, 0.0, 0.0, 0.0, 0.0)
+    cos_med = float(np.median(cos))
+    sd_null = 1.0 / np.sqrt(max(1.0, float(np.median(n_el))))
+    z = cos_med / sd_null
+    related = z >= RELATED_Z and cos_med >= RELATED_MIN_COS
+    za, zb = zero_share(a), zero_share(b)
+    quant_child = None
+    if related:
+        qa, qb = _grid_quantised(a), _grid_quantised(b)
+        quant_child = b.model_id if qb and not qa else a.model_id if qa and not qb else None
+    prune_child = None
+    if related and abs(za - zb) >= PRUNE_ZERO_GAIN:
+        prune_child = a.model_id if za > zb else b.model_id
+    copy_child = _copy_child(a, b, common) if related and cos_med > 0.99 else None
+    return PairFeatures(
+        a=a.model_id, b=b.model_id, n_matrices=n, cos_median=cos_med, cos_min=float(np.min(cos)),
+        z=float(z), related=bool(related), dist=float(np.mean(dist)),
+        identical_share=identical / n, low_rank_share=(lowrank / changed) if changed else 0.0,
+        copy_child=copy_child, quant_child=quant_child, prune_child=prune_child,
+        zero_a=za, zero_b=zb, kurt_a=model_kurtosis(a), kurt_b=model_kurtosis(b),
+    )
+
+
+def _flat(s: Sketch, keys: list[str]) -> np.ndarray:
+    return np.concatenate([s.samples[k].values.reshape(-1).astype(np.float64) for k in keys])
+
+
+def merge_fit(child: Sketch, parents: list[Sketch], min_weight: float = 0.1) -> tuple[list[str], list[float], float]:
+    """Fit child ~ sum_i w_i parent_i with sum w = 1 by least squares over common matrices.
+
+    Parents whose weight falls below ``min_weight`` are dropped and the fit repeated.
+    Returns (parent ids, weights, residual relative to the best single-parent residual):
+    a merge explains the child far better than any one parent (ratio well below 1).
+    """
+    keys = sorted(set.intersection(*[set(_matrices(p)) for p in parents]) & set(_matrices(child)))
+    keys = [k for k in keys if all(p.samples[k].values.shape == child.samples[k].values.shape for p in parents)]
+    if not keys or len(parents) < 2:
+        return [], [], 1.0
+    c = _flat(child, keys)
+    vecs = {p.model_id: _flat(p, keys) for p in parents}
+    single = min(float(np.linalg.norm(c - v)) for v in vecs.values())
+    ids = list(vecs)
+    while len(ids) >= 2:
+        ref = vecs[ids[0]]
+        basis = np.stack([vecs[i] - ref for i in ids[1:]], axis=1)
+        w_rest, *_ = np.linalg.lstsq(basis, c - ref, rcond=None)
+        weights = np.concatenate([[1.0 - w_rest.sum()], w_rest])
+        weakest = int(np.argmin(weights))
+        if weights[weakest] < min_weight:
+            ids.pop(weakest)
+            continue
+        resid = float(np.linalg.norm(c - ref - basis @ w_rest))
+        return ids, [float(w) for w in weights], resid / single if single > 0 else 1.0
+    return [], [], 1.0
