@@ -23,6 +23,7 @@ from lineage_index.indexer.canon import (
     canonical,
     family_signature,
     is_adapter_tensor,
+    is_vocab_role,
     quant_aux_kind,
 )
 from lineage_index.records import ModelRecord, Sketch, TensorInfo, TensorSample
@@ -31,7 +32,8 @@ from lineage_index.records import ModelRecord, Sketch, TensorInfo, TensorSample
 TARGET_ELEMS = 16_384  # elements sampled per matrix (rows x full columns)
 MIN_ROWS = 8  # rows per matrix at least (rank of a delta block is visible up to this)
 MAX_ROWS = 64
-ROW_REGION = 2_048  # rows are taken from the first ROW_REGION rows: a resized vocab stays aligned
+ROW_REGION = 2_048  # rows are taken from the first ROW_REGION rows of a matrix
+VOCAB_REGION = 256  # ... and of a vocabulary matrix from its first 256 rows: resized vocabularies align
 VECTOR_ELEMS = 4_096  # elements sampled from a 1-D tensor
 MAX_LAYERS = 8  # layers sampled (evenly spaced, first and last included)
 EMBED_DIM = 256
@@ -87,7 +89,7 @@ def plan_reads(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = S
             want = -(-TARGET_ELEMS // cols)
             take_rows = min(n_rows, max(MIN_ROWS, min(MAX_ROWS, want)))
             take_cols = cols
-        region = min(n_rows, ROW_REGION)
+        region = min(n_rows, VOCAB_REGION if is_vocab_role(c.role) else ROW_REGION)
         row_start = _stable_int(seed, c.role, c.layer, tuple(t.shape[1:])) % max(1, region - take_rows + 1)
         scale = by_name.get(t.name + ".SCB") if t.dtype == "I8" else None
         if t.dtype == "I8" and scale is None:

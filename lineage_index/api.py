@@ -1,0 +1,161 @@
+"""Public library facade: what each CLI command does, as plain functions.
+
+``make_source`` picks the source from the user's options, ``ingest`` runs the whole flow
+and writes the graph, ``export_edges`` reads the edges back. The CLI only parses options,
+calls one of these and formats the result; everything is scriptable from Python.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lineage_index.errors import UsageError
+from lineage_index.indexer.pipeline import Recovery, SketchReport, recover, sketch_all
+from lineage_index.indexer.sources import DirSource, HfCacheSource, Source
+from lineage_index.indexer.store import SketchStore
+from lineage_index.records import Edge, Failure, ModelRecord, Sketch
+
+
+def make_source(
+    *,
+    org: str | None = None,
+    search: str | None = None,
+    models: list[str] | None = None,
+    directory: Path | None = None,
+    hf_cache: bool | Path = False,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> Source:
+    """The one source the options name (exactly one of hub / dir / hf-cache)."""
+    hub = bool(org or search or models)
+    chosen = sum([hub, directory is not None, bool(hf_cache)])
+    if chosen != 1:
+        raise UsageError("name exactly one source: --org/--search/--models (Hub), --dir, or --hf-cache")
+    if directory is not None:
+        if not Path(directory).is_dir():
+            raise UsageError(f"--dir {directory}: not a directory")
+        return DirSource(directory)
+    if hf_cache:
+        return HfCacheSource(None if hf_cache is True else hf_cache)
+    from lineage_index.indexer.sources_hub import HubSource
+
+    return HubSource(org=org, search=search, models=models, endpoint=endpoint, token=token)
+
+
+@dataclass
+class IngestSummary:
+    models: int
+    sketched: int
+    from_store: int
+    failures: list[Failure]
+    edges: list[Edge]
+    bytes_read: int
+    requests: int
+    graph_written: bool
+    deleted_edges: int = 0
+    roots: list[str] = field(default_factory=list)
+
+    def edges_by(self, attr: str) -> dict[str, int]:
+        return dict(Counter(getattr(e, attr) for e in self.edges))
+
+    @property
+    def contradicted(self) -> list[Edge]:
+        return [e for e in self.edges if e.contradicted]
+
+
+def compute_roots(edges: list[Edge], model_ids: list[str]) -> dict[str, str]:
+    """Root of each model along asserted parent edges (first parent; cycles stop safely)."""
+    parent: dict[str, str] = {}
+    for e in sorted(edges, key=lambda e: (e.child, -e.confidence, e.parent)):
+        if not e.contradicted and e.child not in parent:
+            parent[e.child] = e.parent
+    roots: dict[str, str] = {}
+    for m in model_ids:
+        seen, cur = {m}, m
+        while cur in parent and parent[cur] not in seen:
+            cur = parent[cur]
+            seen.add(cur)
+        roots[m] = cur
+    return roots
+
+
+def model_props(rec: ModelRecord, sketch: Sketch | None, root: str | None) -> dict[str, Any]:
+    cfg = rec.config or {}
+    archs = cfg.get("architectures")
+    return {
+        "sha": rec.sha,
+        "author": rec.author,
+        "created_at": rec.created_at,
+        "license": rec.license,
+        "license_name": rec.license_name,
+        "declared_base_models": list(rec.base_models),
+        "base_model_relation": rec.base_model_relation,
+        "pipeline_tag": rec.pipeline_tag,
+        "library_name": rec.library_name,
+        "model_type": cfg.get("model_type") if isinstance(cfg.get("model_type"), str) else None,
+        "architectures": [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else None,
+        "gated": bool(rec.gated),
+        "private": bool(rec.private),
+        "weight_format": rec.weight_format,
+        "source": rec.source,
+        "is_adapter": rec.is_adapter,
+        "family": sketch.family if sketch else None,
+        "kind": sketch.kind if sketch else None,
+        "quant": sketch.quant if sketch else None,
+        "dtypes": list(sketch.dtypes) if sketch else None,
+        "sketch_bytes_read": sketch.bytes_read if sketch else None,
+        "root": root,
+        "status": "indexed" if sketch else "metadata-only",
+    }
+
+
+def write_graph(conn, records: dict[str, ModelRecord], report: SketchReport, recovery: Recovery) -> int:
+    """Write models, failures and edges; returns the number of stale edges deleted."""
+    from lineage_index.schema.graph import ensure_schema
+    from lineage_index.schema.writer import GraphWriter
+
+    driver = conn.driver()
+    ensure_schema(driver, conn.database)
+    writer = GraphWriter(driver, conn.database)
+    roots = compute_roots(recovery.edges, list(records))
+    rows = [{"id": m, "props": model_props(r, report.sketches.get(m), roots.get(m))} for m, r in records.items()]
+    rows += [{"id": f.model_id, "props": {"status": "failed", "failure": f.kind, "failure_message": f.message}}
+             for f in report.failures]
+    writer.upsert_models(rows)
+    deleted, _ = writer.replace_edges_for_children(list(records), recovery.edges)
+    return deleted
+
+
+def ingest(
+    source: Source,
+    *,
+    store: SketchStore | None = None,
+    conn=None,
+    show_progress: bool = False,
+) -> IngestSummary:
+    """Run sources -> sketch -> recover and, when ``conn`` is given, write the graph."""
+    store = store if store is not None else SketchStore()
+    records, report = sketch_all(source.iter_records(), source.open_reader, store, show_progress=show_progress)
+    recovery = recover(records, report.sketches)
+    deleted = write_graph(conn, records, report, recovery) if conn is not None else 0
+    return IngestSummary(
+        models=len(records) + len([f for f in report.failures if f.model_id not in records]),
+        sketched=len(report.sketches) - report.from_store,
+        from_store=report.from_store,
+        failures=report.failures,
+        edges=recovery.edges,
+        bytes_read=report.bytes_read,
+        requests=report.requests,
+        graph_written=conn is not None,
+        deleted_edges=deleted,
+        roots=recovery.roots,
+    )
+
+
+def export_edges(conn) -> list[Edge]:
+    from lineage_index.schema.writer import GraphWriter
+
+    return GraphWriter(conn.driver(), conn.database).read_edges()

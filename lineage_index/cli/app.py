@@ -1,0 +1,157 @@
+"""The ``lineage-index`` command line: thin typer commands over library functions.
+
+Each command parses options, calls one public function (``lineage_index.api`` and the
+stage modules) and formats the result with ``cli.output``. Errors of the one hierarchy
+(``lineage_index.errors``) are mapped to exit codes here, and only here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lineage_index import api
+from lineage_index.cli.neo4j_cmd import app as neo4j_app
+from lineage_index.cli.output import FORMATS, console, emit, err_console
+from lineage_index.cli.zoo_cmd import zoo_app
+from lineage_index.errors import LineageIndexError
+from lineage_index.indexer.store import SketchStore
+
+app = typer.Typer(
+    name="lineage-index",
+    help=(
+        "Recover which model was derived from which, from the weights, into Neo4j.\n\n"
+        "Configuration (flags win over environment): NEO4J_URI / NEO4J_USER / NEO4J_PASSWORD / "
+        "NEO4J_DATABASE (else the managed local Neo4j, started on demand); HF_ENDPOINT / HF_TOKEN / "
+        "HF_HOME (huggingface_hub's own); LINEAGE_INDEX_CACHE (sketch store); "
+        "LINEAGE_INDEX_NEO4J_HOME, LINEAGE_INDEX_BOLT_PORT, LINEAGE_INDEX_HTTP_PORT (managed Neo4j)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(neo4j_app, name="neo4j", help="Manage the local Neo4j (the embedded default).")
+app.add_typer(zoo_app, name="zoo", help="Generate model zoos with known lineage.")
+
+NeoUri = Annotated[Optional[str], typer.Option("--neo4j-uri", help="Bolt URI (else NEO4J_URI, else managed).")]
+Fmt = Annotated[str, typer.Option("--format", "-f", help="table | json | csv")]
+
+
+def _connect(uri: str | None):
+    from lineage_index.schema.connection import resolve
+
+    return resolve(uri=uri)
+
+
+def _check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> None:
+    if fmt not in allowed:
+        raise typer.BadParameter(f"--format must be one of {', '.join(allowed)}")
+
+
+@app.command()
+def ingest(
+    org: Annotated[Optional[str], typer.Option(help="Hub organisation / user to list.")] = None,
+    search: Annotated[Optional[str], typer.Option(help="Hub search string.")] = None,
+    models: Annotated[Optional[list[str]], typer.Option("--models", help="Hub model ids (repeat).")] = None,
+    directory: Annotated[Optional[Path], typer.Option("--dir", help="Local directory in Hub layout.")] = None,
+    hf_cache: Annotated[bool, typer.Option("--hf-cache", help="The local Hugging Face cache.")] = False,
+    endpoint: Annotated[Optional[str], typer.Option(help="Hub endpoint (else HF_ENDPOINT).")] = None,
+    store: Annotated[Optional[Path], typer.Option(help="Sketch store (else LINEAGE_INDEX_CACHE).")] = None,
+    neo4j_uri: NeoUri = None,
+    no_graph: Annotated[bool, typer.Option("--no-graph", help="Recover edges without writing Neo4j.")] = False,
+    edges_out: Annotated[Optional[Path], typer.Option(help="Also write the edges as JSON here.")] = None,
+) -> None:
+    """List models, sketch their weights by range reads, recover lineage, write Neo4j."""
+    source = api.make_source(org=org, search=search, models=models, directory=directory,
+                             hf_cache=hf_cache, endpoint=endpoint, token=os.environ.get("HF_TOKEN"))
+    conn = None if no_graph else _connect(neo4j_uri)
+    summary = api.ingest(source, store=SketchStore(store) if store else None, conn=conn, show_progress=True)
+    _print_summary(summary)
+    if edges_out:
+        edges_out.write_text(json.dumps([e.__dict__ for e in summary.edges], indent=2))
+
+
+def _print_summary(s: api.IngestSummary) -> None:
+    console.print(f"[bold]models[/]: {s.models}  sketched: {s.sketched}  from store: {s.from_store}  "
+                  f"failures: {len(s.failures)}  bytes read: {s.bytes_read:,}  requests: {s.requests:,}")
+    console.print(f"[bold]edges[/]: {len(s.edges)}  by relation: {s.edges_by('relation')}  "
+                  f"by source: {s.edges_by('source')}")
+    if s.contradicted:
+        rows = [{"child": e.child, "declared parent": e.parent, "recovered parent": e.recovered_parent,
+                 "why": e.evidence} for e in s.contradicted]
+        emit(rows, list(rows[0]), "table", title="Contradicted declarations")
+    if s.failures:
+        rows = [{"model": f.model_id, "kind": f.kind, "message": f.message[:120]} for f in s.failures]
+        emit(rows, ["model", "kind", "message"], "table", title="Failures")
+    console.print("graph written" if s.graph_written else "graph not written (--no-graph)")
+
+
+EDGE_COLUMNS = ["child", "parent", "relation", "source", "confidence", "closeness"]
+
+
+@app.command()
+def edges(neo4j_uri: NeoUri = None, fmt: Fmt = "csv") -> None:
+    """Export all DERIVED_FROM edges: child, parent, relation, source, confidence, closeness."""
+    _check_format(fmt)
+    rows = [e.__dict__ for e in api.export_edges(_connect(neo4j_uri))]
+    emit(rows, EDGE_COLUMNS + (["contradicted", "evidence"] if fmt != "table" else []), fmt)
+
+
+@app.command("eval")
+def eval_(
+    truth: Annotated[Path, typer.Option(help="truth.json of a generated zoo.")],
+    pred: Annotated[Optional[Path], typer.Option(help="Predicted edges (CSV/JSON); else read the graph.")] = None,
+    neo4j_uri: NeoUri = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Score predicted edges against a zoo's truth, next to the declared-only baseline."""
+    from lineage_index.cli.zoo_cmd import eval_command
+
+    edges_list = None
+    if pred is None:
+        from lineage_index.indexer.pipeline import asserted_edges
+
+        edges_list = asserted_edges(api.export_edges(_connect(neo4j_uri)))
+    eval_command(truth=truth, pred=pred, edges=edges_list, fmt=fmt)
+
+
+@app.command()
+def demo(
+    out: Annotated[Optional[Path], typer.Option(help="Where to build the demo zoo.")] = None,
+    seed: int = 0,
+    neo4j_uri: NeoUri = None,
+) -> None:
+    """The main job on the embedded default: build a small zoo, ingest it into Neo4j, score it."""
+    from lineage_index.config import user_cache_root
+    from lineage_index.zoo import build_zoo
+
+    out = out or user_cache_root() / f"demo-zoo-{seed}"
+    if not (out / "truth.json").exists():
+        console.print(f"building the small zoo into {out} (real training on the CPU, a few minutes)")
+        build_zoo(out, size="small", seed=seed)
+    conn = _connect(neo4j_uri)
+    console.print(f"Neo4j: {conn.describe()}")
+    summary = api.ingest(api.make_source(directory=out), conn=conn, show_progress=True)
+    _print_summary(summary)
+    eval_(truth=out / "truth.json", pred=None, neo4j_uri=neo4j_uri, fmt="table")
+    if conn.managed:
+        from lineage_index.schema import local_neo4j
+
+        console.print(f"Open Neo4j Browser at [bold]{local_neo4j.status().browser_url}[/] "
+                      "(no authentication) and run: MATCH p=(:Model)-[:DERIVED_FROM*]->(:Model) RETURN p")
+
+
+def main() -> None:
+    try:
+        app()
+    except LineageIndexError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Shared output of CLI rows as a rich table, JSON or CSV. Formatting only, no logic."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+FORMATS = ("table", "json", "csv")
+
+
+def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, title: str | None = None) -> str | None:
+    """Print ``rows`` as a table (returns None) or return them as JSON/CSV text."""
+    if fmt == "json":
+        return json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=2, default=str)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({c: r.get(c) for c in columns})
+        return buf.getvalue()
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*["" if r.get(c) is None else str(r.get(c)) for c in columns])
+    console.print(table)
+    return None
+
+
+def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, title: str | None = None) -> None:
+    text = render(rows, columns, fmt, title)
+    if text is not None:
+        print(text, end="" if text.endswith("\n") else "\n")
