@@ -90,8 +90,20 @@ class SketchStore:
             return None
         return load_sketch(path)
 
+    def latest(self, model_id: str, version: int = SKETCH_VERSION) -> Sketch | None:
+        """The most recently written sketch of ``model_id`` (any sha), or None."""
+        safe = model_id.replace("/", "--")
+        folder = self.root / model_id.split("/", 1)[0]
+        paths = [p for p in folder.glob(f"{safe}@*.v{version}.npz") if load_meta_id(p) == model_id]
+        return load_sketch(max(paths, key=lambda p: p.stat().st_mtime_ns)) if paths else None
+
     def __iter__(self) -> Iterator[Path]:
         return iter(sorted(self.root.glob("*/*.npz")))
+
+
+def load_meta_id(path: Path) -> str:
+    with np.load(path, allow_pickle=False) as data:
+        return json.loads(str(data["meta"]))["model_id"]
 
 
 def load_sketch(path: Path) -> Sketch:
