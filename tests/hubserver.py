@@ -13,7 +13,7 @@ No ``X-Xet-*`` header is ever sent.
 
 Repo settings: ``gated`` (repo -> "manual"/"auto"), ``private``, ``disabled``, ``grant(token,
 repo)`` (Bearer tokens allowed on gated/private repos), ``ignore_range`` (answer 200 with the
-whole file), ``created_at`` overrides. Fault injection: ``fail(status, times, repo, route,
+whole file), ``misrange`` (answer a range one byte off), ``created_at`` overrides. Fault injection: ``fail(status, times, repo, route,
 retry_after)``; ``times=None`` is a storm. ``log`` records every request with the body bytes
 sent, so tests can assert exactly what was read (``bytes_served``, ``requests_for``).
 
@@ -109,6 +109,7 @@ class LocalHub:
         self.private: set[str] = set()
         self.disabled: set[str] = set()
         self.ignore_range: set[str] = set()
+        self.misrange: set[str] = set()
         self.created_at: dict[str, str] = {}
         self.tokens: dict[str, set[str]] = {}
         self.faults: list[Fault] = []
@@ -122,7 +123,8 @@ class LocalHub:
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> LocalHub:
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
         self._thread.start()
         return self
 
@@ -310,3 +312,44 @@ class LocalHub:
 
 def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
     return type("BoundHubHandler", (HubHandler,), {"hub": hub})
+
+
+def write_model(root: str | os.PathLike[str], model_id: str, *,
+                tensors: dict[str, Any] | None = None, card: dict[str, Any] | str | None = None,
+                config: dict[str, Any] | None = None, adapter_config: dict[str, Any] | None = None,
+                shards: int = 1, weights_name: str = "model.safetensors",
+                extra: dict[str, bytes] | None = None) -> Path:
+    """Write a model in Hub layout under ``root/<org>/<name>`` (numpy arrays via safetensors).
+
+    ``card``: a dict becomes README YAML front matter, a str is written verbatim. ``shards > 1``
+    splits the tensors round-robin into ``model-0000i-of-0000n.safetensors`` + an index.
+    """
+    from safetensors.numpy import save_file
+
+    path = Path(root) / model_id
+    path.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        (path / "config.json").write_text(json.dumps(config))
+    if adapter_config is not None:
+        (path / "adapter_config.json").write_text(json.dumps(adapter_config))
+    if card is not None:
+        text = card if isinstance(card, str) else f"---\n{yaml.safe_dump(card)}---\n# {model_id}\n"
+        (path / "README.md").write_text(text)
+    if tensors:
+        if shards <= 1:
+            save_file(tensors, str(path / weights_name), metadata={"format": "pt"})
+        else:
+            names = sorted(tensors)
+            weight_map = {}
+            for i in range(shards):
+                shard = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+                part = {n: tensors[n] for n in names[i::shards]}
+                save_file(part, str(path / shard), metadata={"format": "pt"})
+                weight_map.update({n: shard for n in part})
+            total = sum(t.nbytes for t in tensors.values())
+            (path / "model.safetensors.index.json").write_text(
+                json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    for name, data in (extra or {}).items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_bytes(data)
+    return path

@@ -3,8 +3,8 @@
 ``RangeReader.read_ranges(file, [(start, end), ...])`` returns the bytes ``[start, end)`` of
 each range (absolute offsets in that repo file), in the order asked. Nearby ranges are merged
 into one request when the gap between them is at most ``max_gap_bytes``; the reader counts
-``requests`` (requests sent, retries included) and ``bytes_read`` (body bytes actually
-received or read, gaps of merged ranges included).
+``requests`` (requests sent, retries included) and ``bytes_read`` (bytes actually received
+or pread, gaps of merged ranges included; HTTP error bodies are not counted).
 
 Coalescing thresholds (documented choice): ``HubReader`` merges across gaps up to 16 KiB, since
 one extra HTTP round trip (tens of ms) costs more than 16 KiB of transfer; ``LocalReader``
@@ -12,10 +12,9 @@ merges only touching/overlapping ranges (gap 0), since a pread costs microsecond
 exactly the bytes asked. Merged requests are capped at ``max_request_bytes`` (8 MiB) unless a
 single range is larger.
 
-``LocalReader`` uses ``os.pread`` on a directory; ``HubReader`` issues HTTP Range GETs on the
-``resolve`` URL (pinned to a commit) through huggingface_hub's shared session, with its own
-retry/backoff (``RetryPolicy``), strict ``206``/``Content-Range`` checks, and mapping of
-huggingface_hub errors to ``lineage_index.errors``. Readers never read whole files unless
+``LocalReader`` (here) uses ``os.pread`` on a directory; ``HubReader`` (``reader_hub``, also
+importable from this module) issues HTTP Range GETs on the ``resolve`` URL pinned to a commit,
+with retries and strict ``206``/``Content-Range`` checks. Readers never read whole files unless
 asked for a small one (``read_file``), never unpickle anything, and never put tokens in messages.
 """
 

@@ -60,6 +60,8 @@ NETWORK_ERRORS: tuple[type[Exception], ...] = (
     _httpx.NetworkError,
     _httpx.RemoteProtocolError,
 )
+#: Everything the HTTP layer may raise (HfHubHTTPError subclasses httpx's HTTPError in 2.x).
+HUB_ERRORS: tuple[type[Exception], ...] = (HfHubHTTPError, _httpx.HTTPError)
 DEFAULT_MAX_UNRANGED_BYTES = 64 * 1024 * 1024
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 _UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$")
@@ -210,7 +212,8 @@ class HubReader(RangeReader):
             with get_session().stream("GET", url, headers=headers, timeout=self.retry.timeout_s) as r:
                 status = r.status_code
                 if status in (200, 206):
-                    return _Reply(status, self._body(r, what), r.headers.get("Content-Range"))
+                    body = self._body(r, what, last - first + 1)
+                    return _Reply(status, body, r.headers.get("Content-Range"))
                 r.read()
                 if status == 416:
                     return _Reply(416, b"", r.headers.get("Content-Range"))
@@ -221,22 +224,22 @@ class HubReader(RangeReader):
 
         try:
             return with_retries(attempt, self.retry, what)
-        except (HfHubHTTPError, *NETWORK_ERRORS) as exc:
+        except HUB_ERRORS as exc:
             raise map_hub_error(exc, what) from None
 
-    def _body(self, r: _httpx.Response, what: str) -> bytes:
-        if r.status_code == 200:
-            length = r.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > self.max_unranged_bytes:
-                raise ModelReadError(
-                    f"{what}: server ignored the Range request and offers {length} bytes; refused"
-                )
+    def _body(self, r: _httpx.Response, what: str, asked: int) -> bytes:
+        """The body, refused once it exceeds what was asked (206) or ``max_unranged_bytes`` (200)."""
+        limit = asked if r.status_code == 206 else self.max_unranged_bytes
+        length = r.headers.get("Content-Length")
+        if r.status_code == 200 and length and length.isdigit() and int(length) > limit:
+            raise ModelReadError(f"{what}: server ignored the Range request and offers {length} bytes; refused")
         body = bytearray()
         try:
             for chunk in r.iter_bytes():
                 body += chunk
-                if r.status_code == 200 and len(body) > self.max_unranged_bytes:
-                    raise ModelReadError(f"{what}: server ignored the Range request; body too large")
+                if len(body) > limit:
+                    detail = "ignored the Range request" if r.status_code == 200 else "sent more than asked"
+                    raise ModelReadError(f"{what}: server {detail}; body over {limit} bytes refused")
         finally:
             self._count(len(body), 0)
         return bytes(body)

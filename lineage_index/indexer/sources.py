@@ -18,6 +18,9 @@ directory, so it is stable while nothing changes and changes when any file is wr
 or removed (a ``touch`` counts as a change). ``created_at``: front-matter ``created_at`` if the
 README has one, else the oldest file mtime (UTC). ``HfCacheSource`` takes the snapshot ``main``
 points at (else the newest) and its commit hash as sha.
+
+``header_bytes_read``/``header_requests`` count what reading the safetensors headers cost
+(sharded index JSON included; config/README reads excluded).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def iter_records(source: Source) -> Iterator[ModelRecord | Failure]:
     return source.iter_records()
 
 
-def open_reader(record: ModelRecord, *, token: str | None = None) -> RangeReader:
+def open_reader(record: ModelRecord, *, token: str | bool | None = None) -> RangeReader:
     """A RangeReader for ``record`` without its source object (hub: default or given token)."""
     if record.source == "hub":
         from lineage_index.indexer.reader_hub import HubReader
@@ -91,9 +94,10 @@ def read_json(reader: RangeReader, path: str, max_bytes: int = MAX_JSON_BYTES) -
     return obj if isinstance(obj, dict) else None
 
 
-def read_card(reader: RangeReader, path: str = "README.md") -> dict[str, Any] | None:
+def read_card(reader: RangeReader, path: str = "README.md", *,
+              prefix_bytes: int = README_PREFIX_BYTES) -> dict[str, Any] | None:
     """YAML front matter of a README (bounded prefix); None when absent or broken."""
-    return front_matter(reader.read_prefix(path, README_PREFIX_BYTES))
+    return front_matter(reader.read_prefix(path, prefix_bytes))
 
 
 def build_record(model_id: str, source: str, reader: RangeReader, files: Sequence[FileEntry], *,

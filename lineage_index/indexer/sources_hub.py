@@ -21,11 +21,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError
 
 from lineage_index.errors import ModelReadError, UsageError
 from lineage_index.indexer.reader_hub import (
-    NETWORK_ERRORS,
+    HUB_ERRORS,
     HubReader,
     RetryPolicy,
     map_hub_error,
@@ -39,6 +38,7 @@ from lineage_index.records import Failure, FileEntry, ModelRecord
 T = TypeVar("T")
 R = TypeVar("R")
 
+HUB_README_PREFIX_BYTES = 32 * 1024  # README fallback, only when the API gave no cardData
 EXPAND = [
     "author", "sha", "createdAt", "lastModified", "private", "gated", "disabled", "tags",
     "pipeline_tag", "library_name", "cardData", "config", "siblings", "safetensors",
@@ -72,7 +72,7 @@ class HubSource:
 
     def __init__(self, org: str | None = None, search: str | None = None,
                  models: Iterable[str] | None = None, endpoint: str | None = None,
-                 token: str | None = None, *, limit: int | None = None,
+                 token: str | bool | None = None, *, limit: int | None = None,
                  retry: RetryPolicy | None = None, max_workers: int = 8, reader_workers: int = 4,
                  readme_fallback: bool = True,
                  header_prefix_bytes: int = DEFAULT_PREFIX_BYTES) -> None:
@@ -106,7 +106,7 @@ class HubSource:
                 lambda: self.api.model_info(repo_id, files_metadata=True, timeout=self.retry.timeout_s),
                 self.retry, repo_id,
             )
-        except (HfHubHTTPError, *NETWORK_ERRORS) as exc:
+        except HUB_ERRORS as exc:
             err = map_hub_error(exc, repo_id)
             return Failure(repo_id, err.kind, str(err))
         except ModelReadError as exc:
@@ -121,7 +121,7 @@ class HubSource:
         try:
             yield from self.api.list_models(author=self.org, search=self.search, expand=EXPAND,
                                             limit=self.limit)
-        except (HfHubHTTPError, *NETWORK_ERRORS) as exc:
+        except HUB_ERRORS as exc:
             raise map_hub_error(exc, what) from None
         if self.models:
             yield from ordered_map(self._model_info, self.models, self.max_workers)
@@ -140,7 +140,7 @@ class HubSource:
         try:
             card = info.card_data.to_dict() if info.card_data is not None else None
             if card is None and self.readme_fallback and any(f.path == "README.md" for f in files):
-                card = read_card(reader)
+                card = read_card(reader, prefix_bytes=HUB_README_PREFIX_BYTES)
             return build_record(
                 repo_id, self.name, reader, files, sha=info.sha, location=self.endpoint,
                 card=card, hub_tags=list(info.tags or []),
@@ -152,7 +152,7 @@ class HubSource:
             )
         except ModelReadError as exc:
             return Failure(repo_id, exc.kind, str(exc))
-        except (HfHubHTTPError, *NETWORK_ERRORS) as exc:
+        except HUB_ERRORS as exc:
             err = map_hub_error(exc, repo_id)
             return Failure(repo_id, err.kind, str(err))
         finally:
