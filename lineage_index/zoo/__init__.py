@@ -2,14 +2,15 @@
 
 Stages, one module each: ``archs`` (tiny transformers architectures and HF state dicts),
 ``data`` (synthetic Markov-chain tasks), ``training`` (CPU training loops), ``derive``
-(training-free derivations: casts, int8, pruning masks, merges, PEFT layout), ``names``,
+(training-free derivations: casts, int8, pruning masks, merges, PEFT layout), ``names``, ``recipes`` (sizes as data),
 ``plan`` (which models, derived how), ``cards`` (messy card metadata and licence truth),
 ``writing`` (Hub layout on disk) and ``build`` (orchestration). The zoo is test and benchmark
 data for the rest of lineage-index; nothing in the indexer may import it.
 """
 
 from lineage_index.zoo.build import ZooSummary, build_zoo
-from lineage_index.zoo.plan import RECIPES, plan_zoo
+from lineage_index.zoo.plan import plan_zoo
+from lineage_index.zoo.recipes import RECIPES
 
 SIZES: tuple[str, ...] = tuple(RECIPES)
 

@@ -42,6 +42,11 @@ _RANK = {
     "other": 3,
     "cc-by-4.0": 1,
 }
+# (P(base_model names the true parent), P(base_model missing)) per op; the rest is wrong
+_BASE_PROBS = {
+    "adapter": (0.85, 0.05), "quant-int8": (0.7, 0.1), "quant-fp16": (0.7, 0.1),
+    "copy": (0.3, 0.7), "distill": (0.4, 0.5),
+}  # fmt: skip
 HF_RELATION = {
     "finetune": "finetune",
     "adapter": "adapter",
@@ -146,33 +151,25 @@ def _declared_base(
         else:
             card.mess["base_model"] = "missing"
         return
-    p_ok, p_missing = {
-        "adapter": (0.85, 0.05),
-        "quant-int8": (0.7, 0.1),
-        "quant-fp16": (0.7, 0.1),
-        "copy": (0.3, 0.7),
-        "distill": (0.4, 0.5),
-    }.get(spec.op, (0.5, 0.25))
+    p_ok, p_missing = _BASE_PROBS.get(spec.op, (0.45, 0.3))
     if x < p_ok:
         card.declared_base_model, card.mess["base_model"] = parent.id, "correct"
         return
     if x < p_ok + p_missing:
         card.mess["base_model"] = "missing"
         return
+    # a wrong declaration: most often the foundation / grand-parent instead of the real parent
     y = rng.random()
-    ancestors = [
-        a
-        for a in (parent.parents[0] if parent.parents else None, parent.root)
-        if a and a in specs and a != parent.id
-    ]
+    ancestors = [a for a in dict.fromkeys((parent.parents[0] if parent.parents else None, parent.root))
+                 if a and a in specs and a != parent.id]  # fmt: skip
     unrelated = [
         s.id
         for s in specs.values()
         if not s.parents and s.arch == spec.arch and s.id != parent.root
     ]
-    if y < 0.65 and ancestors:
+    if ancestors and y < 0.7:
         card.declared_base_model, card.mess["base_model"] = rng.choice(ancestors), "ancestor"
-    elif y < 0.8 and unrelated:
+    elif unrelated and y < (0.82 if ancestors else 0.35):
         card.declared_base_model, card.mess["base_model"] = rng.choice(unrelated), "unrelated"
     elif parent.root in specs:
         card.declared_base_model = _external_name(parent.root, set(specs))
