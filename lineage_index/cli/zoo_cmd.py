@@ -23,6 +23,11 @@ zoo_app = typer.Typer(
 )
 
 
+@zoo_app.callback()
+def zoo_callback() -> None:
+    """Generate model zoos with known lineage (test and benchmark data)."""
+
+
 def _float_or_none(value: Any) -> float | None:
     if value is None or value == "":
         return None
