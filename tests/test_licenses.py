@@ -34,8 +34,12 @@ MODELS: dict[str, tuple[str | None, str | None, str | None, dict]] = {
     "weird/other-base": ("other", "some-custom-terms", "mistral", {}),
     "qw/qwen-base": ("other", "qwen", "qwen2", {}),
     "sd/creativeml-base": ("creativeml-openrail-m", None, "unet", {}),
-    "acme/llama31-apache-ft": ("apache-2.0", None, "llama", {"sha": SHA, "pipeline_tag": "text-generation",
-                                                              "architectures": ["LlamaForCausalLM"]}),
+    "acme/llama31-apache-ft": (
+        "apache-2.0",
+        None,
+        "llama",
+        {"sha": SHA, "pipeline_tag": "text-generation", "architectures": ["LlamaForCausalLM"]},
+    ),
     "acme/nc-to-mit": ("mit", None, "mistral", {}),
     "acme/apache-q": ("mit", None, "mistral", {}),
     "acme/merge-mit": ("mit", None, "mistral", {}),
@@ -48,8 +52,12 @@ MODELS: dict[str, tuple[str | None, str | None, str | None, dict]] = {
     "acme/qwen-ft": ("other", "Qwen", "qwen2", {}),
     "acme/sa-nc-merge": ("other", None, "mistral", {}),
     "acme/llama3-distilled-gpt2": ("llama3", None, "gpt2", {}),
-    "acme/imputed-child": (None, None, "mistral", {"license_source": "imputed",
-                                                   "license_effective": "apache-2.0"}),
+    "acme/imputed-child": (
+        None,
+        None,
+        "mistral",
+        {"license_source": "imputed", "license_effective": "apache-2.0"},
+    ),
     "acme/copy-relabel": ("mit", None, "mistral", {}),
     "acme/nc-adapter-apache": ("apache-2.0", None, "mistral", {}),
     "acme/rail-c": ("bigscience-openrail-m", None, "unet", {}),
@@ -108,14 +116,28 @@ def build_planted_graph(driver: Driver, database: str = "neo4j", apply: bool = T
     rows = []
     for mid, (lic, name, mtype, extra) in MODELS.items():
         declared = [p for c, p, _, s, _ in EDGES if c == mid and s in ("declared", "both")]
-        props = {"license": lic, "license_name": name, "model_type": mtype,
-                 "declared_base_models": declared, "status": "indexed", **extra}
+        props = {
+            "license": lic,
+            "license_name": name,
+            "model_type": mtype,
+            "declared_base_models": declared,
+            "status": "indexed",
+            **extra,
+        }
         rows.append({"id": mid, "props": props})
     writer.upsert_models(rows)
     writer.upsert_edges(
-        Edge(child=c, parent=p, relation=r, source=s, confidence=0.9, closeness=0.8,
-             evidence="planted", contradicted=x,
-             recovered_parent="open/apache-base" if x else None)
+        Edge(
+            child=c,
+            parent=p,
+            relation=r,
+            source=s,
+            confidence=0.9,
+            closeness=0.8,
+            evidence="planted",
+            contradicted=x,
+            recovered_parent="open/apache-base" if x else None,
+        )
         for c, p, r, s, x in EDGES
     )
     if apply:
@@ -142,10 +164,27 @@ def test_catalogue_reproduces_the_licenses_md_matrix() -> None:
     if not doc.exists():
         pytest.skip("LICENSES.md (shared docs) not present")
     section = doc.read_text(encoding="utf-8").split("### 3.4")[1].split("The same matrix")[0]
-    cols = ["apache-2.0", "mit", "bsd-3-clause", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0",
-            "cc-by-nc-sa-4.0", "openrail", "creativeml-openrail-m", "bigscience-openrail-m",
-            "llama2", "llama3", "llama3.1", "llama3.2", "llama3.3", "llama4", "gemma", "other",
-            "unknown"]
+    cols = [
+        "apache-2.0",
+        "mit",
+        "bsd-3-clause",
+        "cc-by-4.0",
+        "cc-by-sa-4.0",
+        "cc-by-nc-4.0",
+        "cc-by-nc-sa-4.0",
+        "openrail",
+        "creativeml-openrail-m",
+        "bigscience-openrail-m",
+        "llama2",
+        "llama3",
+        "llama3.1",
+        "llama3.2",
+        "llama3.3",
+        "llama4",
+        "gemma",
+        "other",
+        "unknown",
+    ]
     cat = licenses.catalogue()
     rows = [line for line in section.splitlines() if line.startswith("| **")]
     assert len(rows) == 19
@@ -159,10 +198,29 @@ def test_catalogue_reproduces_the_licenses_md_matrix() -> None:
 
 def test_catalogue_covers_the_hf_ids_and_resolves_other_by_name() -> None:
     cat = licenses.catalogue()
-    for lid in ("apache-2.0", "mit", "bsd-3-clause", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0",
-                "cc-by-nc-sa-4.0", "openrail", "creativeml-openrail-m", "bigscience-openrail-m",
-                "bigcode-openrail-m", "openrail++", "llama2", "llama3", "llama3.1", "llama3.2",
-                "llama3.3", "llama4", "gemma", "other", "unknown"):
+    for lid in (
+        "apache-2.0",
+        "mit",
+        "bsd-3-clause",
+        "cc-by-4.0",
+        "cc-by-sa-4.0",
+        "cc-by-nc-4.0",
+        "cc-by-nc-sa-4.0",
+        "openrail",
+        "creativeml-openrail-m",
+        "bigscience-openrail-m",
+        "bigcode-openrail-m",
+        "openrail++",
+        "llama2",
+        "llama3",
+        "llama3.1",
+        "llama3.2",
+        "llama3.3",
+        "llama4",
+        "gemma",
+        "other",
+        "unknown",
+    ):
         assert lid in cat.licenses
     assert cat.resolve("other", "Qwen") == "qwen"
     assert cat.resolve("other", "DeepSeek License") == "deepseek"
@@ -182,13 +240,18 @@ def test_spdx_ids_of_the_catalogue_are_in_the_cyclonedx_spdx_list() -> None:
     import json
     from importlib import resources
 
-    enum = set(json.loads(resources.files(res).joinpath("spdx.SNAPSHOT.schema.json")
-                          .read_text("utf-8"))["enum"])
+    enum = set(
+        json.loads(resources.files(res).joinpath("spdx.SNAPSHOT.schema.json").read_text("utf-8"))[
+            "enum"
+        ]
+    )
     spdx = {i.spdx for i in licenses.catalogue().licenses.values() if i.spdx}
     assert spdx and spdx <= enum
 
 
-def test_load_catalogue_is_idempotent_and_encodes_the_matrix(clean_graph: Driver, neo4j_database: str) -> None:
+def test_load_catalogue_is_idempotent_and_encodes_the_matrix(
+    clean_graph: Driver, neo4j_database: str
+) -> None:
     first = licenses.load_catalogue(clean_graph, neo4j_database)
     again = licenses.load_catalogue(clean_graph, neo4j_database)
     assert first == again and again.stale_rules_deleted == 0
@@ -198,29 +261,38 @@ def test_load_catalogue_is_idempotent_and_encodes_the_matrix(clean_graph: Driver
     assert counts["allows_derivative_under"] == len(cat.rules())
     records, _, _ = clean_graph.execute_query(
         "MATCH (a:License)-[r:ALLOWS_DERIVATIVE_UNDER]->(b:License) RETURN a.id AS a, b.id AS b, r.code AS c",
-        database_=neo4j_database)
+        database_=neo4j_database,
+    )
     assert {(r["a"], r["b"]): r["c"] for r in records} == cat.rules()
     assert {r["c"] for r in records} <= {"✓", "C", "W"}
     # a stale rule (e.g. from an older catalogue) is removed on reload
     clean_graph.execute_query(
         "MATCH (a:License {id: 'gemma'}), (b:License {id: 'mit'}) "
-        "MERGE (a)-[:ALLOWS_DERIVATIVE_UNDER {code: '✓'}]->(b)", database_=neo4j_database)
+        "MERGE (a)-[:ALLOWS_DERIVATIVE_UNDER {code: '✓'}]->(b)",
+        database_=neo4j_database,
+    )
     assert licenses.load_catalogue(clean_graph, neo4j_database).stale_rules_deleted == 1
     labels, _, _ = clean_graph.execute_query(
-        "MATCH (l:License {id: 'llama3.1'}) RETURN labels(l) AS l", database_=neo4j_database)
+        "MATCH (l:License {id: 'llama3.1'}) RETURN labels(l) AS l", database_=neo4j_database
+    )
     assert "LicLlama" in labels[0]["l"]
 
 
 # --- inheritance --------------------------------------------------------------------------
 
 
-def test_missing_licence_is_inherited_from_the_nearest_licensed_ancestor(planted: Driver, neo4j_database: str) -> None:
+def test_missing_licence_is_inherited_from_the_nearest_licensed_ancestor(
+    planted: Driver, neo4j_database: str
+) -> None:
     w = GraphWriter(planted, neo4j_database)
     child = w.model_properties("acme/inherits")
     grandchild = w.model_properties("acme/inherits-adapter")
     assert (child["license_effective"], child["license_source"]) == ("llama3.1", "inherited")
     assert child["license_inherited_from"] == "meta/llama31-base"
-    assert (grandchild["license_effective"], grandchild["license_source"]) == ("llama3.1", "inherited")
+    assert (grandchild["license_effective"], grandchild["license_source"]) == (
+        "llama3.1",
+        "inherited",
+    )
     assert grandchild["license_inherited_from"] == "meta/llama31-base"
     declared = w.model_properties("acme/qwen-ft")
     assert (declared["license_effective"], declared["license_source"]) == ("qwen", "declared")
@@ -229,40 +301,54 @@ def test_missing_licence_is_inherited_from_the_nearest_licensed_ancestor(planted
     links, _, _ = planted.execute_query(
         "MATCH (m:Model)-[r:LICENSED_UNDER]->(l:License) WHERE m.id IN $ids "
         "RETURN m.id AS m, l.id AS l, r.effective AS eff, r.source AS src ORDER BY m, l",
-        ids=["acme/inherits", "acme/qwen-ft"], database_=neo4j_database)
+        ids=["acme/inherits", "acme/qwen-ft"],
+        database_=neo4j_database,
+    )
     assert [(r["m"], r["l"], r["eff"], r["src"]) for r in links] == [
         ("acme/inherits", "llama3.1", True, "inherited"),
         ("acme/qwen-ft", "other", False, "declared"),  # the writer's raw tag link, kept
         ("acme/qwen-ft", "qwen", True, "declared"),
     ]
     labels, _, _ = planted.execute_query(
-        "MATCH (m:Model {id: 'acme/inherits'}) RETURN labels(m) AS l", database_=neo4j_database)
+        "MATCH (m:Model {id: 'acme/inherits'}) RETURN labels(m) AS l", database_=neo4j_database
+    )
     assert sorted(labels[0]["l"]) == ["LicLlama", "Model"]
 
 
-def test_inheritance_is_idempotent_and_follows_changes(planted: Driver, neo4j_database: str) -> None:
+def test_inheritance_is_idempotent_and_follows_changes(
+    planted: Driver, neo4j_database: str
+) -> None:
     again = licenses.apply_license_inheritance(planted, neo4j_database)
     assert again.written == 0
     assert (again.inherited, again.imputed) == (2, 1)
     # the parent's card now declares a licence: the child inherits it, the link moves
     GraphWriter(planted, neo4j_database).upsert_models(
-        [{"id": "acme/inherits", "props": {"license": "llama3.3"}}])
+        [{"id": "acme/inherits", "props": {"license": "llama3.3"}}]
+    )
     licenses.apply_license_inheritance(planted, neo4j_database)
     w = GraphWriter(planted, neo4j_database)
     assert w.model_properties("acme/inherits")["license_source"] == "declared"
     grandchild = w.model_properties("acme/inherits-adapter")
-    assert (grandchild["license_effective"], grandchild["license_inherited_from"]) == ("llama3.3", "acme/inherits")
+    assert (grandchild["license_effective"], grandchild["license_inherited_from"]) == (
+        "llama3.3",
+        "acme/inherits",
+    )
     links, _, _ = planted.execute_query(
         "MATCH (:Model {id: 'acme/inherits-adapter'})-[r:LICENSED_UNDER]->(l) RETURN l.id AS l",
-        database_=neo4j_database)
+        database_=neo4j_database,
+    )
     assert [r["l"] for r in links] == ["llama3.3"]
 
 
 def test_contradicted_edges_do_not_carry_licences(clean_graph: Driver, neo4j_database: str) -> None:
     w = GraphWriter(clean_graph, neo4j_database)
     ensure_schema(clean_graph, neo4j_database)
-    w.upsert_models([{"id": "a/base", "props": {"license": "cc-by-nc-4.0"}},
-                     {"id": "a/child", "props": {"license": None}}])
+    w.upsert_models(
+        [
+            {"id": "a/base", "props": {"license": "cc-by-nc-4.0"}},
+            {"id": "a/child", "props": {"license": None}},
+        ]
+    )
     w.upsert_edges([Edge("a/child", "a/base", "finetune", "declared", 0.2, contradicted=True)])
     summary = licenses.refresh(clean_graph, neo4j_database)
     assert summary.missing == 1
@@ -272,7 +358,9 @@ def test_contradicted_edges_do_not_carry_licences(clean_graph: Driver, neo4j_dat
 # --- conflicts and warnings ---------------------------------------------------------------
 
 
-def test_every_planted_conflict_is_reported_and_nothing_else(planted: Driver, neo4j_database: str) -> None:
+def test_every_planted_conflict_is_reported_and_nothing_else(
+    planted: Driver, neo4j_database: str
+) -> None:
     rows = run_query(planted, "license_conflicts", None, neo4j_database).rows
     assert _pairs(rows) == PLANTED_CONFLICTS
     assert {r["code"] for r in rows} == {"✗"}
@@ -293,7 +381,9 @@ def test_warnings_and_review_are_reported_separately(planted: Driver, neo4j_data
     assert not _pairs(rows) & PLANTED_CONFLICTS
 
 
-def test_license_check_agrees_with_conflicts_warnings_and_the_catalogue(planted: Driver, neo4j_database: str) -> None:
+def test_license_check_agrees_with_conflicts_warnings_and_the_catalogue(
+    planted: Driver, neo4j_database: str
+) -> None:
     check = run_query(planted, "license_check", None, neo4j_database).rows
     non_contradicted = [e for e in EDGES if not e[4]]
     assert len(check) == len(non_contradicted)
@@ -304,14 +394,25 @@ def test_license_check_agrees_with_conflicts_warnings_and_the_catalogue(planted:
     assert {p for p, c in codes.items() if c == "?"} == PLANTED_REVIEW
     cat = licenses.catalogue()
     for r in check:  # plain finetune edges with declared licences: exactly the matrix
-        if r["relation"] == "finetune" and r["child_license_source"] == "declared" and r["parent"] != "meta/llama3-base":
+        if (
+            r["relation"] == "finetune"
+            and r["child_license_source"] == "declared"
+            and r["parent"] != "meta/llama3-base"
+        ):
             assert r["code"] == cat.code(r["parent_license"], r["child_license"]), r
     one = run_query(planted, "license_check", {"model": "acme/merge-mit"}, neo4j_database).rows
-    assert {(r["parent"], r["code"]) for r in one} == {("open/apache-base", "✓"), ("cc/nc-base", "✗")}
+    assert {(r["parent"], r["code"]) for r in one} == {
+        ("open/apache-base", "✓"),
+        ("cc/nc-base", "✗"),
+    }
 
 
-def test_adapter_leniency_downgrades_a_permissive_adapter_tag(planted: Driver, neo4j_database: str) -> None:
-    lenient = run_query(planted, "license_conflicts", {"adapter_leniency": True}, neo4j_database).rows
+def test_adapter_leniency_downgrades_a_permissive_adapter_tag(
+    planted: Driver, neo4j_database: str
+) -> None:
+    lenient = run_query(
+        planted, "license_conflicts", {"adapter_leniency": True}, neo4j_database
+    ).rows
     assert _pairs(lenient) == PLANTED_CONFLICTS - {("acme/nc-adapter-apache", "cc/nc-base")}
     warned = run_query(planted, "license_warnings", {"adapter_leniency": True}, neo4j_database).rows
     assert ("acme/nc-adapter-apache", "cc/nc-base") in _pairs(warned)

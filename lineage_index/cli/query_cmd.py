@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -19,7 +19,7 @@ from lineage_index.cli.output import FORMATS, console, emit
 from lineage_index.errors import UsageError
 
 NeoUri = Annotated[
-    Optional[str], typer.Option("--neo4j-uri", help="Bolt URI (else NEO4J_URI, else managed).")
+    str | None, typer.Option("--neo4j-uri", help="Bolt URI (else NEO4J_URI, else managed).")
 ]
 REPORT_FORMATS = ("md", "html", "csv", "json")
 
@@ -37,9 +37,11 @@ def _cell(value: Any) -> Any:
 
 
 def query(
-    name: Annotated[Optional[str], typer.Argument(help="Shipped query name; omit to list them.")] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="Shipped query name; omit to list them.")
+    ] = None,
     param: Annotated[
-        Optional[list[str]], typer.Option("--param", "-p", help="Query parameter key=value (repeat).")
+        list[str] | None, typer.Option("--param", "-p", help="Query parameter key=value (repeat).")
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | csv")] = "table",
     neo4j_uri: NeoUri = None,
@@ -69,7 +71,9 @@ def query(
         result = runner.run_query(conn.driver(), name, params, conn.database)
     finally:
         conn.close()
-    rows = result.rows if fmt == "json" else [{k: _cell(v) for k, v in r.items()} for r in result.rows]
+    rows = (
+        result.rows if fmt == "json" else [{k: _cell(v) for k, v in r.items()} for r in result.rows]
+    )
     emit(rows, result.columns, fmt, title=name)
 
 
@@ -98,7 +102,11 @@ def tree(
 
 
 def _label(node: Any) -> str:
-    name = f"[bold underline]{escape(node.id)}[/]" if node.is_subject else f"[bold]{escape(node.id)}[/]"
+    name = (
+        f"[bold underline]{escape(node.id)}[/]"
+        if node.is_subject
+        else f"[bold]{escape(node.id)}[/]"
+    )
     lic = escape(node.license or "no licence")
     if node.license_source and node.license_source != "declared":
         lic += f" ({escape(node.license_source)})"
@@ -124,14 +132,20 @@ def _rich_tree(root: Any) -> Tree:
 
 def report_licenses(
     fmt: Annotated[str, typer.Option("--format", "-f", help="md | html | csv | json")] = "md",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here (else stdout).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here (else stdout).")
+    ] = None,
     adapter_leniency: Annotated[
         bool,
-        typer.Option("--adapter-leniency", help="Permissive adapter tags: W instead of ✗ (LICENSES.md)."),
+        typer.Option(
+            "--adapter-leniency", help="Permissive adapter tags: W instead of ✗ (LICENSES.md)."
+        ),
     ] = False,
     no_refresh: Annotated[
         bool,
-        typer.Option("--no-refresh", help="Do not reload the licence catalogue / inheritance first."),
+        typer.Option(
+            "--no-refresh", help="Do not reload the licence catalogue / inheritance first."
+        ),
     ] = False,
     neo4j_uri: NeoUri = None,
 ) -> None:
@@ -152,10 +166,14 @@ def report_licenses(
 
 def bom(
     model: Annotated[str, typer.Argument(help="Model id, e.g. org/name.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here (else stdout).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here (else stdout).")
+    ] = None,
     no_refresh: Annotated[
         bool,
-        typer.Option("--no-refresh", help="Do not reload the licence catalogue / inheritance first."),
+        typer.Option(
+            "--no-refresh", help="Do not reload the licence catalogue / inheritance first."
+        ),
     ] = False,
     neo4j_uri: NeoUri = None,
 ) -> None:

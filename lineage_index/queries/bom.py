@@ -40,7 +40,9 @@ def purl(model_id: str, sha: str | None = None) -> str:
     return f"pkg:huggingface/{path}{version}"
 
 
-def _licence_entry(license_id: str, acknowledgement: str, display: str | None = None) -> dict[str, Any]:
+def _licence_entry(
+    license_id: str, acknowledgement: str, display: str | None = None
+) -> dict[str, Any]:
     info = licenses.catalogue().licenses.get(license_id)
     lic: dict[str, Any]
     if info is not None and info.spdx and display is None:
@@ -84,7 +86,9 @@ class _Builder:
         self.count = 0
         self.cut = False
 
-    def component(self, model_id: str, edge: dict[str, Any] | None, path: frozenset[str]) -> dict[str, Any]:
+    def component(
+        self, model_id: str, edge: dict[str, Any] | None, path: frozenset[str]
+    ) -> dict[str, Any]:
         row = self.nodes.get(model_id) or {"props": {}, "parents": [], "contradicted": []}
         props: dict[str, Any] = row["props"] or {}
         sha = props.get("sha") if isinstance(props.get("sha"), str) else None
@@ -177,7 +181,9 @@ def build_bom(
     props = rows[0]["props"] or {}
     extra = [_prop("huggingface:base_model", b) for b in props.get("declared_base_models") or []]
     if isinstance(props.get("base_model_relation"), str):
-        extra.append(_prop("huggingface:declared_base_model_relation", props["base_model_relation"]))
+        extra.append(
+            _prop("huggingface:declared_base_model_relation", props["base_model_relation"])
+        )
     checks = run_query(driver, "license_check", {"model": model}, database).rows
     if checks:
         worst = max((r["code"] for r in checks), key=licenses.CODES.index)
@@ -217,8 +223,12 @@ def _notes(rows: list[dict[str, Any]], builder: _Builder) -> str:
             "declared, recovered or both."
         )
     for c in subject.get("contradicted") or []:
-        recovered = f"; the weights point to {c['recovered_parent']}" if c.get("recovered_parent") else ""
-        parts.append(f"Declared base model {c['parent']} is contradicted by the weights{recovered}.")
+        recovered = (
+            f"; the weights point to {c['recovered_parent']}" if c.get("recovered_parent") else ""
+        )
+        parts.append(
+            f"Declared base model {c['parent']} is contradicted by the weights{recovered}."
+        )
     if builder.cut:
         parts.append(f"Lineage cut at {MAX_COMPONENTS} components.")
     return " ".join(parts)

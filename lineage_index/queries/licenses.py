@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from itertools import islice
 from typing import Any
 
 from neo4j import Driver, ManagedTransaction
@@ -99,6 +98,7 @@ class Catalogue:
                 self.matrix[(parent, child)] = code
         self._spdx = {i.spdx.lower(): i.id for i in self.licenses.values() if i.spdx}
         self._check()
+        self._rules = self._derive_rules()
 
     def _check(self) -> None:
         for lic in self.licenses.values():
@@ -114,19 +114,19 @@ class Catalogue:
 
     def rules(self) -> dict[tuple[str, str], str]:
         """Every (parent, child) pair whose tag-level code is ✓, C or W."""
+        return dict(self._rules)
+
+    def _derive_rules(self) -> dict[tuple[str, str], str]:
         out = {pair: c for pair, c in self.matrix.items() if c in RELATIONSHIP_CODES}
-        named = [i.id for i in self.licenses.values() if i.named]
-        for n in named:
+        for n in (i.id for i in self.licenses.values() if i.named):
             out[(n, n)] = "✓"
-            for parent in self.matrix_columns:
-                if self.matrix.get((parent, "other")) == "✓":
-                    out[(parent, n)] = "✓"
+            out.update({(p, n): "✓" for p in self.matrix_columns if out.get((p, "other")) == "✓"})
         return out
 
     def code(self, parent: str | None, child: str | None) -> str:
         """Tag-level code of a parent -> child pair, the way the Cypher queries compute it."""
         parent, child = parent or UNKNOWN, child or UNKNOWN
-        rule = self.rules().get((parent, child))
+        rule = self._rules.get((parent, child))
         if rule:
             return rule
         p, c = self.licenses.get(parent), self.licenses.get(child)
@@ -170,7 +170,9 @@ def _norm(name: str) -> str:
 @lru_cache(maxsize=1)
 def catalogue() -> Catalogue:
     """The shipped catalogue (``lineage_index/queries/data/licenses.json``)."""
-    text = resources.files("lineage_index.queries").joinpath("data/licenses.json").read_text("utf-8")
+    text = (
+        resources.files("lineage_index.queries").joinpath("data/licenses.json").read_text("utf-8")
+    )
     return Catalogue(json.loads(text))
 
 
@@ -210,30 +212,22 @@ def load_catalogue(driver: Driver, database: str | None = None) -> CatalogueLoad
     """Write the catalogue's License nodes and ALLOWS_DERIVATIVE_UNDER rules (idempotent)."""
     db = database or config.DEFAULT_DATABASE
     cat = catalogue()
+    fields = ("name", "category", "family", "spdx", "url", "clause", "decidable", "named")
+    fields += ("adapter_strict", "derivatives_model_type")
     rows = [
         {
             "id": lic.id,
-            "props": {
-                "name": lic.name,
-                "category": lic.category,
-                "family": lic.family,
-                "spdx": lic.spdx,
-                "url": lic.url,
-                "clause": lic.clause,
-                "decidable": lic.decidable,
-                "named": lic.named,
-                "rank": cat.category_rank[lic.category],
-                "adapter_strict": lic.adapter_strict,
-                "derivatives_model_type": lic.derivatives_model_type,
-                "catalogue_version": cat.version,
-            },
+            "props": {k: getattr(lic, k) for k in fields}
+            | {"rank": cat.category_rank[lic.category], "catalogue_version": cat.version},
         }
         for lic in cat.licenses.values()
     ]
     GraphWriter(driver, db).upsert_licenses(rows)
     rules = cat.rules()
     rule_rows = [{"src": a, "dst": b, "code": c} for (a, b), c in sorted(rules.items())]
-    label_rows = [{"id": i.id, "label": cat.families[i.family].label} for i in cat.licenses.values()]
+    label_rows = [
+        {"id": i.id, "label": cat.families[i.family].label} for i in cat.licenses.values()
+    ]
 
     def work(tx: ManagedTransaction) -> int:
         tx.run(_SET_RULES, rows=rule_rows, version=cat.version).consume()
@@ -256,13 +250,9 @@ RETURN m.id AS id, properties(m) AS props, [x IN labels(m) WHERE x IN $labels] A
        COLLECT { MATCH (m)-[r:LICENSED_UNDER]->(l:License)
                  RETURN [l.id, toString(r.effective), r.source] } AS links
 """
-_PROPS = {
-    "license": "license",
-    "license_name": "license_name",
-    "license_source": "license_source",
-    "license_effective": "license_effective",
-    "license_imputed": "license_imputed",
-    "inherited_from": "license_inherited_from",
+_PROPS = {  # row key -> Model property
+    **{k: k for k in ("license", "license_name", "license_source", "license_effective")},
+    **{"license_imputed": "license_imputed", "inherited_from": "license_inherited_from"},
     "family": "license_family",
 }
 
@@ -345,9 +335,7 @@ def compute_effective(
         newly: dict[str, Effective] = {}
         for child in sorted(candidates):
             known = [(p, conf) for p, conf in parents[child] if p in result]
-            parent, _ = max(
-                known, key=lambda pc: (cat.rank(result[pc[0]].license), pc[1], pc[0])
-            )
+            parent, _ = max(known, key=lambda pc: (cat.rank(result[pc[0]].license), pc[1], pc[0]))
             src = result[parent]
             origin = src.origin if src.source == "inherited" else parent
             newly[child] = Effective(src.license, "inherited", origin)
@@ -356,12 +344,6 @@ def compute_effective(
     for mid in models:
         result.setdefault(mid, Effective(None, None))
     return result
-
-
-def _batches(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    it = iter(rows)
-    while chunk := list(islice(it, size)):
-        yield chunk
 
 
 def _wanted_row(cat: Catalogue, row: dict[str, Any], eff: Effective) -> dict[str, Any] | None:
@@ -410,7 +392,9 @@ def apply_license_inheritance(driver: Driver, database: str | None = None) -> In
     edges = [(r["child"], r["parent"], r["confidence"]) for r in edge_records]
     effective = compute_effective(cat, models, edges)
     rows = [w for mid, row in models.items() if (w := _wanted_row(cat, row, effective[mid]))]
-    for batch in _batches(rows, config.WRITE_BATCH_ROWS):
+    size = config.WRITE_BATCH_ROWS
+    for start in range(0, len(rows), size):
+        batch = rows[start : start + size]
         driver.execute_query(_WRITE_EFFECTIVE, rows=batch, labels=labels, database_=db)
     by_source = defaultdict(int)
     for eff in effective.values():

@@ -27,9 +27,9 @@ from lineage_index.queries import licenses
 from lineage_index.queries.runner import run_query
 
 FORMATS = ("md", "html", "csv", "json")
-FINDING_COLUMNS = (
-    "severity", "code", "kind", "child", "child_license", "child_license_source", "parent",
-    "parent_license", "relation", "edge_source", "confidence", "reason",
+FINDING_COLUMNS = tuple(
+    "severity code kind child child_license child_license_source parent parent_license "
+    "relation edge_source confidence reason".split()
 )
 MAX_PICTURE_NODES = 60
 
@@ -91,13 +91,17 @@ def _finding(row: dict[str, Any], severity: str) -> Finding:
     return Finding(severity=severity, **{k: row.get(k) for k in FINDING_COLUMNS if k != "severity"})
 
 
-def _lineage(driver: Driver, database: str | None, subject: str, findings: list[Finding]) -> Lineage:
+def _lineage(
+    driver: Driver, database: str | None, subject: str, findings: list[Finding]
+) -> Lineage:
     hops = run_query(driver, "provenance", {"model": subject}, database).rows
     nodes = {subject: findings[0].child_license}
     depth = {subject: 0}
     edges: list[tuple[str, str, str]] = []
+    truncated = False
     for hop in hops:
         if len(nodes) >= MAX_PICTURE_NODES and hop["ancestor"] not in nodes:
+            truncated = True
             continue
         nodes.setdefault(hop["ancestor"], hop["license"] or licenses.UNKNOWN)
         depth.setdefault(hop["ancestor"], int(hop["depth"]))
@@ -107,7 +111,7 @@ def _lineage(driver: Driver, database: str | None, subject: str, findings: list[
     for f in findings:
         for parent in f.parent.split(" + ") if f.kind == "merge" else [f.parent]:
             marked.add((f.child, parent))
-    return Lineage(subject, nodes, depth, edges, marked, truncated=len(nodes) < len(hops) + 1)
+    return Lineage(subject, nodes, depth, edges, marked, truncated)
 
 
 def build_report(
@@ -147,6 +151,7 @@ def build_report(
 
 # --- rendering ------------------------------------------------------------------------------
 
+
 def render(report: LicenseReport, fmt: str) -> str:
     """The report as ``md``, ``html``, ``csv`` or ``json`` text."""
     if fmt == "md":
@@ -177,12 +182,23 @@ def render(report: LicenseReport, fmt: str) -> str:
 
 
 _SECTIONS = (
-    ("conflicts", "Conflicts (✗)", "The child's licence drops obligations its parent's licence "
-     "makes travel with derivatives."),
-    ("warnings", "Warnings (W, C)", "W: another version of the parent's licence family, or a "
-     "copy/quantized child whose licence differs; C: compare the use restrictions clause by clause."),
-    ("review", "Needs review (?)", "Undecidable from the tags (other / unknown / missing, or a "
-     "child licence that is only inherited or imputed): resolve the LICENSE file or impute."),
+    (
+        "conflicts",
+        "Conflicts (✗)",
+        "The child's licence drops obligations its parent's licence makes travel with derivatives.",
+    ),
+    (
+        "warnings",
+        "Warnings (W, C)",
+        "W: another version of the parent's licence family, or a "
+        "copy/quantized child whose licence differs; C: compare the use restrictions clause by clause.",
+    ),
+    (
+        "review",
+        "Needs review (?)",
+        "Undecidable from the tags (other / unknown / missing, or a "
+        "child licence that is only inherited or imputed): resolve the LICENSE file or impute.",
+    ),
 )
 _TABLE = ("code", "child", "child_license", "parent", "parent_license", "relation", "reason")
 
@@ -217,13 +233,33 @@ def _markdown(report: LicenseReport) -> str:
         out.append("| " + " | ".join(c.replace("_", " ") for c in _TABLE) + " |")
         out.append("|" + "---|" * len(_TABLE))
         for f in rows:
-            cells = [f.code, f.child, _licence_label(f.child_license, f.child_license_source),
-                     f.parent, f.parent_license, f.relation, f.reason]
+            cells = [
+                f.code,
+                f.child,
+                _licence_label(f.child_license, f.child_license_source),
+                f.parent,
+                f.parent_license,
+                f.relation,
+                f.reason,
+            ]
             out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-    out += ["", "## Effective licences", "", "| licence | family | source | models |", "|---|---|---|---|"]
+    out += [
+        "",
+        "## Effective licences",
+        "",
+        "| licence | family | source | models |",
+        "|---|---|---|---|",
+    ]
     for r in report.licenses:
-        out.append("| " + " | ".join(_md_cell(r.get(k)) for k in ("license", "family", "source", "models")) + " |")
-    out += ["", "Codes: " + "; ".join(f"{k} {v}" for k, v in licenses.catalogue().codes.items()) + "."]
+        out.append(
+            "| "
+            + " | ".join(_md_cell(r.get(k)) for k in ("license", "family", "source", "models"))
+            + " |"
+        )
+    out += [
+        "",
+        "Codes: " + "; ".join(f"{k} {v}" for k, v in licenses.catalogue().codes.items()) + ".",
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -264,11 +300,19 @@ def _html(report: LicenseReport) -> str:
                     f"{' (truncated)' if lineage.truncated else ''}: conflicting edges in red."
                     "</figcaption></figure>"
                 )
-    parts.append("<h2>Effective licences</h2><table><tr><th>licence</th><th>family</th>"
-                 "<th>source</th><th>models</th></tr>")
+    parts.append(
+        "<h2>Effective licences</h2><table><tr><th>licence</th><th>family</th>"
+        "<th>source</th><th>models</th></tr>"
+    )
     for r in report.licenses:
-        parts.append("<tr>" + "".join(f"<td>{e(str(r.get(k) if r.get(k) is not None else ''))}</td>"
-                                      for k in ("license", "family", "source", "models")) + "</tr>")
+        parts.append(
+            "<tr>"
+            + "".join(
+                f"<td>{e(str(r.get(k) if r.get(k) is not None else ''))}</td>"
+                for k in ("license", "family", "source", "models")
+            )
+            + "</tr>"
+        )
     parts += ["</table>", "</body></html>"]
     return "\n".join(parts) + "\n"
 
@@ -278,8 +322,15 @@ def _html_table(rows: list[Finding]) -> str:
     head = "".join(f"<th>{e(c.replace('_', ' '))}</th>" for c in _TABLE)
     body = []
     for f in rows:
-        cells = [f.code, f.child, _licence_label(f.child_license, f.child_license_source),
-                 f.parent, f.parent_license, f.relation or "", f.reason]
+        cells = [
+            f.code,
+            f.child,
+            _licence_label(f.child_license, f.child_license_source),
+            f.parent,
+            f.parent_license,
+            f.relation or "",
+            f.reason,
+        ]
         tds = "".join(f"<td>{e(str(c))}</td>" for c in cells[1:])
         body.append(f'<tr><td class="code {f.severity}">{e(f.code)}</td>{tds}</tr>')
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
@@ -324,10 +375,10 @@ def lineage_svg(lineage: Lineage) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" font-family="sans-serif" font-size="11">',
         "<defs>",
-        '<marker id="arr" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-        'orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" fill="#555"/></marker>',
-        '<marker id="arr-bad" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
-        'markerHeight="7" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" fill="#c62828"/></marker>',
+        '<marker id="arr" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="10" markerHeight="10" '
+        'markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0L10,5L0,10z" fill="#555"/></marker>',
+        '<marker id="arr-bad" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="12" markerHeight="12" '
+        'markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0L10,5L0,10z" fill="#c62828"/></marker>',
         "</defs>",
     ]
     for child, parent, relation in lineage.edges:
@@ -349,7 +400,7 @@ def lineage_svg(lineage: Lineage) -> str:
         fam = cat.family_of(license)
         border = ' stroke="#000" stroke-width="2.5"' if node == lineage.subject else ""
         out.append(
-            f'<g><title>{e(node)} ({e(license)})</title>'
+            f"<g><title>{e(node)} ({e(license)})</title>"
             f'<rect x="{x:.0f}" y="{y:.0f}" width="{_BOX_W}" height="{_BOX_H}" rx="6" '
             f'fill="{e(fam.colour)}"{border}/>'
             f'<text x="{x + 8:.0f}" y="{y + 19:.0f}" fill="#fff" font-weight="bold">{e(_short(node))}</text>'

@@ -191,9 +191,13 @@ def bind(name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
             continue
         value = given[p.name]
         ok = value is None and not p.required
-        ok = ok or (isinstance(value, _TYPES[p.type]) and (p.type == "boolean") == isinstance(value, bool))
+        ok = ok or (
+            isinstance(value, _TYPES[p.type]) and (p.type == "boolean") == isinstance(value, bool)
+        )
         if not ok:
-            raise UsageError(f"query {name}: ${p.name} must be {p.type}, got {type(value).__name__}")
+            raise UsageError(
+                f"query {name}: ${p.name} must be {p.type}, got {type(value).__name__}"
+            )
         bound[p.name] = value
     return bound
 
@@ -233,3 +237,47 @@ def run_query(
 
     with driver.session(database=database or config.DEFAULT_DATABASE) as session:
         return session.execute_read(work)
+
+
+def browser_guide_html() -> str:
+    """A Neo4j Browser guide (``:play <url>``) with one slide per shipped query.
+
+    Each slide shows what the query answers, its parameters, a runnable ``:param`` line and
+    the query itself (click a block to put it in the editor). The shipped
+    ``browser/guide.html`` is this text.
+    """
+    from html import escape
+
+    slides = [
+        '<slide class="row-fluid"><div class="col-sm-12"><h3>lineage-index queries</h3>'
+        '<p class="lead">Model lineage recovered from the weights: provenance, families, '
+        "licence conflicts and warnings, undeclared and contradicted lineage.</p>"
+        "<p>Run <code>lineage-index report licenses</code> (or <code>licenses.refresh()</code>) "
+        "once after ingesting, so effective licences and the licence catalogue are in the graph. "
+        "Set parameters with the <code>:param</code> block of each slide, then run the query.</p>"
+        "</div></slide>"
+    ]
+    for q in list_queries():
+        params = "".join(
+            f"<li><code>${escape(p.name)}</code> ({escape(p.type)}"
+            + ("" if p.required else f", default <code>{escape(json.dumps(p.default))}</code>")
+            + f"): {escape(p.doc)}</li>"
+            for p in q.params
+        )
+        blocks = "".join(
+            f'<pre class="pre-scrollable code runnable">{escape(b)}</pre>' for b in q.browser
+        )
+        slides.append(
+            f'<slide class="row-fluid"><div class="col-sm-3"><h3>{escape(q.name)}</h3>'
+            f'<p class="lead">{escape(q.summary)}</p></div><div class="col-sm-9">'
+            f"<p>{escape(q.description)}</p>"
+            + (f"<ul>{params}</ul>" if params else "<p>No parameters.</p>")
+            + blocks
+            + f'<pre class="pre-scrollable code runnable">{escape(q.text.strip())}</pre>'
+            + "</div></slide>"
+        )
+    body = "\n".join(slides)
+    return (
+        '<article class="guide">\n<carousel class="deck container-fluid">\n'
+        f"{body}\n</carousel>\n</article>\n"
+    )

@@ -74,7 +74,7 @@ def family_tree(driver: Driver, model: str, database: str | None = None) -> list
         if r["parent"] is not None and r["parent"] not in known:
             parents[r["model"]].append(r)
     children: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for child, edges in parents.items():
+    for edges in parents.values():
         for e in edges:
             if e["parent"] in info:
                 children[e["parent"]].append(e)
