@@ -123,6 +123,7 @@ class Sketch:
     model_bytes: int = 0
     dtypes: tuple[str, ...] = ()
     quant: str | None = None  # "bnb-int8", "gptq", ... when the header shows it
+    derived: dict[str, float] = field(default_factory=dict, repr=False, compare=False)  # memo of stats
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ W_TIME, W_DECLARED, W_KURT = 3.0, 2.0, 1.0  # weights of the direction signals
 TIME_MIN_S = 60.0  # creation times closer than this say nothing about direction
 MERGE_MAX_PARENTS = 3
 MERGE_RATIO = 0.3  # merge when the fit residual is below this share of the best single parent's
-MERGE_NEIGHBOURS = 4
+MERGE_NEIGHBOURS = 8
+COPY_PARENT_PENALTY = 1e-3  # tie-break, in units of the mean related distance
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,25 @@ def direction_score(f: PairFeatures, parent: str, child: str, records: dict[str,
     return score
 
 
-def _forced_child(f: PairFeatures) -> tuple[str | None, str | None]:
-    """(child id, relation) when the pair carries a structural signature."""
+def _forced_child(f: PairFeatures, records: dict[str, ModelRecord]) -> tuple[str | None, str | None]:
+    """(child id, relation) when the pair carries a structural signature.
+
+    A bit-identical copy carries none: the newer upload is the copy (by creation time, then
+    by which card declares the other); with neither, the pair stays undirected.
+    """
     if f.quant_child:
         return f.quant_child, "quantized"
-    if f.copy_child and f.copy_child != "same":
+    if f.copy_child == "same":
+        ta, tb = _time(records.get(f.a)), _time(records.get(f.b))
+        if ta is not None and tb is not None and ta != tb:
+            return (f.b if tb > ta else f.a), "copy"
+        ra, rb = records.get(f.a), records.get(f.b)
+        if ra is not None and f.b in ra.base_models:
+            return f.a, "copy"
+        if rb is not None and f.a in rb.base_models:
+            return f.b, "copy"
+        return None, None
+    if f.copy_child:
         return f.copy_child, "copy"
     if f.prune_child:
         return f.prune_child, "prune"
@@ -96,9 +111,10 @@ def assemble_family(
     g.add_nodes_from(by_id)
     relation_of: dict[tuple[str, str], str] = {}
     score_of: dict[tuple[str, str], float] = {}
-    forced_child: set[str] = set()
+    forced = {frozenset((f.a, f.b)): _forced_child(f, records) for f in related}
+    forced_child: set[str] = {c for c, _ in forced.values() if c is not None}
     for f in related:
-        child, rel = _forced_child(f)
+        child, rel = forced[frozenset((f.a, f.b))]
         for p, c in ((f.a, f.b), (f.b, f.a)):
             if child is not None and c != child:
                 continue
@@ -108,18 +124,19 @@ def assemble_family(
             else:
                 rel_pc = rel or "finetune"
             penalty = 0.0 if child is not None else LAMBDA * mean_d * max(0.0, -s)
+            if p in forced_child:  # between identical candidates prefer the original to its copy
+                penalty += COPY_PARENT_PENALTY * mean_d
             g.add_edge(p, c, weight=f.dist + penalty)
             relation_of[(p, c)] = rel_pc
             score_of[(p, c)] = s
-        if child is not None:
-            forced_child.add(child)
 
     # Merges: the child is explained by several relatives at once.
     merges: dict[str, tuple[list[str], list[float]]] = {}
     for m in by_id:
         if m in forced_child or len(neighbours[m]) < 2:
             continue
-        near = [x for _, x in sorted(neighbours[m])[:MERGE_NEIGHBOURS]]
+        # quantised / copied / pruned children duplicate their parent: never merge inputs here
+        near = [x for _, x in sorted(neighbours[m]) if x not in forced_child][:MERGE_NEIGHBOURS]
         ids, weights, ratio = merge_fit(by_id[m], [by_id[x] for x in near])
         while len(ids) > MERGE_MAX_PARENTS:
             drop = weights.index(min(weights))

@@ -88,8 +88,10 @@ def is_vocab_role(role: str) -> bool:
 def family_signature(tensors: tuple[TensorInfo, ...] | list[TensorInfo]) -> tuple[str, str]:
     """(hash, readable description) of the architecture, from names and shapes only.
 
-    Dtypes, quantisation aux tensors and the vocabulary dimension are left out, so an fp16
-    copy, an int8 quantisation or a fine-tune with a resized vocabulary stay in the family.
+    Only the repeated blocks (tensors with a layer index) count when there are any: task heads,
+    poolers and vocabulary matrices differ between a base model and its fine-tunes. Dtypes and
+    quantisation aux tensors are left out too, so an fp16 copy, an int8 quantisation or a
+    fine-tune with a new head or a resized vocabulary stay in the family.
     """
     roles: dict[str, set[tuple[int, ...]]] = {}
     layers: set[int] = set()
@@ -105,6 +107,9 @@ def family_signature(tensors: tuple[TensorInfo, ...] | list[TensorInfo]) -> tupl
         roles.setdefault(c.role, set()).add(shape)
     if not roles:
         return "empty", "empty"
+    layered = {canonical(t.name).role for t in tensors if canonical(t.name).layer is not None}
+    if layered:
+        roles = {k: v for k, v in roles.items() if k in layered}
     parts = [f"L{len(layers)}"] + [
         f"{k}:{'|'.join('x'.join(map(str, s)) for s in sorted(v))}" for k, v in sorted(roles.items())
     ]

@@ -184,5 +184,8 @@ def reconcile_declared(
 
 
 def asserted_edges(edges: Iterable[Edge]) -> list[Edge]:
-    """The edges the tool stands behind (what ``eval`` scores): not contradicted declarations."""
-    return [e for e in edges if not e.contradicted]
+    """The edges the weights support (what ``eval`` scores): recovered or confirmed ones.
+
+    Declared-only edges stay in the graph as the card's claim, flagged when contradicted.
+    """
+    return [e for e in edges if e.source in ("recovered", "both") and not e.contradicted]

@@ -91,7 +91,10 @@ def plan_reads(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = S
             take_cols = cols
         region = min(n_rows, VOCAB_REGION if is_vocab_role(c.role) else ROW_REGION)
         row_start = _stable_int(seed, c.role, c.layer, tuple(t.shape[1:])) % max(1, region - take_rows + 1)
-        scale = by_name.get(t.name + ".SCB") if t.dtype == "I8" else None
+        scale = None
+        if t.dtype == "I8":  # bitsandbytes writes <module>.SCB (older exports <module>.weight.SCB)
+            module = t.name[: -len(".weight")] if t.name.endswith(".weight") else t.name
+            scale = by_name.get(module + ".SCB") or by_name.get(t.name + ".SCB")
         if t.dtype == "I8" and scale is None:
             continue  # int8 without scales cannot be decoded into weights
         plan.append(PlannedRead(t, c.key, c.role, c.layer, row_start, take_rows, take_cols, scale))

@@ -71,14 +71,19 @@ def excess_kurtosis(x: np.ndarray) -> float:
 
 def model_kurtosis(s: Sketch) -> float:
     """Mean excess kurtosis over the sampled matrices (MoTHer's direction signal)."""
-    vals = [excess_kurtosis(v) for v in _matrices(s).values()]
-    return float(np.mean(vals)) if vals else 0.0
+    if "kurtosis" not in s.derived:
+        vals = [excess_kurtosis(v) for v in _matrices(s).values()]
+        s.derived["kurtosis"] = float(np.mean(vals)) if vals else 0.0
+    return s.derived["kurtosis"]
 
 
 def zero_share(s: Sketch) -> float:
-    mats = list(_matrices(s).values())
-    total = sum(m.size for m in mats)
-    return float(sum(int(np.count_nonzero(m == 0)) for m in mats) / total) if total else 0.0
+    """Share of exact zeros in the sampled matrices (pruning signal)."""
+    if "zero_share" not in s.derived:
+        mats = list(_matrices(s).values())
+        total = sum(m.size for m in mats)
+        s.derived["zero_share"] = float(sum(int(np.count_nonzero(m == 0)) for m in mats) / total) if total else 0.0
+    return s.derived["zero_share"]
 
 
 def _round_to(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -115,6 +120,27 @@ def _copy_child(a: Sketch, b: Sketch, common: list[str]) -> str | None:
     return None
 
 
+def _roundtrip_child(a: Sketch, b: Sketch, common: list[str]) -> str | None:
+    """Which of a, b holds the other's values rounded to F16/BF16 but stored at full precision.
+
+    A conversion to a lower-precision dtype is a re-upload (copy); values degraded to the
+    F16/BF16 grid while the container keeps F32 are a quantisation round trip.
+    """
+    for parent, child in ((a, b), (b, a)):
+        for dtype in ("F16", "BF16"):
+            matched = total = 0
+            for k in common:
+                cs = child.samples[k]
+                if cs.dtype not in ("F32", "F64"):
+                    break
+                matched += int(np.count_nonzero(_round_to(parent.samples[k].values, dtype) == cs.values))
+                total += cs.values.size
+            else:
+                if total and matched / total >= COPY_MATCH:
+                    return child.model_id
+    return None
+
+
 def _grid_quantised(s: Sketch) -> bool:
     if s.quant:
         return True
@@ -129,10 +155,12 @@ def _low_rank(delta: np.ndarray) -> bool:
     rows = min(delta.shape)
     if rows < 4:
         return False
-    sv = np.linalg.svd(delta.astype(np.float64), compute_uv=False)
-    if sv[0] <= 0:
+    d = delta.astype(np.float64)
+    gram = d @ d.T if d.shape[0] <= d.shape[1] else d.T @ d  # eigenvalues = squared singular values
+    ev = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
+    if ev[-1] <= 0:
         return False
-    rank = int(np.count_nonzero(sv > sv[0] * 1e-3))
+    rank = int(np.count_nonzero(ev > ev[-1] * 1e-6))
     return rank < LOW_RANK_SHARE * rows
 
 
@@ -169,13 +197,15 @@ def compare(a: Sketch, b: Sketch) -> PairFeatures:
     related = z >= RELATED_Z and cos_med >= RELATED_MIN_COS
     za, zb = zero_share(a), zero_share(b)
     quant_child = None
+    copy_child = _copy_child(a, b, common) if related and cos_med > 0.99 else None
     if related:
         qa, qb = _grid_quantised(a), _grid_quantised(b)
         quant_child = b.model_id if qb and not qa else a.model_id if qa and not qb else None
+        if quant_child is None and copy_child is None and cos_med > 0.99:
+            quant_child = _roundtrip_child(a, b, common)
     prune_child = None
     if related and abs(za - zb) >= PRUNE_ZERO_GAIN:
         prune_child = a.model_id if za > zb else b.model_id
-    copy_child = _copy_child(a, b, common) if related and cos_med > 0.99 else None
     return PairFeatures(
         a=a.model_id, b=b.model_id, n_matrices=n, cos_median=cos_med, cos_min=float(np.min(cos)),
         z=float(z), related=bool(related), dist=float(np.mean(dist)),
