@@ -368,6 +368,13 @@ def test_html_report_draws_each_conflicting_lineage_inline(
     assert merge_svg.count("✗ merge") == 1 and merge_svg.count(">merge<") == 1
 
 
+def test_report_pictures_can_be_capped(planted: Driver, neo4j_database: str) -> None:
+    rep = report.build_report(planted, neo4j_database, refresh=False, max_pictures=2)
+    assert len(rep.lineages) == 2 and len(rep.conflicts) == 6
+    page = report.render(rep, "html")
+    assert page.count("<svg ") == 2 and "Pictures of 4 more conflicting lineages left out" in page
+
+
 def test_html_report_escapes_hostile_model_ids(planted: Driver, neo4j_database: str) -> None:
     evil = 'evil/<script>alert("x")</script>'
     GraphWriter(planted, neo4j_database).upsert_models([{"id": evil, "props": {"license": "mit"}}])

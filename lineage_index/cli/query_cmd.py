@@ -147,6 +147,9 @@ def report_licenses(
             "--no-refresh", help="Do not reload the licence catalogue / inheritance first."
         ),
     ] = False,
+    max_pictures: Annotated[
+        int, typer.Option("--max-pictures", help="HTML: draw at most this many lineages.")
+    ] = 100,
     neo4j_uri: NeoUri = None,
 ) -> None:
     """Licence report: conflicts (✗), warnings (W, C) and edges to review (?), separately."""
@@ -157,7 +160,11 @@ def report_licenses(
     conn = _connect(neo4j_uri)
     try:
         rep = report.build_report(
-            conn.driver(), conn.database, adapter_leniency=adapter_leniency, refresh=not no_refresh
+            conn.driver(),
+            conn.database,
+            adapter_leniency=adapter_leniency,
+            refresh=not no_refresh,
+            max_pictures=max_pictures if fmt == "html" else 0,
         )
     finally:
         conn.close()

@@ -1,6 +1,7 @@
-// derived_from_license_family: models that derive, directly or not, from a model whose
-// effective licence belongs to a licence family (e.g. 'llama', 'gemma', 'cc-by-nc'), and so
-// may carry its obligations. One row per model with its nearest such ancestor.
+// derived_from_license_family: models deriving from a model under a licence family.
+// A model derives, directly or not, from an ancestor whose effective licence belongs to the
+// family (e.g. 'llama', 'gemma', 'cc-by-nc'), and so may carry its obligations. One row per
+// model with its nearest such ancestor.
 // Needs licences applied (lineage-index report licenses, or licenses.refresh()).
 // params: $family
 // param $family (string): licence family id from the catalogue, e.g. 'llama'

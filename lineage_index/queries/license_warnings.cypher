@@ -1,5 +1,6 @@
-// license_warnings: lineage edges to review, not conflicts: W and C (severity 'warning')
-// and ? (severity 'review': undecidable from tags), each row with its reason.
+// license_warnings: lineage edges that are not conflicts but need a look: W, C and ?.
+// Severity 'warning' for W and C, 'review' for ? (undecidable from tags); each row has its
+// reason.
 // Codes (LICENSES.md §3.4): ✓ compatible, ✗ conflict, C clause-dependent, W same family
 // other version, ? undecidable. Tag-level code from (:License)-[:ALLOWS_DERIVATIVE_UNDER {code}]->
 // (:License) (no relationship: ✗ between decidable licences, else ?), then the edge-type

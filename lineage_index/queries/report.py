@@ -119,9 +119,11 @@ def build_report(
     database: str | None = None,
     adapter_leniency: bool = False,
     refresh: bool = True,
+    max_pictures: int = 100,
 ) -> LicenseReport:
     """Check every lineage edge's licences; ``refresh`` first loads the catalogue and
-    applies licence inheritance (idempotent writes)."""
+    applies licence inheritance (idempotent writes). The lineages of the first
+    ``max_pictures`` models with a conflict are read for the HTML pictures (0: none)."""
     if refresh:
         licenses.refresh(driver, database)
     params = {"adapter_leniency": adapter_leniency}
@@ -136,7 +138,8 @@ def build_report(
     by_child: dict[str, list[Finding]] = {}
     for f in conflicts:
         by_child.setdefault(f.child, []).append(f)
-    lineages = {c: _lineage(driver, database, c, fs) for c, fs in sorted(by_child.items())}
+    pictured = sorted(by_child.items())[: max(0, max_pictures)]
+    lineages = {c: _lineage(driver, database, c, fs) for c, fs in pictured}
     return LicenseReport(
         generated_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         catalogue_version=licenses.catalogue().version,
@@ -294,6 +297,9 @@ def _html(report: LicenseReport) -> str:
         if rows:
             parts.append(_html_table(rows))
         if key == "conflicts":
+            missing = s["models_with_conflicts"] - len(report.lineages)
+            if missing > 0:
+                parts.append(f"<p>Pictures of {missing} more conflicting lineages left out.</p>")
             for child, lineage in report.lineages.items():
                 parts.append(
                     f"<figure>{lineage_svg(lineage)}<figcaption>Lineage of <code>{e(child)}</code>"
