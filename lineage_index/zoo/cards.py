@@ -206,6 +206,27 @@ def _flavour(spec: ModelSpec, card: Card, rng: random.Random) -> None:
     card.tags = tags
 
 
+def _ensure_conflicts(
+    specs: list[ModelSpec], by_id: dict[str, ModelSpec], rng: random.Random
+) -> None:
+    """Plant licence conflicts until there are at least ``max(2, n/15)`` (every zoo, any seed,
+    has some for the licence checks to find): a child of a restrictively licensed parent
+    declares a permissive licence."""
+    wanted = max(2, len(specs) // 15)
+    planted = [s for s in specs if s.card.mess.get("license") in ("conflict", "laundered")
+               and compat(by_id[s.parents[0]].card.license, s.card.declared_license, s.relation or "") == "conflict"]  # fmt: skip
+    candidates = [
+        s for s in specs
+        if s.parents and s.card.mess.get("license") in ("honest", "missing")
+        and compat(by_id[s.parents[0]].card.license, "apache-2.0", s.relation or "") == "conflict"
+    ]  # fmt: skip
+    rng.shuffle(candidates)
+    for s in candidates[: max(0, wanted - len(planted))]:
+        s.card.declared_license = rng.choice(("apache-2.0", "mit"))
+        s.card.declared_license_name = None
+        s.card.mess["license"] = "laundered" if s.op == "copy" else "conflict"
+
+
 def assign_cards(specs: list[ModelSpec], seed: int) -> list[dict[str, Any]]:
     """Set ``spec.card`` for every model; return the licence conflicts along true edges."""
     by_id = {s.id: s for s in specs}
@@ -234,6 +255,7 @@ def assign_cards(specs: list[ModelSpec], seed: int) -> list[dict[str, Any]]:
             card.declared_relation = rel
         _flavour(s, card, rng)
         s.card = card
+    _ensure_conflicts(specs, by_id, random.Random(derive_seed("conflicts", seed)))
     conflicts = []
     for s in specs:
         for p in s.parents:

@@ -166,13 +166,16 @@ class _Planner:
         return out
 
     def weighted(self, cands: list[ModelSpec], depth_bias: float = 1.0) -> ModelSpec:
-        weights = [
-            self.root_weight[c.weight_root] * (1 + depth_bias * c.depth)
-            if c.weight_root in self.root_weight
-            else 1.0 + depth_bias * c.depth
-            for c in cands
-        ]
-        return self.rng.choices(cands, weights=weights, k=1)[0]
+        """A family first (by its root's weight, so families stay balanced), then a member of
+        it, deeper members preferred (so trees grow deep)."""
+        families: dict[str, list[ModelSpec]] = {}
+        for c in cands:
+            families.setdefault(c.weight_root, []).append(c)
+        keys = sorted(families)
+        fam_w = [self.root_weight.get(k, 0.5) for k in keys]
+        members = families[self.rng.choices(keys, weights=fam_w, k=1)[0]]
+        weights = [1.0 + depth_bias * c.depth for c in members]
+        return self.rng.choices(members, weights=weights, k=1)[0]
 
     def derive(self, op: str, parent: ModelSpec) -> ModelSpec:
         r, rec = self.rng, self.recipe
