@@ -30,6 +30,9 @@ GRID_LEVELS = 256
 PRUNE_ZERO_GAIN = 0.05
 # Low rank: a changed matrix's delta block has numerical rank below this share of its rows.
 LOW_RANK_SHARE = 0.5
+# Direction (norm growth): a fine-tuning update d is nearly orthogonal to the parent P, so
+# |P + d|^2 - |P|^2 ~ |d|^2: the child is the endpoint whose norm grew by about |d|^2.
+# ``norm_growth`` is that growth over |d|^2, ~ +1 for a -> b and ~ -1 for b -> a.
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class PairFeatures:
     zero_b: float
     kurt_a: float
     kurt_b: float
+    norm_growth: float = 0.0  # median over matrices of (|b|^2 - |a|^2) / |b - a|^2: > 0 means a -> b
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -168,7 +172,7 @@ def compare(a: Sketch, b: Sketch) -> PairFeatures:
     """Features of the pair (a, b) over their common aligned matrices."""
     ma, mb = _matrices(a), _matrices(b)
     common = sorted(k for k in ma if k in mb and ma[k].shape == mb[k].shape)
-    cos, dist, n_el = [], [], []
+    cos, dist, n_el, growth = [], [], [], []
     identical = changed = lowrank = 0
     for k in common:
         x, y = ma[k].astype(np.float64), mb[k].astype(np.float64)
@@ -179,6 +183,9 @@ def compare(a: Sketch, b: Sketch) -> PairFeatures:
             n_el.append(x.size)
             continue
         changed += 1
+        delta2 = float(np.sum((y - x) ** 2))
+        if delta2 > 0:
+            growth.append((float(np.sum(y * y)) - float(np.sum(x * x))) / delta2)
         xc, yc = x - x.mean(), y - y.mean()
         denom = np.sqrt(np.sum(xc * xc) * np.sum(yc * yc))
         c = float(np.sum(xc * yc) / denom) if denom > 0 else 0.0
@@ -212,6 +219,7 @@ def compare(a: Sketch, b: Sketch) -> PairFeatures:
         identical_share=identical / n, low_rank_share=(lowrank / changed) if changed else 0.0,
         copy_child=copy_child, quant_child=quant_child, prune_child=prune_child,
         zero_a=za, zero_b=zb, kurt_a=model_kurtosis(a), kurt_b=model_kurtosis(b),
+        norm_growth=float(np.median(growth)) if growth else 0.0,
     )
 
 
