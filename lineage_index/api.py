@@ -126,6 +126,9 @@ def write_graph(conn, records: dict[str, ModelRecord], report: SketchReport, rec
              for f in report.failures]
     writer.upsert_models(rows)
     deleted, _ = writer.replace_edges_for_children(list(records), recovery.edges)
+    from lineage_index.queries import licenses
+
+    licenses.refresh(driver, conn.database)  # catalogue + inherited licences along the new edges
     return deleted
 
 
@@ -159,3 +162,31 @@ def export_edges(conn) -> list[Edge]:
     from lineage_index.schema.writer import GraphWriter
 
     return GraphWriter(conn.driver(), conn.database).read_edges()
+
+
+def evaluate(truth: Path, edges: list[Edge], store: SketchStore | None = None, name: str = "lineage-index"):
+    """Score ``edges`` against a zoo truth, side by side with MoTHer and declared-only.
+
+    MoTHer runs on the same sketches (from the store) and is given the true number of trees
+    per family, as in its paper; models without a stored sketch are left out of its input.
+    """
+    import json
+
+    from lineage_index.baselines import mother_edges
+    from lineage_index.evaluation import declared_baseline, score
+
+    raw = json.loads(Path(truth).read_text())
+    store = store if store is not None else SketchStore()
+    sketches = {m: sk for m in raw["models"] if (sk := store.latest(m)) is not None}
+    roots_per_family: dict[str, set[str]] = {}
+    for m, sk in sketches.items():
+        info = raw["models"][m]
+        roots_per_family.setdefault(sk.family, set()).add(info.get("weight_root") or info.get("root") or m)
+    known = set(raw["models"])  # the graph may hold other collections too: score this zoo only
+    rows = [score([e for e in edges if e.child in known], raw, name=name)]
+    if sketches:
+        n_trees = {f: len(r) for f, r in roots_per_family.items()}
+        rows.append(score(mother_edges(sketches, n_trees), raw, name="MoTHer (same sketches)"))
+    rows.append(score(declared_baseline(raw), raw, name="declared-only"))
+    return rows
+

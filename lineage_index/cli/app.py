@@ -18,6 +18,7 @@ import typer
 from lineage_index import api
 from lineage_index.cli.neo4j_cmd import app as neo4j_app
 from lineage_index.cli.output import FORMATS, console, emit, err_console
+from lineage_index.cli.query_cmd import register as register_query_commands
 from lineage_index.cli.zoo_cmd import zoo_app
 from lineage_index.errors import LineageIndexError
 from lineage_index.indexer.store import SketchStore
@@ -36,6 +37,7 @@ app = typer.Typer(
 )
 app.add_typer(neo4j_app, name="neo4j", help="Manage the local Neo4j (the embedded default).")
 app.add_typer(zoo_app, name="zoo", help="Generate model zoos with known lineage.")
+register_query_commands(app)
 
 NeoUri = Annotated[Optional[str], typer.Option("--neo4j-uri", help="Bolt URI (else NEO4J_URI, else managed).")]
 Fmt = Annotated[str, typer.Option("--format", "-f", help="table | json | csv")]
@@ -105,18 +107,25 @@ def edges(neo4j_uri: NeoUri = None, fmt: Fmt = "csv") -> None:
 def eval_(
     truth: Annotated[Path, typer.Option(help="truth.json of a generated zoo.")],
     pred: Annotated[Optional[Path], typer.Option(help="Predicted edges (CSV/JSON); else read the graph.")] = None,
+    store: Annotated[Optional[Path], typer.Option(help="Sketch store for the MoTHer baseline.")] = None,
     neo4j_uri: NeoUri = None,
     fmt: Fmt = "table",
 ) -> None:
-    """Score predicted edges against a zoo's truth, next to the declared-only baseline."""
-    from lineage_index.cli.zoo_cmd import eval_command
+    """Score lineage edges against a zoo's truth, next to MoTHer and the declared-only baseline."""
+    from lineage_index.cli.zoo_cmd import load_pred_edges
+    from lineage_index.evaluation import scores_json, scores_table
+    from lineage_index.indexer.pipeline import asserted_edges
 
-    edges_list = None
-    if pred is None:
-        from lineage_index.indexer.pipeline import asserted_edges
-
-        edges_list = asserted_edges(api.export_edges(_connect(neo4j_uri)))
-    eval_command(truth=truth, pred=pred, edges=edges_list, fmt=fmt)
+    _check_format(fmt, ("table", "json"))
+    if pred is not None:
+        edges_list, name = asserted_edges(load_pred_edges(pred)), pred.name
+    else:
+        edges_list, name = asserted_edges(api.export_edges(_connect(neo4j_uri))), "lineage-index"
+    rows = api.evaluate(truth, edges_list, SketchStore(store) if store else None, name=name)
+    if fmt == "json":
+        print(scores_json(rows))
+    else:
+        console.print(scores_table(rows, title=f"lineage evaluation vs {truth}"))
 
 
 @app.command()
