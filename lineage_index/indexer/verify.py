@@ -234,6 +234,8 @@ def merge_fit(child: Sketch, parents: list[Sketch], min_weight: float = 0.1) -> 
     Returns (parent ids, weights, residual relative to the best single-parent residual):
     a merge explains the child far better than any one parent (ratio well below 1).
     """
+    if len(parents) < 2:
+        return [], [], 1.0
     keys = sorted(set.intersection(*[set(_matrices(p)) for p in parents]) & set(_matrices(child)))
     keys = [k for k in keys if all(p.samples[k].values.shape == child.samples[k].values.shape for p in parents)]
     if not keys or len(parents) < 2:

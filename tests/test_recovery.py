@@ -1,0 +1,151 @@
+"""Lineage recovery end to end on a really trained tiny zoo: every relation type, direction,
+no lineage between independently trained models, declared-vs-recovered, ingest into Neo4j."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lineage_index import api
+from lineage_index.indexer.pipeline import asserted_edges, recover, sketch_all
+from lineage_index.indexer.store import SketchStore
+from lineage_index.indexer.verify import compare
+from lineage_index.zoo import build_zoo
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("zoo") / "tiny"
+    build_zoo(out, size="tiny", seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def truth(zoo: Path) -> dict:
+    return json.loads((zoo / "truth.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def recovered(zoo: Path):
+    src = api.make_source(directory=zoo)
+    records, report = sketch_all(src.iter_records(), src.open_reader, None)
+    return records, report, recover(records, report.sketches)
+
+
+def _true_edges(truth: dict, relation: str | None = None) -> dict[tuple[str, str], str]:
+    return {(e["child"], e["parent"]): e["relation"] for e in truth["edges"]
+            if e["relation"] != "distill" and (relation is None or e["relation"] == relation)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("relation", ["finetune", "adapter", "quantized", "merge", "prune", "copy"])
+def test_each_relation_is_recovered_with_direction_and_type(truth, recovered, relation) -> None:
+    expected = _true_edges(truth, relation)
+    assert expected, f"the tiny zoo plants no {relation} edge"
+    got = {(e.child, e.parent): e.relation for e in asserted_edges(recovered[2].edges)}
+    for pair, rel in expected.items():
+        assert got.get(pair) == rel, f"{pair}: expected {rel}, got {got.get(pair)}"
+
+
+@pytest.mark.slow
+def test_no_edge_between_independent_trees_and_students_stay_apart(truth, recovered) -> None:
+    roots = {m: info.get("weight_root") or info["root"] for m, info in truth["models"].items()}
+    edges = asserted_edges(recovered[2].edges)
+    assert all(roots[e.child] == roots[e.parent] for e in edges)
+    students = [e["child"] for e in truth["edges"] if e["relation"] == "distill"]
+    assert students
+    assert not [e for e in edges if e.child in students]
+
+
+@pytest.mark.slow
+def test_independent_same_architecture_roots_are_unrelated(truth, recovered) -> None:
+    _, report, _ = recovered
+    roots = [m for m, info in truth["models"].items() if not info["parents"]]
+    by_family: dict[str, list[str]] = {}
+    for m in roots:
+        by_family.setdefault(report.sketches[m].family, []).append(m)
+    pairs = [(a, b) for ms in by_family.values() for i, a in enumerate(ms) for b in ms[i + 1:]]
+    assert pairs, "the zoo must hold two unrelated roots of one architecture"
+    for a, b in pairs:
+        f = compare(report.sketches[a], report.sketches[b])
+        assert not f.related and abs(f.cos_median) < 0.05
+
+
+@pytest.mark.slow
+def test_exact_precision_and_recall_on_the_tiny_zoo(truth, recovered) -> None:
+    pred = {(e.child, e.parent) for e in asserted_edges(recovered[2].edges)}
+    assert pred == set(_true_edges(truth))
+
+
+@pytest.mark.slow
+def test_wrong_declarations_are_kept_flagged_with_the_recovered_parent(truth, recovered) -> None:
+    true = _true_edges(truth)
+    declared_wrong = [(m, b) for m, info in truth["models"].items()
+                      for b in ([info["declared_base_model"]] if isinstance(info["declared_base_model"], str)
+                                else info["declared_base_model"] or [])
+                      if (m, b) not in true and b in truth["models"]]
+    assert declared_wrong
+    flagged = {(e.child, e.parent): e for e in recovered[2].edges if e.contradicted}
+    for pair in declared_wrong:
+        assert pair in flagged and flagged[pair].source == "declared"
+        true_parents = {p for (c, p) in true if c == pair[0]}
+        if true_parents:
+            assert set(flagged[pair].recovered_parent.split(", ")) == true_parents
+
+
+@pytest.mark.slow
+def test_reingest_reads_nothing_for_unchanged_models(zoo: Path, tmp_path: Path) -> None:
+    store = SketchStore(tmp_path / "store")
+    first = api.ingest(api.make_source(directory=zoo), store=store)
+    assert first.sketched > 0 and first.bytes_read > 0
+    second = api.ingest(api.make_source(directory=zoo), store=store)
+    assert second.sketched == 0 and second.bytes_read == 0 and second.from_store == first.sketched
+    assert {(e.child, e.parent, e.relation) for e in second.edges} == {
+        (e.child, e.parent, e.relation) for e in first.edges}
+
+
+@pytest.mark.slow
+@pytest.mark.neo4j
+def test_full_ingest_into_neo4j_and_eval_from_the_graph(zoo, neo4j_server, clean_graph, tmp_path) -> None:
+    from lineage_index.schema.connection import Connection
+    from lineage_index.schema.writer import GraphWriter
+
+    conn = Connection(uri=neo4j_server.uri, user=neo4j_server.user, database=neo4j_server.database,
+                      managed=False, password=neo4j_server.password)
+    summary = api.ingest(api.make_source(directory=zoo), store=SketchStore(tmp_path / "s"), conn=conn)
+    stored = GraphWriter(clean_graph, conn.database).read_edges()
+    assert {(e.child, e.parent, e.relation, e.source, e.contradicted) for e in stored} == {
+        (e.child, e.parent, e.relation, e.source, e.contradicted) for e in summary.edges}
+    rows = api.evaluate(zoo / "truth.json", asserted_edges(stored), SketchStore(tmp_path / "s"))
+    assert rows[0].f1 == 1.0 and rows[0].cross_tree_edges == 0
+    assert [r.name for r in rows] == ["lineage-index", "MoTHer (same sketches)", "declared-only"]
+    # ingesting again changes nothing in the graph
+    before = GraphWriter(clean_graph, conn.database).counts()
+    api.ingest(api.make_source(directory=zoo), store=SketchStore(tmp_path / "s"), conn=conn)
+    assert GraphWriter(clean_graph, conn.database).counts() == before
+
+
+def test_merge_fit_recovers_coefficients_of_a_linear_merge() -> None:
+    from lineage_index.indexer.verify import merge_fit
+    from lineage_index.records import Sketch, TensorSample
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(16, 64)).astype(np.float32)
+
+    def sk(name: str, w: np.ndarray) -> Sketch:
+        s = TensorSample("layers.0.q.weight", "q.weight", 0, (64, 64), "F32", 0, 0, w.astype(np.float32))
+        return Sketch(name, None, 1, "f", "f", "full", {s.key: s}, np.zeros(4, np.float32))
+
+    a = base + 0.05 * rng.normal(size=base.shape)
+    b = base + 0.05 * rng.normal(size=base.shape)
+    c = base + 0.05 * rng.normal(size=base.shape)
+    merged = 0.3 * a + 0.7 * b
+    ids, weights, ratio = merge_fit(sk("m", merged), [sk("a", a), sk("b", b), sk("c", c)])
+    assert sorted(ids) == ["a", "b"] and ratio < 0.01
+    assert dict(zip(ids, weights, strict=True))["a"] == pytest.approx(0.3, abs=1e-3)
+    # a fine-tune of a is explained by a alone: no merge
+    ids, _, ratio = merge_fit(sk("f", a + 0.05 * rng.normal(size=base.shape)), [sk("a", a), sk("b", b), sk("c", c)])
+    assert len(ids) < 2 or ratio > 0.3
