@@ -278,7 +278,7 @@ def scores_table(rows: Sequence[Scores], title: str = "lineage evaluation") -> A
     from rich.table import Table
 
     table = Table(title=title)
-    for col in (
+    columns = (
         "run",
         "pred",
         "true",
@@ -290,8 +290,9 @@ def scores_table(rows: Sequence[Scores], title: str = "lineage evaluation") -> A
         "merges",
         "cross-tree",
         "ARI",
-    ):
-        table.add_column(col, justify="left" if col == "run" else "right")
+    )
+    for col in columns:
+        table.add_column(col, justify="left" if col == "run" else "right", no_wrap=True)
     for s in rows:
         table.add_row(
             s.name, str(s.n_pred), str(s.n_true), _fmt(s.precision), _fmt(s.recall), _fmt(s.f1),

@@ -74,14 +74,20 @@ class ZooSummary:
 
 @contextmanager
 def _deterministic_torch() -> Iterator[None]:
+    """Fixed threads, deterministic kernels, transformers' per-model warnings silenced."""
+    from transformers.utils import logging as hf_logging
+
     threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    verbosity = hf_logging.get_verbosity()
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
+    hf_logging.set_verbosity_error()
     try:
         yield
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(det)
+        hf_logging.set_verbosity(verbosity)
 
 
 def _model_from(spec: ModelSpec, parent: ModelSpec, state: Tensors, seed: int) -> torch.nn.Module:
