@@ -52,6 +52,24 @@ def test_port_taken_gives_a_clear_error_naming_port_and_setting(tmp_path: Path) 
     assert not (tmp_path / "home" / local_neo4j.STATE_FILE).exists()
 
 
+def test_missing_java_or_maven_says_how_to_install_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.raises(ManagedNeo4jError, match="Java was not found.*apt-get install openjdk"):
+        local_neo4j.start(bolt_port=_free_port(), http_port=_free_port(), home=tmp_path / "h")
+
+    java = shutil.which("java", path=os.defpath + ":/usr/lib/jvm/default-java/bin")
+    if java is None:
+        pytest.skip("no java to test the missing-Maven message with")
+    (bin_dir / "java").symlink_to(java)
+    with pytest.raises(ManagedNeo4jError, match="Maven .* not found.*apt-get install .*maven"):
+        local_neo4j.build(home=tmp_path / "h")
+
+
 def test_status_detects_a_stale_pid_file_and_stop_removes_it(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -92,23 +110,30 @@ def test_resolve_prefers_the_environment_over_the_managed_server(
     assert (conn.uri, conn.database, conn.managed) == ("bolt://127.0.0.1:1", "lineage", False)
 
 
+@pytest.fixture(scope="module")
+def built_private_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary managed-Neo4j home, built once per module (Maven reuses ~/.m2)."""
+    _tools_or_skip()
+    home = tmp_path_factory.mktemp("managed") / "neo4j-home"
+    local_neo4j.build(home=home)
+    return home
+
+
 @pytest.fixture()
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A temporary managed-Neo4j home on free ports; whatever runs there is stopped after."""
-    home = tmp_path / "neo4j-home"
-    monkeypatch.setenv(config.ENV_NEO4J_HOME, str(home))
+def private_home(built_private_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point the managed Neo4j at the private home and free ports; stop it afterwards."""
+    monkeypatch.setenv(config.ENV_NEO4J_HOME, str(built_private_home))
     monkeypatch.setenv(config.ENV_BOLT_PORT, str(_free_port()))
     monkeypatch.setenv(config.ENV_HTTP_PORT, str(_free_port()))
     try:
-        yield home
+        yield built_private_home
     finally:
-        local_neo4j.stop(home=home)
+        local_neo4j.stop(home=built_private_home)
 
 
 @pytest.mark.neo4j
 @pytest.mark.managed_neo4j
 def test_managed_neo4j_lifecycle_keeps_data_across_restarts(private_home: Path) -> None:
-    _tools_or_skip()
     status = local_neo4j.start()
     assert status.running and status.home == private_home.resolve()
     assert status.bolt_port == config.bolt_port() != config.DEFAULT_BOLT_PORT
@@ -132,3 +157,15 @@ def test_managed_neo4j_lifecycle_keeps_data_across_restarts(private_home: Path) 
         records, _, _ = driver.execute_query("MATCH (m:Model) RETURN m.id AS id")
     assert [r["id"] for r in records] == ["lifecycle/kept"]
     assert (private_home / "data" / "databases" / "neo4j").is_dir()
+
+
+@pytest.mark.neo4j
+@pytest.mark.managed_neo4j
+def test_failed_start_up_reports_the_log_tail(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(config.ENV_NEO4J_HEAP, "lots")  # the JVM refuses -Xmxlots at once
+    with pytest.raises(ManagedNeo4jError, match="exited during start-up") as info:
+        local_neo4j.start(wait_s=60)
+    assert "Xmxlots" in str(info.value) or "heap" in str(info.value).lower()
+    assert not local_neo4j.status().running
