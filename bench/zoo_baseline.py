@@ -24,18 +24,24 @@ def describe(zoo: Path, console: Console) -> None:
     truth = json.loads((zoo / "truth.json").read_text())
     models, edges = truth["models"], truth["edges"]
     console.rule(f"{zoo}  ({truth.get('zoo', {})})")
-    console.print(f"models {len(models)}, edges {len(edges)}, conflicts {len(truth.get('conflicts', []))}")
+    console.print(
+        f"models {len(models)}, edges {len(edges)}, conflicts {len(truth.get('conflicts', []))}"
+    )
     console.print("relations:", dict(Counter(e["relation"] for e in edges)))
     console.print("methods:", dict(Counter(v["method"] for v in models.values())))
     console.print("architectures:", dict(Counter(v["architecture"] for v in models.values())))
     roots = [m for m, v in models.items() if not v["parents"]]
     console.print(f"roots ({len(roots)}):", ", ".join(f"{r} [{models[r]['arch']}]" for r in roots))
     console.print("max depth:", max(v["depth"] for v in models.values()))
-    console.print("card base_model:", dict(Counter(v["mess"]["base_model"] for v in models.values())))
+    console.print(
+        "card base_model:", dict(Counter(v["mess"]["base_model"] for v in models.values()))
+    )
     console.print("card licence:", dict(Counter(v["mess"]["license"] for v in models.values())))
     s = score(declared_baseline(truth), truth, name="declared-only")
     console.print(scores_table([s], title=f"declared-only baseline on {zoo.name}"))
-    console.print("per relation recall:", {k: round(v, 3) for k, v in s.per_relation_recall.items()})
+    console.print(
+        "per relation recall:", {k: round(v, 3) for k, v in s.per_relation_recall.items()}
+    )
 
 
 def main() -> None:
