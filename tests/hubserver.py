@@ -217,10 +217,13 @@ class LocalHub:
         full = self.repo_dir(repo_id) / path  # type: ignore[operator]
         st = full.stat()
         key = (str(full), st.st_size, st.st_mtime_ns)
-        if key not in self._hashes:
-            data = full.read_bytes()
-            blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-            self._hashes[key] = (blob, hashlib.sha256(data).hexdigest())
+        if key not in self._hashes:  # streamed: checkpoints may be many GB (sparse in benches)
+            blob, sha256 = hashlib.sha1(b"blob %d\0" % st.st_size), hashlib.sha256()
+            with open(full, "rb") as fh:
+                while chunk := fh.read(8 << 20):
+                    blob.update(chunk)
+                    sha256.update(chunk)
+            self._hashes[key] = (blob.hexdigest(), sha256.hexdigest())
         return self._hashes[key]
 
     @staticmethod
