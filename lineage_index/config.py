@@ -58,3 +58,22 @@ def env_int(name: str, default: int) -> int:
         from lineage_index.errors import ConfigError
 
         raise ConfigError(f"{name} must be an integer, got {value!r}") from exc
+
+
+# --- managed local Neo4j (lineage_index.schema.local_neo4j) --------------------------------
+ENV_NEO4J_HEAP = "LINEAGE_INDEX_NEO4J_HEAP"  # JVM -Xmx of the managed Neo4j, e.g. "1g"
+ENV_NEO4J_PAGECACHE = "LINEAGE_INDEX_NEO4J_PAGECACHE"  # server.memory.pagecache.size
+DEFAULT_NEO4J_HEAP = "1g"
+DEFAULT_NEO4J_PAGECACHE = "256m"
+NEO4J_START_TIMEOUT_S = 180.0  # wait for Bolt to answer after launching the JVM
+NEO4J_STOP_TIMEOUT_S = 60.0  # wait after SIGTERM before SIGKILL
+
+
+def bolt_port() -> int:
+    """Bolt port of the managed Neo4j: $LINEAGE_INDEX_BOLT_PORT, else 7687."""
+    return env_int(ENV_BOLT_PORT, DEFAULT_BOLT_PORT)
+
+
+def http_port() -> int:
+    """HTTP (Browser) port of the managed Neo4j: $LINEAGE_INDEX_HTTP_PORT, else 7474."""
+    return env_int(ENV_HTTP_PORT, DEFAULT_HTTP_PORT)

@@ -1,0 +1,97 @@
+"""The graph model (labels, relationship types, key properties) and the schema it needs.
+
+``ensure_schema(driver)`` applies the shipped ``constraints/*.cypher`` files, in name order,
+idempotently (every statement says IF NOT EXISTS), then waits for the indexes to come online.
+This module must not write data and must not build Cypher from user input: the .cypher files
+are fixed package data.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from neo4j import Driver
+
+from lineage_index import config
+
+# Node labels.
+MODEL = "Model"
+LICENSE = "License"
+ORGANIZATION = "Organization"
+
+# Relationship types.
+DERIVED_FROM = "DERIVED_FROM"  # (child:Model)-[:DERIVED_FROM]->(parent:Model)
+LICENSED_UNDER = "LICENSED_UNDER"  # (:Model)-[:LICENSED_UNDER]->(:License)
+PUBLISHED_BY = "PUBLISHED_BY"  # (:Model)-[:PUBLISHED_BY]->(:Organization)
+ALLOWS_DERIVATIVE_UNDER = "ALLOWS_DERIVATIVE_UNDER"  # (:License)-[...]->(:License)
+
+LABELS: tuple[str, ...] = (MODEL, LICENSE, ORGANIZATION)
+RELATIONSHIP_TYPES: tuple[str, ...] = (
+    DERIVED_FROM,
+    LICENSED_UNDER,
+    PUBLISHED_BY,
+    ALLOWS_DERIVATIVE_UNDER,
+)
+
+# Key property of every node label (unique constraint), and the DERIVED_FROM properties.
+KEY = "id"
+EDGE_PROPERTIES: tuple[str, ...] = (
+    "relation",
+    "source",
+    "confidence",
+    "closeness",
+    "evidence",
+    "contradicted",
+    "recovered_parent",
+    "updated_at",
+)
+
+# Names of the constraints and indexes the .cypher files create (checked by tests).
+CONSTRAINT_NAMES: tuple[str, ...] = ("model_id", "license_id", "organization_id")
+INDEX_NAMES: tuple[str, ...] = (
+    "model_family",
+    "model_root",
+    "derived_from_relation",
+)
+
+
+def schema_statements() -> list[str]:
+    """The statements of the shipped ``constraints/*.cypher`` files, in file-name order.
+
+    Lines starting with ``//`` are comments; statements end with ``;``.
+    """
+    folder = resources.files("lineage_index.schema").joinpath("constraints")
+    statements: list[str] = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".cypher"):
+            continue
+        lines = [
+            line
+            for line in entry.read_text(encoding="utf-8").splitlines()
+            if not line.strip().startswith("//")
+        ]
+        statements.extend(s.strip() for s in "\n".join(lines).split(";") if s.strip())
+    return statements
+
+
+def ensure_schema(
+    driver: Driver, database: str | None = None, await_indexes_s: int = 300
+) -> list[str]:
+    """Create the constraints and indexes (idempotent); returns the statements applied."""
+    db = database or config.DEFAULT_DATABASE
+    statements = schema_statements()
+    for statement in statements:
+        driver.execute_query(statement, database_=db)
+    driver.execute_query("CALL db.awaitIndexes($seconds)", seconds=await_indexes_s, database_=db)
+    return statements
+
+
+def existing_schema(driver: Driver, database: str | None = None) -> dict[str, set[str]]:
+    """Names of the constraints and indexes present, as {"constraints": .., "indexes": ..}."""
+    db = database or config.DEFAULT_DATABASE
+    constraints, _, _ = driver.execute_query("SHOW CONSTRAINTS YIELD name", database_=db)
+    indexes, _, _ = driver.execute_query("SHOW INDEXES YIELD name", database_=db)
+    return {
+        "constraints": {r["name"] for r in constraints},
+        "indexes": {r["name"] for r in indexes},
+    }
