@@ -60,15 +60,29 @@ def _weight_vote(f: PairFeatures, parent: str) -> float:
     return max(-1.0, min(1.0, growth))
 
 
-def time_trust(related: list[PairFeatures], records: dict[str, ModelRecord]) -> float:
-    """Share of decisive pairs where upload time and norm growth agree on the direction.
+def time_trust(related: list[PairFeatures], records: dict[str, ModelRecord], skip: set[str]) -> float:
+    """Share of nearest-relative pairs where upload time agrees with the weights on direction.
 
-    Hub upload times are reliable; a collection with re-dated or arbitrary times is not.
+    The weights' direction is the structural one (quantised, pruned, rounded copy) where there
+    is one, else norm growth (not for pairs touching ``skip``: merges bias it). Hub upload
+    times are reliable; a collection with re-dated or arbitrary times is not.
     Returns 1.0 when there is nothing to compare.
     """
+    nearest: dict[str, tuple[float, PairFeatures]] = {}
+    for f in related:  # nearest relative of each model: mostly parent-child pairs
+        for m in (f.a, f.b):
+            if f.copy_child != "same" and (m not in nearest or f.dist < nearest[m][0]):
+                nearest[m] = (f.dist, f)
     agree = total = 0
-    for f in related:
-        tv, wv = _time_vote(f.a, f.b, records), _weight_vote(f, f.a)
+    for f in {id(f): f for _, f in nearest.values()}.values():
+        tv = _time_vote(f.a, f.b, records)
+        structural = f.quant_child or f.prune_child or (f.copy_child if f.copy_child != "same" else None)
+        if structural:
+            wv = 1.0 if structural == f.b else -1.0
+        elif f.a in skip or f.b in skip or f.copy_child == "same":
+            continue
+        else:
+            wv = _weight_vote(f, f.a)
         if tv != 0.0 and abs(wv) >= 0.5:
             total += 1
             agree += (tv > 0) == (wv > 0)
@@ -76,10 +90,11 @@ def time_trust(related: list[PairFeatures], records: dict[str, ModelRecord]) -> 
 
 
 def direction_score(
-    f: PairFeatures, parent: str, child: str, records: dict[str, ModelRecord], use_time: bool = True
+    f: PairFeatures, parent: str, child: str, records: dict[str, ModelRecord], use_time: bool = True,
+    use_norm: bool = True,
 ) -> float:
     """Weighted votes that ``parent`` -> ``child`` is the right direction (> 0 agrees)."""
-    score = W_NORM * _weight_vote(f, parent)
+    score = W_NORM * _weight_vote(f, parent) if use_norm else 0.0
     if use_time:
         score += W_TIME * _time_vote(parent, child, records)
     rc, rp = records.get(child), records.get(parent)
@@ -124,6 +139,29 @@ def _confidence(f: PairFeatures, dir_score: float, forced: bool) -> float:
     return round(max(0.0, min(p_related, p_dir)), 4)
 
 
+def _find_merges(
+    by_id: dict[str, Sketch], neighbours: dict[str, list[tuple[float, str]]], forced_child: set[str],
+    records: dict[str, ModelRecord],
+) -> dict[str, tuple[list[str], list[float]]]:
+    """Models explained by several relatives at once (least squares), with their weights."""
+    merges: dict[str, tuple[list[str], list[float]]] = {}
+    for m in by_id:
+        if m in forced_child or len(neighbours[m]) < 2:
+            continue
+        # quantised / copied / pruned children duplicate their parent: never merge inputs here
+        near = [x for _, x in sorted(neighbours[m]) if x not in forced_child][:MERGE_NEIGHBOURS]
+        ids, weights, ratio = merge_fit(by_id[m], [by_id[x] for x in near])
+        while len(ids) > MERGE_MAX_PARENTS:
+            ids.pop(weights.index(min(weights)))
+            ids, weights, ratio = merge_fit(by_id[m], [by_id[x] for x in ids])
+        if len(ids) >= 2 and ratio < MERGE_RATIO:
+            tm = _time(records.get(m))
+            if tm is not None and any((tp := _time(records.get(p))) and tp > tm for p in ids):
+                continue  # a "merge" older than one of its parents is a parent, not a merge
+            merges[m] = (ids, weights)
+    return merges
+
+
 def assemble_family(
     sketches: list[Sketch], pairs: list[PairFeatures], records: dict[str, ModelRecord]
 ) -> FamilyResult:
@@ -137,23 +175,26 @@ def assemble_family(
         neighbours[f.b].append((f.dist, f.a))
     mean_d = sum(f.dist for f in related) / len(related) if related else 1.0
 
+    forced = {frozenset((f.a, f.b)): _forced_child(f, records) for f in related}
+    forced_child: set[str] = {c for c, _ in forced.values() if c is not None}
+    merges = _find_merges(by_id, neighbours, forced_child, records)
+    # merges (and their copies) have smaller norms than their inputs: norm growth is biased there
+    merge_like = set(merges) | {c for k, (c, _) in forced.items() if c is not None and (set(k) - {c}) & set(merges)}
+    use_time = time_trust(related, records, merge_like) >= TIME_TRUST_MIN
+
     g = nx.DiGraph()
     g.add_nodes_from(by_id)
     relation_of: dict[tuple[str, str], str] = {}
     score_of: dict[tuple[str, str], float] = {}
-    use_time = time_trust(related, records) >= TIME_TRUST_MIN
-    forced = {frozenset((f.a, f.b)): _forced_child(f, records) for f in related}
-    forced_child: set[str] = {c for c, _ in forced.values() if c is not None}
     for f in related:
         child, rel = forced[frozenset((f.a, f.b))]
         for p, c in ((f.a, f.b), (f.b, f.a)):
             if child is not None and c != child:
                 continue
-            s = direction_score(f, p, c, records, use_time)
-            if f.copy_child == "same":
-                rel_pc = "copy"
-            else:
-                rel_pc = rel or "finetune"
+            if child is None and c in forced_child:
+                continue  # a structural child hangs only under a model its signature points to
+            s = direction_score(f, p, c, records, use_time, use_norm=p not in merge_like)
+            rel_pc = "copy" if f.copy_child == "same" else (rel or "finetune")
             penalty = 0.0 if child is not None else LAMBDA * mean_d * max(0.0, -s)
             if p in forced_child:  # between identical candidates prefer the original to its copy
                 penalty += COPY_PARENT_PENALTY * mean_d
@@ -161,23 +202,6 @@ def assemble_family(
             relation_of[(p, c)] = rel_pc
             score_of[(p, c)] = s
 
-    # Merges: the child is explained by several relatives at once.
-    merges: dict[str, tuple[list[str], list[float]]] = {}
-    for m in by_id:
-        if m in forced_child or len(neighbours[m]) < 2:
-            continue
-        # quantised / copied / pruned children duplicate their parent: never merge inputs here
-        near = [x for _, x in sorted(neighbours[m]) if x not in forced_child][:MERGE_NEIGHBOURS]
-        ids, weights, ratio = merge_fit(by_id[m], [by_id[x] for x in near])
-        while len(ids) > MERGE_MAX_PARENTS:
-            drop = weights.index(min(weights))
-            ids.pop(drop)
-            ids, weights, ratio = merge_fit(by_id[m], [by_id[x] for x in ids])
-        if len(ids) >= 2 and ratio < MERGE_RATIO:
-            tm = _time(records.get(m))
-            if tm is not None and any((tp := _time(records.get(p))) and tp > tm for p in ids):
-                continue  # a "merge" older than one of its parents is a parent, not a merge
-            merges[m] = (ids, weights)
     for m, (parents, weights) in merges.items():
         for u in list(g.predecessors(m)):
             g.remove_edge(u, m)

@@ -86,11 +86,12 @@ def sketch_all(
 
 
 def declared_parents(rec: ModelRecord) -> tuple[str, ...]:
+    """Declared bases: an adapter's ``base_model_name_or_path`` first (what PEFT loads), then the card's."""
     parents = list(rec.base_models)
     if rec.adapter_config:
         base = rec.adapter_config.get("base_model_name_or_path")
-        if isinstance(base, str) and base and base not in parents:
-            parents.append(base)
+        if isinstance(base, str) and base:
+            parents = [base] + [p for p in parents if p != base]
     return tuple(p for p in parents if p != rec.id)
 
 
@@ -103,8 +104,8 @@ def _adapter_fits(adapter: ModelRecord, base: ModelRecord) -> bool:
         c = canonical(t.name)
         if len(t.shape) == 2:
             shapes[c.role] = (t.shape[0], t.shape[1])
-    # int8 weights keep the (out, in) shape; quantised packed formats would not match
-    return all(shapes.get(role) == shape for role, shape in targets.items())
+    # int8 weights keep the (out, in) shape; GPT-2's Conv1D stores (in, out)
+    return all(shapes.get(role) in (shape, shape[::-1]) for role, shape in targets.items())
 
 
 @dataclass
@@ -168,7 +169,11 @@ def reconcile_declared(
                 continue
             found = parents_of.get(child, [])
             a, b = sketches[child], sketches[parent]
-            if a.family != b.family:
+            if a.kind == "adapter":
+                base = records.get(parent)
+                why = ("the LoRA shapes fit it, but another declared base was taken"
+                       if base is not None and _adapter_fits(rec, base) else "the LoRA shapes do not fit it")
+            elif a.family != b.family:
                 why = "architectures differ"
             else:
                 f = compare(a, b)

@@ -186,13 +186,18 @@ def compare(a: Sketch, b: Sketch) -> PairFeatures:
         delta2 = float(np.sum((y - x) ** 2))
         if delta2 > 0:
             growth.append((float(np.sum(y * y)) - float(np.sum(x * x))) / delta2)
+        # positions pruned (exact zero) in either model say nothing about fine-tuning distance:
+        # a pruned child is compared with its source on the weights it kept
+        keep = (x != 0) & (y != 0)
+        if keep.sum() >= 0.25 * keep.size:
+            x, y = x[keep], y[keep]
         xc, yc = x - x.mean(), y - y.mean()
         denom = np.sqrt(np.sum(xc * xc) * np.sum(yc * yc))
         c = float(np.sum(xc * yc) / denom) if denom > 0 else 0.0
         cos.append(c)
         dist.append(1.0 - c)
         n_el.append(x.size)
-        if c > 0.5 and _low_rank(y - x):
+        if c > 0.5 and _low_rank(mb[k].astype(np.float64) - ma[k]):
             lowrank += 1
     n = len(common)
     if n == 0:
