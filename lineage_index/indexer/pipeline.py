@@ -23,6 +23,9 @@ from lineage_index.indexer.verify import PairFeatures, compare
 from lineage_index.records import Edge, Failure, ModelRecord, Sketch
 
 
+SAME_WEIGHTS = ("copy", "quantized")  # relations the weights cannot always tell apart
+
+
 @dataclass
 class SketchReport:
     sketches: dict[str, Sketch] = field(default_factory=dict)
@@ -183,7 +186,11 @@ def reconcile_declared(
                             contradicted=True, recovered_parent=", ".join(found) or None))
     for e in edges:
         if (e.child, e.parent) in declared_pairs:
-            e = Edge(e.child, e.parent, e.relation, "both", e.confidence, e.closeness, e.evidence)
+            relation = e.relation
+            declared_rel = records[e.child].base_model_relation if e.child in records else None
+            if relation in SAME_WEIGHTS and declared_rel in SAME_WEIGHTS:
+                relation = declared_rel  # a plain dtype cast fits both: the card decides
+            e = Edge(e.child, e.parent, relation, "both", e.confidence, e.closeness, e.evidence)
         out.append(e)
     return sorted(out, key=lambda e: (e.child, e.parent))
 

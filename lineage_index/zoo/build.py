@@ -124,8 +124,8 @@ def _realise(
         return D.cast(D.merge_lora(pstate, lora), spec.dtype)
     if op == "quant-int8":
         return D.quantize_int8(pstate, spec.arch)
-    if op == "quant-fp16":
-        return D.cast(pstate, "F16")
+    if op == "quant-fp16":  # fp16 round trip: values on the fp16 grid, stored at full precision
+        return D.cast(D.cast(pstate, "F16"), spec.dtype)
     if op == "copy":
         return (
             D.cast(pstate, spec.dtype)

@@ -192,7 +192,7 @@ class _Planner:
         if op == "finetune" and r.random() < 0.25 and parent.dtype in ("F32", "BF16"):
             dtype = "BF16" if parent.dtype == "F32" else "F32"
         elif op == "quant-fp16":
-            dtype = "F16"
+            dtype = "F32"  # a round trip through fp16 keeps the F32 container (an fp16 re-upload is a copy)
         elif op == "quant-int8":
             dtype = "I8"
         elif op == "copy" and parent.dtype == "F32" and r.random() < 0.5:
