@@ -7,6 +7,11 @@ pass, checks the counts did not change, and deletes its own nodes. It must not t
 outside its org. Goal on a 2-core machine: >= 20k edges/s for the first edge pass.
 
     python bench/bench_write_rate.py [--edges 100000] [--batch 5000]
+
+The bench deletes only its own nodes, but concurrent writers (a test run's clean_graph wipes
+the whole graph) disturb it: for clean figures use a private managed server, e.g.
+LINEAGE_INDEX_NEO4J_HOME=/tmp/bench-neo4j LINEAGE_INDEX_BOLT_PORT=17687
+LINEAGE_INDEX_HTTP_PORT=17474. A warm JVM (a second run) gives the representative figure.
 """
 
 from __future__ import annotations
