@@ -24,7 +24,6 @@ demo: setup
 	$(BIN)/lineage-index demo
 
 test: setup
-	$(BIN)/lineage-index neo4j build
 	$(BIN)/python -m pytest -q
 
 lint: setup

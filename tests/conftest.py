@@ -90,12 +90,29 @@ def neo4j_server() -> Iterator[Neo4jServer]:
             )
         return
 
+    # The managed Neo4j: a test instance of its own (home and ports), so that tests, which
+    # wipe the graph, never touch the user's lineage graph. An explicit
+    # LINEAGE_INDEX_NEO4J_HOME (as CI sets) is used as given.
+    from lineage_index.schema import local_neo4j
+
+    home = None
+    ports: dict[str, int] = {}
+    if not os.environ.get(config.ENV_NEO4J_HOME):
+        home = config.user_cache_root() / "test-neo4j"
+        ports = {"bolt_port": int(os.environ.get("LINEAGE_INDEX_TEST_BOLT_PORT", "7688")),
+                 "http_port": int(os.environ.get("LINEAGE_INDEX_TEST_HTTP_PORT", "7475"))}
+    was_running = local_neo4j.status(home=home).running
     try:
-        conn = resolve(start_managed=True)
+        st = local_neo4j.start(home=home, **ports)
+        conn = resolve(uri=st.bolt_uri)
     except GraphError as exc:
         neo4j_unavailable(f"the managed local Neo4j could not be started: {exc}")
     conn.close()
-    yield Neo4jServer(conn.uri, conn.database, "managed")
+    try:
+        yield Neo4jServer(conn.uri, conn.database, "managed")
+    finally:
+        if home is not None and not was_running:
+            local_neo4j.stop(home=home)
 
 
 @pytest.fixture(scope="session")
