@@ -138,3 +138,19 @@ def test_embedding_distance_separates_related_from_independent(tmp_path: Path, n
     eb = sketch_model(recs["org/b"], src.open_reader(recs["org/b"])).embedding
     d2 = float(np.sum((ea - eb) ** 2))
     assert (d2 < 0.2) == related
+
+
+def test_duplicate_weight_sets_are_read_once(tmp_path: Path) -> None:
+    from lineage_index.indexer.safetensors_header import primary_weight_files
+
+    assert primary_weight_files(["consolidated.safetensors", "model.safetensors", "config.json"]) == [
+        "model.safetensors"]
+    assert primary_weight_files(["consolidated.safetensors", "weights-a.safetensors"]) == ["weights-a.safetensors"]
+    # a Mistral-style repo: HF weights plus consolidated.safetensors with other names
+    w = _weights(7)
+    _write(tmp_path, "org/m", w)
+    save_file({k.replace("model.layers", "layers").replace("self_attn.q_proj", "attention.wq"): v
+               for k, v in w.items()}, str(tmp_path / "org/m/consolidated.safetensors"))
+    recs, src = _records(tmp_path)
+    rec = recs["org/m"]
+    assert {t.file for t in rec.tensors} == {"model.safetensors"}

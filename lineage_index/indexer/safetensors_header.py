@@ -246,9 +246,8 @@ def read_model_headers(reader: RangeReader, files: Iterable[str], *,
 
     ``files`` are the repo-relative paths of the model. Each ``*.safetensors.index.json`` is
     read (bounded), every shard it names must exist and every tensor it maps must be found in
-    that shard's header. Safetensors files not named by an index (a single ``model.safetensors``,
-    ``adapter_model.safetensors``, diffusers sub-folders, ...) are read too, so tensor names may
-    repeat across files; ``TensorInfo.file`` tells them apart.
+    that shard's header. Without an index every safetensors file given is read (callers pick
+    the files with ``primary_weight_files``); ``TensorInfo.file`` tells them apart.
     """
     paths = sorted(set(files))
     st_files = [p for p in paths if p.endswith(".safetensors")]
@@ -273,10 +272,34 @@ def read_model_headers(reader: RangeReader, files: Iterable[str], *,
                     f"{index_file}: {len(missing)} tensor(s) mapped to {shard} are not in its header,"
                     f" e.g. {missing[0][:200]!r}"
                 )
+    if headers:  # an index names the model's shards; other files are duplicates or exports
+        return list(headers.values())
     for path in st_files:
-        if path not in headers:
-            headers[path] = read_header(reader, path, prefix_bytes=prefix_bytes)
+        headers[path] = read_header(reader, path, prefix_bytes=prefix_bytes)
     return list(headers.values())
+
+
+def primary_weight_files(paths: Iterable[str]) -> list[str]:
+    """The one set of weight files that holds the model, when a repo carries several.
+
+    Repos often ship the same weights twice (Mistral's ``consolidated.safetensors`` beside the
+    HF shards, ``model.fp16.safetensors`` variants, exports in sub-folders). Preference: the
+    root index and its shards, else root ``model.safetensors``, else
+    ``adapter_model.safetensors``, else every root-level safetensors file except
+    ``consolidated*``, else everything (diffusers-style sub-folders).
+    """
+    paths = sorted(set(paths))
+    root = [p for p in paths if "/" not in p]
+    index = [p for p in root if p.endswith(INDEX_SUFFIX) and p.startswith("model")] or [
+        p for p in root if p.endswith(INDEX_SUFFIX)]
+    if index:
+        return index[:1] + [p for p in paths if p.endswith(".safetensors")]
+    for name in ("model.safetensors", "adapter_model.safetensors"):
+        if name in root:
+            return [name]
+    flat = [p for p in root if p.endswith(".safetensors")]
+    preferred = [p for p in flat if not p.startswith("consolidated")]
+    return preferred or flat or paths
 
 
 def read_model_tensors(reader: RangeReader, files: Sequence[str], *,

@@ -72,12 +72,14 @@ def plan_reads(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = S
     layers = {c.layer for t in tensors if (c := canonical(t.name)).layer is not None}
     keep_layers = _selected_layers(layers)
     plan: list[PlannedRead] = []
-    for t in sorted(tensors, key=lambda x: x.name):
+    planned: set[str] = set()
+    for t in sorted(tensors, key=lambda x: (x.name, x.file)):
         if quant_aux_kind(t.name) or t.dtype not in _DTYPE_SIZE:
             continue
         c = canonical(t.name)
-        if c.layer is not None and c.layer not in keep_layers:
-            continue
+        if (c.layer is not None and c.layer not in keep_layers) or c.key in planned:
+            continue  # a name repeated in another file is sampled once
+        planned.add(c.key)
         numel = int(np.prod(t.shape)) if t.shape else 1
         if numel == 0:
             continue

@@ -35,7 +35,11 @@ from typing import Any, Protocol
 
 from lineage_index.errors import ModelReadError, UsageError
 from lineage_index.indexer.reader import LocalReader, RangeReader
-from lineage_index.indexer.safetensors_header import DEFAULT_PREFIX_BYTES, read_model_tensors
+from lineage_index.indexer.safetensors_header import (
+    DEFAULT_PREFIX_BYTES,
+    primary_weight_files,
+    read_model_tensors,
+)
 from lineage_index.indexer.sources_card import CardFields, card_fields, front_matter, iso_utc
 from lineage_index.records import Failure, FileEntry, ModelRecord, WeightFormat
 
@@ -122,7 +126,8 @@ def build_record(model_id: str, source: str, reader: RangeReader, files: Sequenc
     fields: CardFields = card_fields(card, hub_tags)
     fmt = weight_format(paths)
     before = reader.stats()
-    tensors = read_model_tensors(reader, paths, prefix_bytes=header_prefix_bytes) if fmt == "safetensors" else ()
+    weight_files = primary_weight_files(paths)
+    tensors = read_model_tensors(reader, weight_files, prefix_bytes=header_prefix_bytes) if fmt == "safetensors" else ()
     used = reader.stats() - before
     sizes = reader.known_sizes()
     files = tuple(f if f.size_bytes is not None else FileEntry(f.path, sizes.get(f.path)) for f in files)
