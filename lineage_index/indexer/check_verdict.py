@@ -1,0 +1,235 @@
+"""Verdict rules of ``check`` (issue 10): relation, parents, the card's claim, licences, exit code.
+
+Pure functions over verified ``PairFeatures`` and stored sketches, reusing ``assemble``'s
+direction votes and ``verify.merge_fit``: structural signatures first (copy, quantised, pruned:
+the child carries the signature), then merges, then fine-tune direction. A missing signal
+(no record, no time, base not stored) is never evidence. No I/O and no printing here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lineage_index.indexer.assemble import (
+    MERGE_MAX_PARENTS,
+    MERGE_NEIGHBOURS,
+    MERGE_RATIO,
+    direction_score,
+)
+from lineage_index.indexer.canon import adapter_target_signature
+from lineage_index.indexer.pipeline import declared_parents
+from lineage_index.indexer.verify import RELATED_Z, PairFeatures, compare, merge_fit
+from lineage_index.records import ModelRecord, Sketch
+
+GREY_Z = 4.0  # calibrated z between this and RELATED_Z: neither related nor clearly independent
+P_STRUCTURAL = 0.97  # a structural signature (rounded copy, grid, new zeros) fixes the direction
+LINEAGE_VERDICTS = ("copy", "quantized", "adapter", "finetune", "merge", "prune")
+EXIT_CODES = {"ok": 0, "usage": 2, "contradicted": 3, "unknown": 4}
+Load = Callable[[str], Sketch]  # stored sketch by model id (must exist)
+Find = Callable[[str], "Sketch | None"]  # stored sketch by model id, None when absent
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The card's base_model claim against the weights."""
+
+    declared: tuple[str, ...]
+    status: str  # "none" | "supported" | "contradicted" | "cannot_judge"
+    reason: str = ""
+
+
+
+def p_related(z: float) -> float:
+    return 1.0 - math.exp(-max(0.0, z - GREY_Z) / GREY_Z)
+
+
+def _p_direction(score: float) -> float:
+    return 0.5 + 0.45 * math.tanh(abs(score) / 3.0)
+
+
+def _structural(f: PairFeatures, child: str) -> str | None:
+    """The relation when ``child`` carries a structural signature over the other side."""
+    if f.quant_child == child:
+        return "quantized"
+    if f.copy_child in (child, "same"):
+        return "copy"
+    if f.prune_child == child:
+        return "prune"
+    return None
+
+
+def adapter_verdict(rec: ModelRecord, find: Find) -> tuple[str, list[str], float, str]:
+    """Adapters: the declared base must be stored and its matrix shapes must fit the LoRA."""
+    targets = adapter_target_signature(rec.tensors)
+    for base in declared_parents(rec):
+        sk = find(base)
+        if sk is None:
+            continue
+        shapes = {s.role: tuple(s.shape) for s in sk.samples.values() if len(s.shape) == 2}
+        if targets and all(shapes.get(r) in (sh, sh[::-1]) for r, sh in targets.items()):
+            return "adapter", [base], 0.9, f"LoRA shapes fit the stored base {base}"
+        return "insufficient", [], 0.5, f"LoRA shapes do not fit the declared base {base}"
+    return "insufficient", [], 0.0, "adapter whose declared base is not in the index"
+
+
+def decide(sk: Sketch, related: list[str], feats: dict[str, PairFeatures], zs: dict[str, float],
+            load: Load, recs: dict[str, ModelRecord], declared: tuple[str, ...], use_time: bool):
+    """(verdict, parents, coefficients, probability, evidence, relation per candidate, p per candidate).
+
+    Structural signatures first (the target is a copy / quantised / pruned child of one
+    candidate), then a merge fit over the non-structural relatives, then fine-tune direction.
+    A candidate that is itself explained as a merge with the target among its inputs, or
+    carries a structural signature over the target, is the target's child, never its parent.
+    """
+    me = sk.model_id
+    rel_of: dict[str, str] = {c: "related" for c in related}
+    p_of: dict[str, float] = {}
+    if not related:
+        return "no_relative", [], [], 0.0, [], rel_of, p_of
+    children = {c for c in related if _structural(feats[c], c) and feats[c].copy_child != "same"}
+    for c in related:  # a bit-identical pair: the newer upload (when times are known) is the copy
+        if feats[c].copy_child == "same" and use_time and _older(me, c, recs):
+            children.add(c)
+    for c in related:  # structural: the target carries the signature over its nearest source
+        rel = _structural(feats[c], me)
+        if rel and c not in children:
+            c = _prefer(c, related, load, declared, recs)
+            p = min(p_related(zs[c]), P_STRUCTURAL)
+            rel_of[c], p_of[c] = rel, p
+            same = " (bit-identical: which upload is the original is not in the weights)" \
+                if feats[c].copy_child == "same" and not use_time else ""
+            return rel, [c], [], p, [f"{rel} of {c}: {describe(feats[c], me)}{same}"], rel_of, p_of
+    pool = _merge_inputs([c for c in related if c not in children][:MERGE_NEIGHBOURS], load)
+    for c in pool:  # a stored merge of the target with others is a child (norm growth is biased there)
+        ids, _, ratio = merge_fit(load(c), [sk] + [load(o) for o in pool if o != c])
+        if me in ids and ratio < MERGE_RATIO:
+            children.add(c)
+    for c in children:
+        rel_of[c] = "child"
+    inputs = [c for c in pool if c not in children]
+    if len(inputs) >= 2:
+        ids, weights, ratio = merge_fit(sk, [load(c) for c in inputs])
+        while len(ids) > MERGE_MAX_PARENTS:
+            ids.pop(weights.index(min(weights)))
+            ids, weights, ratio = merge_fit(sk, [load(c) for c in ids])
+        if len(ids) >= 2 and ratio < MERGE_RATIO:
+            p = min(min(p_related(zs[c]) for c in ids), 1.0 - ratio)
+            for c in ids:
+                rel_of[c], p_of[c] = "merge", p
+            return "merge", ids, weights, p, [f"merge fit residual {ratio:.3f} of the best single parent"], \
+                rel_of, p_of
+    for c in inputs:
+        s = direction_score(feats[c], c, me, recs, use_time)
+        p_of[c] = min(p_related(zs[c]), _p_direction(s)) if s > 0 else 0.0
+        rel_of[c] = "finetune" if s > 0 else "child"
+    parents = [c for c in inputs if rel_of[c] == "finetune"]
+    if parents:
+        c = _prefer(parents[0], parents, load, declared, recs)
+        rel_of[c], p_of[c] = "finetune", p_of[parents[0]]
+        return "finetune", [c], [], p_of[c], [f"fine-tune of {c}: {describe(feats[c], me)}"], rel_of, p_of
+    return "family_unresolved", [], [], min(p_related(zs[related[0]]), 0.9), \
+        [f"related to {len(related)} stored model(s), all of which look derived from the target"], rel_of, p_of
+
+
+def _older(a: str, b: str, recs: dict[str, ModelRecord]) -> bool:
+    ta, tb = (recs[m].created_at if m in recs else None for m in (a, b))
+    return bool(ta and tb and ta < tb)
+
+
+def _prefer(c: str, pool: list[str], load: Load, declared: tuple[str, ...], recs: dict[str, ModelRecord]) -> str:
+    """Among ``c`` and its bit-identical copies in ``pool``: the declared one, else the oldest, else ``c``."""
+    same = [c] + [o for o in pool if o != c and compare(load(c), load(o)).copy_child == "same"]
+    for d in declared:
+        if d in same:
+            return d
+    dated = [m for m in same if m in recs and recs[m].created_at]
+    return min(dated, key=lambda m: recs[m].created_at or "") if dated else c
+
+
+def _merge_inputs(cands: list[str], load: Load) -> list[str]:
+    """Candidates that are not structural copies of another candidate (they add no direction)."""
+    keep: list[str] = []
+    for c in cands:
+        if not any(compare(load(k), load(c)).copy_child in (c, "same") or
+                   compare(load(k), load(c)).quant_child == c for k in keep):
+            keep.append(c)
+    return keep
+
+
+def describe(f: PairFeatures, me: str) -> str:
+    bits = [f"cos={f.cos_median:.4f}", f"z={f.z:.0f}", f"dist={f.dist:.4f}"]
+    if f.identical_share:
+        bits.append(f"identical={f.identical_share:.2f}")
+    if f.low_rank_share:
+        bits.append(f"lowrank={f.low_rank_share:.2f}")
+    for name, who in (("copy", f.copy_child), ("quantized", f.quant_child), ("pruned", f.prune_child)):
+        if who:
+            bits.append(f"{name}:{'target' if who == me else 'same' if who == 'same' else 'candidate'}")
+    if f.norm_growth:
+        bits.append(f"norm_growth={f.norm_growth if f.b == me else -f.norm_growth:+.2f}")
+    return " ".join(bits)
+
+
+def judge_claim(sk: Sketch, declared: tuple[str, ...], verdict: str, parents: list[str], find: Find,
+                zscore: Callable[[PairFeatures], float]) -> Claim:
+    """Does the weights' evidence support, contradict, or not judge the card's base_model?"""
+    if not declared:
+        return Claim((), "none", "the card declares no base model")
+    if set(declared) & set(parents):
+        return Claim(declared, "supported", f"recovered parent {', '.join(parents)} is declared")
+    if sk.kind == "adapter":
+        if any(find(d) for d in declared):
+            return Claim(declared, "contradicted", "the LoRA shapes do not fit the declared base")
+        return Claim(declared, "cannot_judge", "no declared base is in the index")
+    for d in declared:
+        base = find(d)
+        if base is None:
+            continue
+        if base.family != sk.family:
+            return Claim(declared, "contradicted", f"{d}: architectures differ")
+        f = compare(sk, base)
+        if not f.related or zscore(f) < RELATED_Z:
+            return Claim(declared, "contradicted", f"{d}: weights unrelated (cos={f.cos_median:.4f})")
+        if (_structural(f, sk.model_id) or f.copy_child == "same") and d not in [p for p in parents]:
+            return Claim(declared, "supported", f"{d}: the target is a {_structural(f, sk.model_id)} of it")
+        if _structural(f, d) or direction_score(f, d, sk.model_id, {}, False) < 0:
+            return Claim(declared, "contradicted", f"{d}: related, but it looks derived from the target")
+        return Claim(declared, "supported", f"{d}: related (cos={f.cos_median:.4f}), an ancestor of the"
+                     f" recovered parent {', '.join(parents) or '(unresolved)'}")
+    return Claim(declared, "cannot_judge", "no declared base is in the index")
+
+
+def license_chain(parents: list[str], recs: dict[str, ModelRecord]) -> list[tuple[str, str | None]]:
+    """Licences up the recovered parents, then their declared parents, as far as records go."""
+    chain: list[tuple[str, str | None]] = []
+    todo, seen = list(parents), set()
+    while todo:
+        m = todo.pop(0)
+        if m in seen:
+            continue
+        seen.add(m)
+        r = recs.get(m)
+        chain.append((m, (r.license_name or r.license) if r else None))
+        if r is not None:
+            todo += list(declared_parents(r))
+    return chain
+
+
+def exit_code(verdict: str, parents: list[str], claim: Claim, chain: list[tuple[str, str | None]],
+               fail_on_license: str | None, fail_on_undeclared: bool) -> tuple[int, list[str]]:
+    failures: list[str] = []
+    if fail_on_license:
+        hits = [m for m, lic in chain if lic and lic.lower() == fail_on_license.lower()]
+        if hits:
+            failures.append(f"parent chain carries licence {fail_on_license}: {', '.join(hits)}")
+    if fail_on_undeclared and verdict in LINEAGE_VERDICTS and claim.status in ("none", "cannot_judge"):
+        failures.append(f"undeclared lineage: {verdict} of {', '.join(parents)}")
+    if claim.status == "contradicted":
+        return EXIT_CODES["contradicted"], failures
+    if failures:
+        return EXIT_CODES["contradicted"], failures
+    if claim.status == "supported" or verdict in LINEAGE_VERDICTS or verdict == "family_unresolved":
+        return EXIT_CODES["ok"], failures
+    return EXIT_CODES["unknown"], failures
