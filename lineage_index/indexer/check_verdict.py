@@ -126,7 +126,7 @@ def decide(sk: Sketch, related: list[str], feats: dict[str, PairFeatures], zs: d
         rel_of[c] = "finetune" if s > 0 else "child"
     parents = [c for c in inputs if rel_of[c] == "finetune"]
     if parents:
-        c = _prefer(parents[0], parents, load, declared, recs)
+        c = _prefer(parents[0], related, load, declared, recs)
         rel_of[c], p_of[c] = "finetune", p_of[parents[0]]
         return "finetune", [c], [], p_of[c], [f"fine-tune of {c}: {describe(feats[c], me)}"], rel_of, p_of
     return "family_unresolved", [], [], min(p_related(zs[related[0]]), 0.9), \
