@@ -108,11 +108,15 @@ def direction_score(
     return score
 
 
-def _forced_child(f: PairFeatures, records: dict[str, ModelRecord]) -> tuple[str | None, str | None]:
+def _forced_child(
+    f: PairFeatures, records: dict[str, ModelRecord], cited: dict[str, int] | None = None
+) -> tuple[str | None, str | None]:
     """(child id, relation) when the pair carries a structural signature.
 
     A bit-identical copy carries none: the newer upload is the copy (by creation time, then
-    by which card declares the other); with neither, the pair stays undirected.
+    by which card declares the other); with neither, the model more often named as a base by
+    other cards is taken as the original (then the smaller id), so that the twins act as one
+    node and the tree is built on originals; that copy edge's direction is a guess.
     """
     if f.quant_child:
         return f.quant_child, "quantized"
@@ -125,7 +129,10 @@ def _forced_child(f: PairFeatures, records: dict[str, ModelRecord]) -> tuple[str
             return f.a, "copy"
         if rb is not None and f.a in rb.base_models:
             return f.b, "copy"
-        return None, None
+        if cited is None:
+            return None, None
+        original = min((f.a, f.b), key=lambda m: (-cited.get(m, 0), m))
+        return (f.b if original == f.a else f.a), "copy"
     if f.copy_child:
         return f.copy_child, "copy"
     if f.prune_child:
@@ -162,6 +169,36 @@ def _find_merges(
     return merges
 
 
+def _inside_merges(
+    related: list[PairFeatures], merges: dict[str, tuple[list[str], list[float]]], merge_like: set[str],
+    forced: dict[frozenset[str], tuple[str | None, str | None]],
+) -> dict[str, set[str]]:
+    """For each merge (and each copy of it): the models on the tree paths between its inputs.
+
+    A merge of two models of one tree contains every model on the path between them, and is
+    closer to those than their own parents are; they are its ancestors or cousins, never its
+    children. Paths are taken in the minimum spanning tree of the models that are not merges.
+    """
+    mst_graph = nx.Graph()
+    for f in related:
+        if f.a not in merge_like and f.b not in merge_like:
+            mst_graph.add_edge(f.a, f.b, weight=f.dist)
+    tree = nx.minimum_spanning_tree(mst_graph) if mst_graph.number_of_nodes() else mst_graph
+    out: dict[str, set[str]] = {}
+    for m, (parents, _) in merges.items():
+        nodes: set[str] = set(parents)
+        for i, a in enumerate(parents):
+            for b in parents[i + 1:]:
+                if a in tree and b in tree and nx.has_path(tree, a, b):
+                    nodes.update(nx.shortest_path(tree, a, b))
+        out[m] = nodes
+    for k, (c, _) in forced.items():  # copies of a merge inherit its inside set
+        if c is not None:
+            for m in (set(k) - {c}) & set(merges):
+                out.setdefault(c, set()).update(out[m])
+    return out
+
+
 def assemble_family(
     sketches: list[Sketch], pairs: list[PairFeatures], records: dict[str, ModelRecord]
 ) -> FamilyResult:
@@ -175,12 +212,19 @@ def assemble_family(
         neighbours[f.b].append((f.dist, f.a))
     mean_d = sum(f.dist for f in related) / len(related) if related else 1.0
 
-    forced = {frozenset((f.a, f.b)): _forced_child(f, records) for f in related}
+    cited: dict[str, int] = {}
+    for r in records.values():
+        for b in r.base_models:
+            cited[b] = cited.get(b, 0) + 1
+    forced = {frozenset((f.a, f.b)): _forced_child(f, records, cited) for f in related}
+    guessed = {c for k, (c, _) in forced.items() if c is not None and feats[k].copy_child == "same"
+               and _forced_child(feats[k], records) == (None, None)}
     forced_child: set[str] = {c for c, _ in forced.values() if c is not None}
     merges = _find_merges(by_id, neighbours, forced_child, records)
     # merges (and their copies) have smaller norms than their inputs: norm growth is biased there
     merge_like = set(merges) | {c for k, (c, _) in forced.items() if c is not None and (set(k) - {c}) & set(merges)}
     use_time = time_trust(related, records, merge_like) >= TIME_TRUST_MIN
+    inside = _inside_merges(related, merges, merge_like, forced)
 
     g = nx.DiGraph()
     g.add_nodes_from(by_id)
@@ -193,6 +237,8 @@ def assemble_family(
                 continue
             if child is None and c in forced_child:
                 continue  # a structural child hangs only under a model its signature points to
+            if p in merge_like and c in inside.get(p, ()):
+                continue  # a merge does not parent the models it was made from
             s = direction_score(f, p, c, records, use_time, use_norm=p not in merge_like)
             rel_pc = "copy" if f.copy_child == "same" else (rel or "finetune")
             penalty = 0.0 if child is not None else LAMBDA * mean_d * max(0.0, -s)
@@ -229,7 +275,7 @@ def assemble_family(
                 continue
             f = feats[frozenset((p, c))]
             rel = relation_of[(p, c)]
-            conf = _confidence(f, score_of[(p, c)], rel in ("quantized", "copy", "prune"))
+            conf = _confidence(f, score_of[(p, c)], rel in ("quantized", "copy", "prune") and c not in guessed)
             edges.append(Edge(c, p, rel, "recovered", conf, round(max(0.0, f.cos_median), 4),
                               evidence=_evidence(f, rel)))
     for m, (parents, weights) in merges.items():

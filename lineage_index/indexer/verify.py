@@ -48,7 +48,7 @@ class PairFeatures:
     related: bool
     dist: float  # mean (1 - cos) over matrices: additive along a fine-tuning path
     identical_share: float  # share of matrices bit-identical
-    low_rank_share: float  # among changed matrices, share with low-rank delta
+    low_rank_share: float  # among changed matrices, share with low-rank delta (partial updates only)
     copy_child: str | None  # the model that is a (rounded) copy of the other, if any
     quant_child: str | None
     prune_child: str | None
@@ -173,7 +173,7 @@ def compare(a: Sketch, b: Sketch) -> PairFeatures:
     ma, mb = _matrices(a), _matrices(b)
     common = sorted(k for k in ma if k in mb and ma[k].shape == mb[k].shape)
     cos, dist, n_el, growth = [], [], [], []
-    identical = changed = lowrank = 0
+    identical = changed = 0
     for k in common:
         x, y = ma[k].astype(np.float64), mb[k].astype(np.float64)
         if np.array_equal(x, y):
@@ -197,8 +197,6 @@ def compare(a: Sketch, b: Sketch) -> PairFeatures:
         cos.append(c)
         dist.append(1.0 - c)
         n_el.append(x.size)
-        if c > 0.5 and _low_rank(mb[k].astype(np.float64) - ma[k]):
-            lowrank += 1
     n = len(common)
     if n == 0:
         return PairFeatures(a.model_id, b.model_id, 0, 0.0, 0.0, 0.0, False, 2.0, 0.0, 0.0,
@@ -221,11 +219,24 @@ def compare(a: Sketch, b: Sketch) -> PairFeatures:
     return PairFeatures(
         a=a.model_id, b=b.model_id, n_matrices=n, cos_median=cos_med, cos_min=float(np.min(cos)),
         z=float(z), related=bool(related), dist=float(np.mean(dist)),
-        identical_share=identical / n, low_rank_share=(lowrank / changed) if changed else 0.0,
+        identical_share=identical / n,
+        low_rank_share=low_rank_share(a, b) if related and identical >= 0.25 * n else 0.0,
         copy_child=copy_child, quant_child=quant_child, prune_child=prune_child,
         zero_a=za, zero_b=zb, kurt_a=model_kurtosis(a), kurt_b=model_kurtosis(b),
         norm_growth=float(np.median(growth)) if growth else 0.0,
     )
+
+
+def low_rank_share(a: Sketch, b: Sketch) -> float:
+    """Among the matrices that changed between a and b, the share whose delta is low rank
+    (a merged LoRA). Computed for chosen edges only: it is evidence, not a decision."""
+    ma, mb = _matrices(a), _matrices(b)
+    changed = low = 0
+    for k in ma:
+        if k in mb and ma[k].shape == mb[k].shape and not np.array_equal(ma[k], mb[k]):
+            changed += 1
+            low += _low_rank(mb[k].astype(np.float64) - ma[k])
+    return low / changed if changed else 0.0
 
 
 def _flat(s: Sketch, keys: list[str]) -> np.ndarray:
