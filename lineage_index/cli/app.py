@@ -18,6 +18,7 @@ import typer
 from lineage_index import api
 from lineage_index.cli.neo4j_cmd import app as neo4j_app
 from lineage_index.cli.output import FORMATS, console, emit, err_console
+from lineage_index.cli.check_cmd import register as register_check_command
 from lineage_index.cli.query_cmd import register as register_query_commands
 from lineage_index.cli.zoo_cmd import zoo_app
 from lineage_index.errors import LineageIndexError
@@ -38,6 +39,7 @@ app = typer.Typer(
 app.add_typer(neo4j_app, name="neo4j", help="Manage the local Neo4j (the embedded default).")
 app.add_typer(zoo_app, name="zoo", help="Generate model zoos with known lineage.")
 register_query_commands(app)
+register_check_command(app)
 
 NeoUri = Annotated[Optional[str], typer.Option("--neo4j-uri", help="Bolt URI (else NEO4J_URI, else managed).")]
 Fmt = Annotated[str, typer.Option("--format", "-f", help="table | json | csv")]
