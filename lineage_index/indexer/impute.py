@@ -29,40 +29,26 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lineage_index.indexer.canon import family_signature, quant_aux_kind
-from lineage_index.indexer.impute_license_text import identify_license, read_license_texts  # noqa: F401
+from lineage_index.indexer.impute_evidence import (
+    ARCH_TYPES,
+    Vote,
+    config_votes,
+    family_of,
+    file_votes,
+    header_votes,
+    tag_votes,
+    text_or_none,
+)
+from lineage_index.indexer.impute_license_text import identify_license, read_license_texts
 from lineage_index.records import Edge, ModelRecord
+
+__all__ = ["FIELDS", "Imputed", "declared_value", "identify_license", "impute", "imputed_props",
+           "read_license_texts"]
 
 FIELDS: tuple[str, ...] = ("license", "reuse_method", "pipeline_tag", "model_type", "library")
 STRONG = 0.85  # one vote at least this sure flags a declared value it contradicts
 ROUNDS = 3  # lineage propagation rounds
 PRIOR = 0.05  # confidence of the hub-wide majority, the vote of last resort
-Vote = tuple[str, float, str, bool]  # value, confidence, evidence, from lineage
-
-PIPELINES = frozenset("""text-generation fill-mask feature-extraction sentence-similarity text-classification
-token-classification question-answering text2text-generation summarization translation image-classification
-image-text-to-text zero-shot-classification automatic-speech-recognition text-to-image""".split())
-LIBRARIES = frozenset("peft sentence-transformers gguf transformers diffusers mlx timm open_clip onnx".split())
-_ARCH_TYPES = {"gpt2": "gpt2", "bert": "bert", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
-               "gemma": "gemma", "gemma2": "gemma2", "gemma3": "gemma3", "mistral": "mistral",
-               "mixtral": "mixtral", "phi": "phi", "phi3": "phi3", "roberta": "roberta",
-               "xlmroberta": "xlm-roberta", "distilbert": "distilbert", "t5": "t5", "gptneox": "gpt_neox",
-               "falcon": "falcon", "mpnet": "mpnet", "qwen2moe": "qwen2_moe", "olmo": "olmo"}  # fmt: skip
-_HEADS = (("ForCausalLM", "text-generation", 0.85), ("LMHeadModel", "text-generation", 0.85),
-          ("ForMaskedLM", "fill-mask", 0.85), ("ForSequenceClassification", "text-classification", 0.85),
-          ("ForTokenClassification", "token-classification", 0.85),
-          ("ForQuestionAnswering", "question-answering", 0.85),
-          ("ForConditionalGeneration", "text2text-generation", 0.5), ("Model", "feature-extraction", 0.6))  # fmt: skip
-_TASKS = {"CAUSAL_LM": "text-generation", "FEATURE_EXTRACTION": "feature-extraction", "SEQ_CLS":
-          "text-classification", "TOKEN_CLS": "token-classification", "QUESTION_ANS": "question-answering",
-          "SEQ_2_SEQ_LM": "text2text-generation"}  # fmt: skip
-_ST_FILES = ("config_sentence_transformers.json", "sentence_bert_config.json", "modules.json")
-_REUSE_TAGS = {"mergekit": "merge", "merge": "merge", "sparse": "prune", "pruned": "prune", "8-bit": "quantized",
-               "4-bit": "quantized", "bitsandbytes": "quantized", "gptq": "quantized", "awq": "quantized",
-               "gguf": "quantized", "lora": "adapter", "distillation": "distill"}  # fmt: skip
-_HEADER_TYPES = (("c_attn", "gpt2"), ("attention.self.query", "bert"), ("self_attn.q_norm", "qwen3"),
-                 ("self_attn.q_proj.bias", "qwen2"))  # fmt: skip
-
 
 @dataclass(frozen=True)
 class Imputed:
@@ -76,135 +62,19 @@ class Imputed:
     flagged: bool = False  # a declared value that strong evidence contradicts
 
 
-def _s(x: Any) -> str | None:
-    return x.strip() if isinstance(x, str) and x.strip() else None
-
-
 def declared_value(rec: ModelRecord, field: str) -> str | None:
     """What the card (or config.json, for ``model_type``) says; None when it says nothing."""
     if field == "license":
-        return _s(rec.license)
+        return text_or_none(rec.license)
     if field == "reuse_method":
-        return _s(rec.base_model_relation)
+        return text_or_none(rec.base_model_relation)
     if field == "pipeline_tag":
-        return _s(rec.pipeline_tag)
+        return text_or_none(rec.pipeline_tag)
     if field == "model_type":
-        return _s(rec.config.get("model_type")) if isinstance(rec.config, dict) else None
+        return text_or_none(rec.config.get("model_type")) if isinstance(rec.config, dict) else None
     if field == "library":
-        return _s(rec.library_name)
+        return text_or_none(rec.library_name)
     raise ValueError(f"unknown field {field!r}")
-
-
-def _arch_type(arch: str) -> str | None:
-    for _suffix, _pipe, _c in _HEADS:
-        if arch.endswith(_suffix) and len(arch) > len(_suffix):
-            key = arch[: -len(_suffix)].lower()
-            return _ARCH_TYPES.get(key, key)
-    return None
-
-
-def _config_votes(rec: ModelRecord, field: str) -> list[Vote]:
-    cfg = rec.config if isinstance(rec.config, dict) else {}
-    archs = [a for a in cfg.get("architectures") or [] if isinstance(a, str)] if isinstance(
-        cfg.get("architectures"), list) else []
-    out: list[Vote] = []
-    for arch in archs[:2]:
-        if field == "model_type" and (t := _arch_type(arch)):
-            out.append((t, 0.9, f"config.json architectures {arch}", False))
-        if field == "pipeline_tag":
-            for suffix, pipe, conf in _HEADS:
-                if arch.endswith(suffix):
-                    out.append((pipe, conf, f"config.json architectures {arch}", False))
-                    break
-    qc = cfg.get("quantization_config")
-    if field == "reuse_method" and isinstance(qc, dict):
-        out.append(("quantized", 0.9, f"config.json quantization_config ({qc.get('quant_method', '?')})", False))
-    if field == "library" and (archs or _s(cfg.get("model_type"))):
-        out.append(("transformers", 0.7, "config.json with architectures/model_type", False))
-    return out
-
-
-def _header_votes(rec: ModelRecord, field: str, peers: Mapping[str, Counter[str]]) -> list[Vote]:
-    names = [t.name for t in rec.tensors]
-    out: list[Vote] = []
-    if field == "model_type":
-        for pattern, mtype in _HEADER_TYPES:
-            if any(pattern in n for n in names):
-                out.append((mtype, 0.8, f"safetensors header: '{pattern}' tensors", False))
-                break
-        fam = _family(rec)
-        if fam and peers.get(fam):
-            value, n = peers[fam].most_common(1)[0]
-            out.append((value, 0.85 * n / sum(peers[fam].values()),
-                        f"header family {fam} shared with {n} model(s) of type {value}", False))
-    if field == "reuse_method":
-        kinds = {k for n in names if (k := quant_aux_kind(n))}
-        if kinds:
-            out.append(("quantized", 0.85, f"safetensors header: quantisation tensors ({', '.join(sorted(kinds))})", False))
-    return out
-
-
-def _file_votes(rec: ModelRecord, field: str, license_text: str | None) -> list[Vote]:
-    paths = {f.path.rsplit("/", 1)[-1].lower() for f in rec.files}
-    out: list[Vote] = []
-    adapter = rec.adapter_config is not None or "adapter_config.json" in paths
-    st = [p for p in _ST_FILES if p in paths]
-    gguf = any(p.endswith(".gguf") for p in paths)
-    if field == "library":
-        if adapter:
-            out.append(("peft", 0.95, "adapter_config.json", False))
-        if st:
-            out.append(("sentence-transformers", 0.95, st[0], False))
-        if gguf:
-            out.append(("gguf", 0.9, "GGUF weight files", False))
-    elif field == "reuse_method":
-        if adapter:
-            out.append(("adapter", 0.95, "adapter_config.json", False))
-        if gguf:
-            out.append(("quantized", 0.75, "GGUF weight files", False))
-        if "mergekit_config.yml" in paths:
-            out.append(("merge", 0.9, "mergekit_config.yml", False))
-    elif field == "pipeline_tag":
-        if st:
-            out.append(("sentence-similarity", 0.9, st[0], False))
-        task = _s((rec.adapter_config or {}).get("task_type"))
-        if task and task.upper() in _TASKS:
-            out.append((_TASKS[task.upper()], 0.8, f"adapter_config.json task_type {task}", False))
-    elif field == "license" and license_text:
-        m = identify_license(license_text)
-        if m is not None:
-            out.append((m.license, min(0.95, 0.5 + m.score / 2),
-                        f"LICENSE text matches {m.license} (score {m.score:.2f})", False))
-    return out
-
-
-def _tag_votes(rec: ModelRecord, field: str, known_types: frozenset[str]) -> list[Vote]:
-    tags = [t.strip().lower() for t in rec.tags if isinstance(t, str) and t.strip()]
-    out: list[Vote] = []
-    for t in tags:
-        if field == "license" and t.startswith("license:") and len(t) > 8:
-            out.append((t[8:], 0.9, f"tag {t}", False))
-        elif field == "pipeline_tag" and t in PIPELINES:
-            out.append((t, 0.85, f"tag {t}", False))
-        elif field == "library" and t in LIBRARIES:
-            out.append((t, 0.6 if t == "transformers" else 0.8, f"tag {t}", False))
-        elif field == "model_type" and t in known_types:
-            out.append((t, 0.8, f"tag {t}", False))
-        elif field == "reuse_method" and t in _REUSE_TAGS:
-            out.append((_REUSE_TAGS[t], 0.6, f"tag {t}", False))
-    if field == "reuse_method" and (rec.base_models or rec.adapter_config) and not out:
-        out.append(("finetune", 0.3, "declares a base model, no other reuse evidence", False))
-    return out
-
-
-def _family(rec: ModelRecord) -> str | None:
-    if not rec.tensors or rec.adapter_config is not None:
-        return None
-    try:
-        fam, _ = family_signature(rec.tensors)
-    except (ValueError, KeyError, TypeError):
-        return None
-    return None if fam == "empty" else fam
 
 
 # ---- lineage ---------------------------------------------------------------------------------
@@ -219,6 +89,8 @@ class _Graph:
     parents: dict[str, list[Edge]]
     children: dict[str, list[Edge]]
     tree: dict[str, set[str]]  # models of the same lineage tree more than one step away
+    reuploads: set[str]  # copies: their licence claims are the least reliable (laundering)
+    quantized: set[str]  # quantisations of one parent
 
 
 def _graph(edges: Iterable[Edge], ids: set[str]) -> _Graph:
@@ -246,7 +118,9 @@ def _graph(edges: Iterable[Edge], ids: set[str]) -> _Graph:
         near = {m} | {e.parent for e in parents.get(m, [])} | {e.child for e in children.get(m, [])}
         near |= {s.child for e in parents.get(m, []) for s in children.get(e.parent, [])}
         tree[m] = members - near
-    return _Graph(parents, children, tree)
+    reuploads = {m for m, es in parents.items() if all(e.relation == "copy" for e in es)}
+    quantized = {m for m, es in parents.items() if len(es) == 1 and es[0].relation == "quantized"}
+    return _Graph(parents, children, tree, reuploads, quantized)
 
 
 def _edge_votes(model: str, g: _Graph) -> list[Vote]:
@@ -288,30 +162,24 @@ def _lineage_votes(model: str, rec: ModelRecord, field: str, g: _Graph,
             if field in current[anc]:
                 value, c = current[anc][field]
                 out.append((value, 0.6 * 0.8 ** (depth - 2) * c, f"ancestor {anc} ({depth} up)", True))
-    groups = (("sibling", 0.5, [s.child for e in g.parents.get(model, []) for s in g.children.get(e.parent, [])
-                                if s.child != model]),
-              ("child", 0.35 if ins else 0.45, [e.child for e in g.children.get(model, [])]))  # fmt: skip
-    for name, weight, who in groups:
-        tally: dict[str, float] = defaultdict(float)
+    sibs = [s.child for e in g.parents.get(model, []) for s in g.children.get(e.parent, []) if s.child != model]
+    kids = [e.child for e in g.children.get(model, []) if field != "license" or e.relation != "merge"]
+    groups = (("sibling", 0.3, sibs), ("child", 0.3 if ins else 0.4, kids),
+              ("lineage-tree", 0.12 if field in ("license", "pipeline_tag", "model_type") else 0.0,
+               sorted(g.tree.get(model, ()))))  # fmt: skip
+    for name, weight, who in groups:  # one vote per neighbour: agreement accumulates (noisy-OR)
         for n in dict.fromkeys(who):
-            if field in current[n]:
-                tally[current[n][field][0]] += current[n][field][1]
-        if tally:
-            value, w = max(tally.items(), key=lambda kv: (kv[1], kv[0]))
-            out.append((value, weight * w / max(1.0, sum(tally.values())) if len(tally) > 1 else weight * min(1.0, w),
-                        f"{name} model(s) with {value}", True))
-    if field == "license":  # a permissive claim down the lineage is the one cards get wrong (laundering)
-        out = [(v, c if ev.startswith("child") else c * (0.6 + 0.1 * min(4, max(0, rank(v)))), ev, lin)
-               for v, c, ev, lin in out]
-    tally = defaultdict(float)  # the rest of the lineage tree, weakly
-    for n in g.tree.get(model, ()):
-        if field in current[n]:
-            tally[current[n][field][0]] += current[n][field][1]
-    if tally and field in ("license", "pipeline_tag", "model_type"):
-        if field == "license":
-            tally = defaultdict(float, {v: w * (0.6 + 0.1 * min(4, max(0, rank(v)))) for v, w in tally.items()})
-        value, w = max(tally.items(), key=lambda kv: (kv[1], kv[0]))
-        out.append((value, 0.35 * w / sum(tally.values()), f"lineage tree majority {value}", True))
+            if weight and field in current[n]:
+                value, c = current[n][field]
+                if field == "license":  # down the lineage permissive claims are the weak ones (laundering);
+                    r = min(4, max(0, rank(value)))  # up it, restrictive ones (children may only tighten)
+                    c *= (1.0 - 0.1 * r if name == "child" else 0.6 + 0.1 * r) * (0.4 if n in g.reuploads else 1.0)
+                if name == "child" and n in g.quantized:  # same weights, re-encoded: mirrors its parent
+                    c *= 1.6
+                out.append((value, weight * c, f"{name} {n}", True))
+    if field == "license":
+        out = [(v, c if not ev.startswith(("parent", "ancestor", "most")) else
+                c * (0.6 + 0.1 * min(4, max(0, rank(v)))), ev, lin) for v, c, ev, lin in out]
     return out
 
 
@@ -365,22 +233,22 @@ def impute(records: Mapping[str, ModelRecord], edges: Iterable[Edge],
     declared = {m: {f: v for f in FIELDS if (v := declared_value(r, f))} for m, r in records.items()}
     fam_types: dict[str, Counter[str]] = defaultdict(Counter)
     for m, r in records.items():
-        if (fam := _family(r)) and (t := declared.get(m, {}).get("model_type")):
+        if (fam := family_of(r)) and (t := declared.get(m, {}).get("model_type")):
             fam_types[fam][_norm(t)] += 1
-    known_types = frozenset(_ARCH_TYPES.values()) | frozenset(t for c in fam_types.values() for t in c)
+    known_types = frozenset(ARCH_TYPES.values()) | frozenset(t for c in fam_types.values() for t in c)
     own: dict[str, dict[str, list[Vote]]] = {}
     for m, r in records.items():
         own[m] = {}
         for f in FIELDS:
-            votes = _config_votes(r, f) + _file_votes(r, f, texts.get(m)) + _tag_votes(r, f, known_types)
+            votes = config_votes(r, f) + file_votes(r, f, texts.get(m)) + tag_votes(r, f, known_types)
             if f == "model_type":  # the header family vote must not count the model's own declared type
                 peers = dict(fam_types)
-                fam, mine = _family(r), declared[m].get("model_type")
+                fam, mine = family_of(r), declared[m].get("model_type")
                 if fam and mine:
                     peers[fam] = fam_types[fam] - Counter({_norm(mine): 1})
-                votes += _header_votes(r, f, peers)
+                votes += header_votes(r, f, peers)
             else:
-                votes += _header_votes(r, f, {})
+                votes += header_votes(r, f, {})
             if f == "reuse_method":
                 votes += _edge_votes(m, g)
             own[m][f] = votes
