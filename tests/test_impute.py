@@ -328,3 +328,13 @@ def test_weird_inputs_do_not_crash():
     assert set(out) == set(recs)
     assert impute({}, []) == {}
     imputed_props(out)
+
+
+def test_weak_imputed_licence_is_not_offered_as_effective():
+    recs = {"a/x": rec("a/x", license="apache-2.0"), "b/y": rec("b/y", license="apache-2.0"), "c/lone": rec("c/lone")}
+    out = impute(recs, [])
+    got = one(out, "c/lone", "license")
+    assert got.value == "apache-2.0" and got.confidence < 0.5 and "hub-wide" in got.evidence
+    props = imputed_props(out)["c/lone"]
+    assert props["license_value"] == "apache-2.0"
+    assert "license_effective" not in props and "license_source" not in props

@@ -14,8 +14,14 @@ SemFin-style (seeds/003): every model gets ``license``, ``reuse_method``, ``pipe
   along asserted edges only (recovered or both, never contradicted).
 
 Votes are combined per value by noisy-OR; the winner's score, discounted by the runner-up,
-is the confidence. Lineage votes use the neighbours' current values (declared, else imputed)
-and are iterated so values travel along chains. Licence ``inherited`` here is a proposal:
+is the confidence. Lineage votes (parent, grand-parents for licences, siblings, children, the
+rest of the tree rooted at the same roots, one vote per neighbour) use the neighbours' current
+values (declared, else imputed) scaled by their confidence, iterated so values travel along
+chains; a hub-wide majority vote of tiny weight decides only when nothing else speaks. Licence
+votes follow how licences travel: down the lineage a permissive claim is the weak one (cards
+launder), a merge takes its most restrictive parent's, re-uploads (copy edges) speak weakly,
+and a quantised child (same weights) speaks for its parent's licence, whatever it is.
+Licence ``inherited`` here is a proposal:
 ``queries.licenses.apply_license_inheritance`` owns ``license_effective`` for inherited
 licences; ``imputed_props`` writes ``license_effective`` only for licences imputed from the
 repository's own evidence. Pure function of its inputs: no I/O, no Neo4j.
@@ -49,6 +55,8 @@ FIELDS: tuple[str, ...] = ("license", "reuse_method", "pipeline_tag", "model_typ
 STRONG = 0.85  # one vote at least this sure flags a declared value it contradicts
 ROUNDS = 3  # lineage propagation rounds
 PRIOR = 0.05  # confidence of the hub-wide majority, the vote of last resort
+EFFECTIVE_MIN = 0.5  # an imputed licence weaker than this is not offered as the effective one
+
 
 @dataclass(frozen=True)
 class Imputed:
@@ -173,9 +181,11 @@ def _lineage_votes(model: str, rec: ModelRecord, field: str, g: _Graph,
                 value, c = current[n][field]
                 if field == "license":  # down the lineage permissive claims are the weak ones (laundering);
                     r = min(4, max(0, rank(value)))  # up it, restrictive ones (children may only tighten)
+                    if name == "child" and n in g.quantized:
+                        r = 0  # same weights re-encoded: it must carry its parent's licence, whatever it is
                     c *= (1.0 - 0.1 * r if name == "child" else 0.6 + 0.1 * r) * (0.4 if n in g.reuploads else 1.0)
                 if name == "child" and n in g.quantized:  # same weights, re-encoded: mirrors its parent
-                    c *= 1.6
+                    c *= 1.8
                 out.append((value, weight * c, f"{name} {n}", True))
     if field == "license":
         out = [(v, c if not ev.startswith(("parent", "ancestor", "most")) else
@@ -295,8 +305,11 @@ def _decide(field: str, declared: str | None, votes: list[Vote]) -> Imputed | No
 def imputed_props(result: Mapping[str, Mapping[str, Imputed]]) -> dict[str, dict[str, Any]]:
     """Flat Neo4j properties per model: ``{field}_value/_source/_confidence/_flagged/_evidence``.
 
-    Licence imputed from the repository's own evidence also sets ``license_effective`` and
-    ``license_source = 'imputed'`` (what ``apply_license_inheritance`` keeps); an inherited
+    Licence imputed from the repository's own evidence (LICENSE text, ``license:`` tag) with
+    confidence >= ``EFFECTIVE_MIN`` also sets ``license_effective`` and ``license_source =
+    'imputed'`` (what ``apply_license_inheritance`` keeps); a weaker imputed licence (say the
+    hub-wide majority alone) is written as ``license_value`` without ``license_source`` (that
+    property is shared with ``queries.licenses``, where 'imputed' means "effective"); an inherited
     licence is written as ``license_value`` / ``license_source = 'inherited'`` only, its
     ``license_effective`` being ``apply_license_inheritance``'s to compute.
     """
@@ -311,9 +324,9 @@ def imputed_props(result: Mapping[str, Mapping[str, Imputed]]) -> dict[str, dict
             props[f"{f}_flagged"] = bool(item.flagged) if item else False
             props[f"{f}_evidence"] = item.evidence if item else None
         lic = fields.get("license")
-        if lic is not None and lic.source == "imputed":
+        if lic is not None and lic.source == "imputed" and lic.confidence >= EFFECTIVE_MIN:
             props["license_effective"] = lic.value
-        elif lic is None:
+        elif lic is None or lic.source == "imputed":
             del props["license_source"]  # leave apply_license_inheritance's own value alone
         out[model] = props
     return out
