@@ -1,6 +1,7 @@
 """Metadata imputation accuracy on a zoo: ours vs the 'Hub Avg' and 'Graph Avg' baselines.
 
 Usage: python bench/bench_impute.py --zoo /work/zoo-medium [--hide 0.3 --seed 0] [--store DIR]
+       [--drop-config]
 
 SemFin-style protocol (seeds/003): records come from ``DirSource``; for each field a fixed,
 seeded share of the models that declare it is hidden (the field, and any tag restating it, is
@@ -56,8 +57,12 @@ def hide_split(records: dict[str, ModelRecord], truth: dict[str, Any], share: fl
     return out
 
 
-def hide(rec: ModelRecord, fields: list[str]) -> ModelRecord:
-    """``rec`` without the given declared fields, nor the tags that restate them."""
+def hide(rec: ModelRecord, fields: list[str], drop_config: bool = False) -> ModelRecord:
+    """``rec`` without the given declared fields, nor the tags that restate them.
+
+    ``drop_config``: a hidden model_type takes the whole config.json with it (a repository
+    without one, as GGUF-only and many re-upload repos are), leaving header, files and lineage.
+    """
     tags = list(rec.tags)
     changes: dict[str, Any] = {}
     for f in fields:
@@ -75,7 +80,7 @@ def hide(rec: ModelRecord, fields: list[str]) -> ModelRecord:
             changes["library_name"] = None
             tags = [t for t in tags if t.lower() != value]
         elif f == "model_type":
-            changes["config"] = {k: v for k, v in rec.config.items() if k != "model_type"}
+            changes["config"] = {} if drop_config else {k: v for k, v in rec.config.items() if k != "model_type"}
             tags = [t for t in tags if t.lower() != value]
     return replace(rec, tags=tuple(tags), **changes)
 
@@ -132,6 +137,8 @@ def main() -> None:
     ap.add_argument("--hide", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--store", type=Path, default=None, help="sketch store (default: a temporary one)")
+    ap.add_argument("--drop-config", action="store_true",
+                    help="a hidden model_type hides the whole config.json (harder: header and lineage only)")
     args = ap.parse_args()
     console = Console(width=120)
     truth = json.loads((args.zoo / "truth.json").read_text())["models"]
@@ -143,7 +150,8 @@ def main() -> None:
     for f, ids in split.items():
         for m in ids:
             hidden_fields[m].append(f)
-    records = {m: hide(r, hidden_fields[m]) if m in hidden_fields else r for m, r in full.items()}
+    records = {m: hide(r, hidden_fields[m], args.drop_config) if m in hidden_fields else r
+               for m, r in full.items()}
     with tempfile.TemporaryDirectory() as tmp:
         store = SketchStore(args.store or Path(tmp))
         recs, report = sketch_all(records.values(), source.open_reader, store)
@@ -154,7 +162,7 @@ def main() -> None:
     result = impute(recs, recovery.edges, texts)
     t_impute = time.perf_counter() - t1
     table = Table(title=f"Imputation accuracy on hidden declared fields — {args.zoo.name}, "
-                        f"hide {args.hide:.0%}, seed {args.seed}")
+                        f"hide {args.hide:.0%}, seed {args.seed}{', no config.json' if args.drop_config else ''}")
     for col in ("field", "hidden", "ours", "Hub Avg", "Graph Avg", "ours wins", "Graph Avg on our edges"):
         table.add_column(col, justify="left" if col == "field" else "right")
     all_win = True
