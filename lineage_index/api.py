@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lineage_index.errors import UsageError
+from lineage_index.indexer.impute import impute, imputed_props, read_license_texts
 from lineage_index.indexer.pipeline import Recovery, SketchReport, recover, sketch_all
 from lineage_index.indexer.sources import DirSource, HfCacheSource, Source
 from lineage_index.indexer.store import SketchStore
@@ -112,8 +113,11 @@ def model_props(rec: ModelRecord, sketch: Sketch | None, root: str | None) -> di
     }
 
 
-def write_graph(conn, records: dict[str, ModelRecord], report: SketchReport, recovery: Recovery) -> int:
-    """Write models, failures and edges; returns the number of stale edges deleted."""
+def write_graph(
+    conn, records: dict[str, ModelRecord], report: SketchReport, recovery: Recovery,
+    license_texts: dict[str, str] | None = None,
+) -> int:
+    """Write models (with imputed metadata), failures and edges; returns stale edges deleted."""
     from lineage_index.schema.graph import ensure_schema
     from lineage_index.schema.writer import GraphWriter
 
@@ -121,7 +125,9 @@ def write_graph(conn, records: dict[str, ModelRecord], report: SketchReport, rec
     ensure_schema(driver, conn.database)
     writer = GraphWriter(driver, conn.database)
     roots = compute_roots(recovery.edges, list(records))
-    rows = [{"id": m, "props": model_props(r, report.sketches.get(m), roots.get(m))} for m, r in records.items()]
+    imp = imputed_props(impute(records, recovery.edges, license_texts))
+    rows = [{"id": m, "props": {**model_props(r, report.sketches.get(m), roots.get(m)), **imp.get(m, {})}}
+            for m, r in records.items()]
     rows += [{"id": f.model_id, "props": {"status": "failed", "failure": f.kind, "failure_message": f.message}}
              for f in report.failures]
     writer.upsert_models(rows)
@@ -143,7 +149,9 @@ def ingest(
     store = store if store is not None else SketchStore()
     records, report = sketch_all(source.iter_records(), source.open_reader, store, show_progress=show_progress)
     recovery = recover(records, report.sketches)
-    deleted = write_graph(conn, records, report, recovery) if conn is not None else 0
+    deleted = 0
+    if conn is not None:
+        deleted = write_graph(conn, records, report, recovery, read_license_texts(source, records.values()))
     return IngestSummary(
         models=len(records) + len([f for f in report.failures if f.model_id not in records]),
         sketched=len(report.sketches) - report.from_store,

@@ -109,7 +109,7 @@ def test_reingest_reads_nothing_for_unchanged_models(zoo: Path, tmp_path: Path) 
 
 @pytest.mark.slow
 @pytest.mark.neo4j
-def test_full_ingest_into_neo4j_and_eval_from_the_graph(zoo, neo4j_server, clean_graph, tmp_path) -> None:
+def test_full_ingest_into_neo4j_and_eval_from_the_graph(zoo, truth, neo4j_server, clean_graph, tmp_path) -> None:
     from lineage_index.schema.connection import Connection
     from lineage_index.schema.writer import GraphWriter
 
@@ -122,6 +122,13 @@ def test_full_ingest_into_neo4j_and_eval_from_the_graph(zoo, neo4j_server, clean
     rows = api.evaluate(zoo / "truth.json", asserted_edges(stored), SketchStore(tmp_path / "s"))
     assert rows[0].f1 == 1.0 and rows[0].cross_tree_edges == 0
     assert [r.name for r in rows] == ["lineage-index", "MoTHer (same sketches)", "declared-only"]
+    # every planted licence conflict is reported by Cypher alone, and nothing else
+    from lineage_index.queries.runner import run_query
+
+    found = {(r["child"], r["parent"]) for r in run_query(clean_graph, "license_conflicts", {}, conn.database).rows
+             if r.get("child") and r.get("parent")}
+    planted = {(c["child"], c["parent"]) for c in truth["conflicts"] if c["verdict"] == "conflict"}
+    assert planted and found == planted
     # ingesting again changes nothing in the graph
     before = GraphWriter(clean_graph, conn.database).counts()
     api.ingest(api.make_source(directory=zoo), store=SketchStore(tmp_path / "s"), conn=conn)
