@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -138,3 +139,13 @@ def clean_graph(neo4j_driver: Driver, neo4j_database: str) -> Driver:
             "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
         ).consume()
     return neo4j_driver
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The really trained tiny zoo (14 models, ~25 s), built once per test session."""
+    from lineage_index.zoo import build_zoo
+
+    out = tmp_path_factory.mktemp("zoo") / "tiny"
+    build_zoo(out, size="tiny", seed=0, progress=False)
+    return out

@@ -18,17 +18,14 @@ from lineage_index.indexer.check import check
 from lineage_index.indexer.pipeline import sketch_all
 from lineage_index.indexer.store import SketchStore, load_meta_id
 from lineage_index.records import ModelRecord
-from lineage_index.zoo import build_zoo
 
 LLAMA_TREE = ("meta-llama/Llama-3.1-Nano", "Intel/Llama-3.1-Nano-fr", "berkeley-nest/Llama-3.1-Nano-fr-ft-top",
               "unsloth/Llama-3.1-Nano-int8", "free-llm-hub/Llama-3.1-Nano")
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("zoo") / "tiny"
-    build_zoo(out, size="tiny", seed=0, progress=False)
-    return out
+def zoo(tiny_zoo: Path) -> Path:
+    return tiny_zoo
 
 
 @pytest.fixture(scope="module")

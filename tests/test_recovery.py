@@ -13,14 +13,11 @@ from lineage_index import api
 from lineage_index.indexer.pipeline import asserted_edges, recover, sketch_all
 from lineage_index.indexer.store import SketchStore
 from lineage_index.indexer.verify import compare
-from lineage_index.zoo import build_zoo
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("zoo") / "tiny"
-    build_zoo(out, size="tiny", seed=0, progress=False)
-    return out
+def zoo(tiny_zoo: Path) -> Path:
+    return tiny_zoo
 
 
 @pytest.fixture(scope="module")

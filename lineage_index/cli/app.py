@@ -11,14 +11,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from lineage_index import api
+from lineage_index.cli.check_cmd import register as register_check_command
 from lineage_index.cli.neo4j_cmd import app as neo4j_app
 from lineage_index.cli.output import FORMATS, console, emit, err_console
-from lineage_index.cli.check_cmd import register as register_check_command
 from lineage_index.cli.query_cmd import register as register_query_commands
 from lineage_index.cli.zoo_cmd import zoo_app
 from lineage_index.errors import LineageIndexError
@@ -41,7 +41,7 @@ app.add_typer(zoo_app, name="zoo", help="Generate model zoos with known lineage.
 register_query_commands(app)
 register_check_command(app)
 
-NeoUri = Annotated[Optional[str], typer.Option("--neo4j-uri", help="Bolt URI (else NEO4J_URI, else managed).")]
+NeoUri = Annotated[str | None, typer.Option("--neo4j-uri", help="Bolt URI (else NEO4J_URI, else managed).")]
 Fmt = Annotated[str, typer.Option("--format", "-f", help="table | json | csv")]
 
 
@@ -58,16 +58,16 @@ def _check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> None:
 
 @app.command()
 def ingest(
-    org: Annotated[Optional[str], typer.Option(help="Hub organisation / user to list.")] = None,
-    search: Annotated[Optional[str], typer.Option(help="Hub search string.")] = None,
-    models: Annotated[Optional[list[str]], typer.Option("--models", help="Hub model ids (repeat).")] = None,
-    directory: Annotated[Optional[Path], typer.Option("--dir", help="Local directory in Hub layout.")] = None,
+    org: Annotated[str | None, typer.Option(help="Hub organisation / user to list.")] = None,
+    search: Annotated[str | None, typer.Option(help="Hub search string.")] = None,
+    models: Annotated[list[str] | None, typer.Option("--models", help="Hub model ids (repeat).")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Local directory in Hub layout.")] = None,
     hf_cache: Annotated[bool, typer.Option("--hf-cache", help="The local Hugging Face cache.")] = False,
-    endpoint: Annotated[Optional[str], typer.Option(help="Hub endpoint (else HF_ENDPOINT).")] = None,
-    store: Annotated[Optional[Path], typer.Option(help="Sketch store (else LINEAGE_INDEX_CACHE).")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="Hub endpoint (else HF_ENDPOINT).")] = None,
+    store: Annotated[Path | None, typer.Option(help="Sketch store (else LINEAGE_INDEX_CACHE).")] = None,
     neo4j_uri: NeoUri = None,
     no_graph: Annotated[bool, typer.Option("--no-graph", help="Recover edges without writing Neo4j.")] = False,
-    edges_out: Annotated[Optional[Path], typer.Option(help="Also write the edges as JSON here.")] = None,
+    edges_out: Annotated[Path | None, typer.Option(help="Also write the edges as JSON here.")] = None,
 ) -> None:
     """List models, sketch their weights by range reads, recover lineage, write Neo4j."""
     source = api.make_source(org=org, search=search, models=models, directory=directory,
@@ -108,8 +108,8 @@ def edges(neo4j_uri: NeoUri = None, fmt: Fmt = "csv") -> None:
 @app.command("eval")
 def eval_(
     truth: Annotated[Path, typer.Option(help="truth.json of a generated zoo.")],
-    pred: Annotated[Optional[Path], typer.Option(help="Predicted edges (CSV/JSON); else read the graph.")] = None,
-    store: Annotated[Optional[Path], typer.Option(help="Sketch store for the MoTHer baseline.")] = None,
+    pred: Annotated[Path | None, typer.Option(help="Predicted edges (CSV/JSON); else read the graph.")] = None,
+    store: Annotated[Path | None, typer.Option(help="Sketch store for the MoTHer baseline.")] = None,
     neo4j_uri: NeoUri = None,
     fmt: Fmt = "table",
 ) -> None:
@@ -132,7 +132,7 @@ def eval_(
 
 @app.command()
 def demo(
-    out: Annotated[Optional[Path], typer.Option(help="Where to build the demo zoo.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to build the demo zoo.")] = None,
     seed: int = 0,
     neo4j_uri: NeoUri = None,
 ) -> None:

@@ -22,7 +22,6 @@ from lineage_index.indexer.store import SketchStore
 from lineage_index.indexer.verify import PairFeatures, compare
 from lineage_index.records import Edge, Failure, ModelRecord, Sketch
 
-
 SAME_WEIGHTS = ("copy", "quantized")  # relations the weights cannot always tell apart
 
 
