@@ -1,0 +1,313 @@
+"""Lineage closeness of a suspect classifier to a source (seed 002): s = (1 - d̄) · Mr.
+
+For each probe point x the walk direction is sign(∇ₓ CE(f(x), f's label)) of the SOURCE f. Along
+it, a coarse grid (batched over points and steps) finds the first step where the label changes, and
+bisection refines it: the boundary distance d (capped at ``cap``; beyond it the point fails). A point
+matches when f(x) = g(x), both cross within the cap, and both cross into the same class. Mr is the
+matched fraction, d̄ = mean |d_f − d_g| / cap over matched points.
+
+Probe selection follows the paper: drop points that fail to match auxiliary lineage models
+(sensitive boundaries) and points that match independent models (common boundaries), then keep
+the K points with the largest summed distance to the others. The decision threshold is calibrated
+per source on a second, held-out set of auxiliary models (``calibrate.make_aux``), never fixed.
+This module only computes; it writes nothing but the optional profile cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lineage_index.behaviour.models import Classifier, train
+from lineage_index.behaviour.probes import ProbeSet
+
+BATCH = 8192
+
+
+@torch.no_grad()
+def predict(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Predicted labels, in batches."""
+    return torch.cat([module(x[i:i + BATCH]).argmax(1) for i in range(0, len(x), BATCH)]) if len(x) else \
+        torch.zeros(0, dtype=torch.long)
+
+
+def directions(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """sign(∇ₓ CE(f(x), f(x)'s label)) per point (the source's own gradient)."""
+    xg = x.clone().requires_grad_(True)
+    out = module(xg)
+    loss = nn.functional.cross_entropy(out, out.argmax(1).detach(), reduction="sum")
+    (grad,) = torch.autograd.grad(loss, xg)
+    return grad.sign()
+
+
+@torch.no_grad()
+def walk(module: nn.Module, x: torch.Tensor, direction: torch.Tensor, cap: float,
+         coarse: int = 16, refine: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boundary distance along ``direction``: (d in units of cap, label beyond, crossed within cap)."""
+    n = len(x)
+    base = predict(module, x)
+    steps = torch.linspace(cap / coarse, cap, coarse)
+    shape = (1, coarse) + (1,) * (x.dim() - 1)
+    grid = (x.unsqueeze(1) + steps.reshape(shape) * direction.unsqueeze(1)).reshape(n * coarse, *x.shape[1:])
+    labels = predict(module, grid).reshape(n, coarse)
+    changed = labels != base.unsqueeze(1)
+    crossed = changed.any(1)
+    first = torch.where(crossed, changed.float().argmax(1), torch.full((n,), coarse - 1))
+    hi = steps[first]
+    lo = torch.where(first > 0, steps[(first - 1).clamp_min(0)], torch.zeros(n))
+    view = (n,) + (1,) * (x.dim() - 1)
+    for _ in range(refine):
+        mid = (lo + hi) / 2
+        moved = predict(module, x + mid.reshape(view) * direction) != base
+        hi, lo = torch.where(moved, mid, hi), torch.where(moved, lo, mid)
+    beyond = predict(module, x + hi.reshape(view) * direction)
+    return hi / cap, beyond, crossed
+
+
+@dataclass
+class Profile:
+    """The source's side of the measurement on a probe set (reusable for every suspect)."""
+
+    x: torch.Tensor
+    direction: torch.Tensor
+    label: torch.Tensor
+    d: torch.Tensor
+    beyond: torch.Tensor
+    crossed: torch.Tensor
+    cap: float
+
+
+def default_cap(x: torch.Tensor) -> float:
+    """Distance cap in input units: the probe data's standard deviation (the walk's 'domain')."""
+    return float(x.std().clamp_min(1e-6))
+
+
+def profile(source: nn.Module, probes: ProbeSet, cap: float | None = None) -> Profile:
+    """Walk every probe point on the source model."""
+    x = probes.x
+    cap = cap if cap is not None else default_cap(x)
+    direction = directions(source, x)
+    d, beyond, crossed = walk(source, x, direction, cap)
+    return Profile(x, direction, predict(source, x), d, beyond, crossed, cap)
+
+
+def match(prof: Profile, suspect: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per point: matched (Eq. 4 within the cap) and |d_f − d_g| (in units of the cap)."""
+    d, beyond, crossed = walk(suspect, prof.x, prof.direction, prof.cap)
+    same = (predict(suspect, prof.x) == prof.label) & (beyond == prof.beyond) & crossed & prof.crossed
+    return same, (d - prof.d).abs().clamp(max=1.0)
+
+
+def score(prof: Profile, suspect: nn.Module) -> tuple[float, float, float, int]:
+    """(s, Mr, d̄, matched count) of ``suspect`` against the profile."""
+    same, diff = match(prof, suspect)
+    k = int(same.sum())
+    mr = k / max(1, len(same))
+    dbar = float(diff[same].mean()) if k else 1.0
+    return (1.0 - dbar) * mr, mr, dbar, k
+
+
+def select(prof: Profile, lineage: list[nn.Module], independent: list[nn.Module], k: int) -> torch.Tensor:
+    """Indices of the K test points: valid (paper step 1), then mutually distant (step 2)."""
+    keep = prof.crossed.clone()
+    votes = torch.zeros(len(keep))
+    for m in lineage:
+        same, _ = match(prof, m)
+        keep &= same
+        votes += same.float()
+    for m in independent:
+        same, _ = match(prof, m)
+        keep &= ~same
+        votes -= same.float()
+    idx = torch.nonzero(keep).flatten()
+    if len(idx) < min(k, len(keep)) // 2:  # too few clean points: best-voted ones instead
+        order = torch.argsort(votes + prof.crossed.float() * 0.5, descending=True, stable=True)
+        idx = order[: max(k, len(idx))]
+    if len(idx) <= k:
+        return idx
+    flat = prof.x[idx].flatten(1)
+    spread = torch.cdist(flat, flat).sum(1)
+    return idx[torch.argsort(spread, descending=True, stable=True)[:k]]
+
+
+def subset(prof: Profile, idx: torch.Tensor) -> Profile:
+    return Profile(prof.x[idx], prof.direction[idx], prof.label[idx], prof.d[idx], prof.beyond[idx],
+                   prof.crossed[idx], prof.cap)
+
+
+def rehead(source: Classifier, x: torch.Tensor, labels: torch.Tensor, classes: int, *, seed: int = 0,
+           steps: int = 300) -> Classifier:
+    """Indirect mode: the source with a new last layer trained on another label space."""
+    state = {k: v for k, v in source.state().items() if not k.startswith("head.")}
+    kwargs = dict(source.arch_kwargs, classes=classes)
+    from lineage_index.behaviour.models import ARCHS
+
+    torch.manual_seed(seed)
+    module = ARCHS[source.arch](**kwargs)
+    module.load_state_dict(state, strict=False)
+    module.eval()
+    model = Classifier(module, source.arch, kwargs, None, f"{source.name}-reheaded")
+    return train(model, ProbeSet(x, labels), steps=steps, seed=seed, params=list(module.head.parameters()))
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A calibrated decision threshold and the auxiliary scores it came from."""
+
+    value: float
+    lineage_scores: tuple[float, ...]
+    independent_scores: tuple[float, ...]
+    separated: bool
+    how: str
+
+
+def threshold_between(lineage: list[float], independent: list[float], *, higher_is_lineage: bool = True) -> Threshold:
+    """Midpoint of the gap between the two groups (or of their means when they overlap)."""
+    lo_group, hi_group = (independent, lineage) if higher_is_lineage else (lineage, independent)
+    if not lineage or not independent:
+        raise ValueError("calibration needs at least one lineage and one independent model")
+    gap = min(hi_group) - max(lo_group)
+    if gap > 0:
+        value, how = (min(hi_group) + max(lo_group)) / 2, "midpoint of the gap between the groups"
+    else:
+        value = (sum(hi_group) / len(hi_group) + sum(lo_group) / len(lo_group)) / 2
+        how = "groups overlap: midpoint of the group means"
+    return Threshold(round(value, 6), tuple(round(v, 6) for v in lineage),
+                     tuple(round(v, 6) for v in independent), gap > 0, how)
+
+
+@dataclass(frozen=True)
+class ClosenessResult:
+    """Closeness of ``suspect`` to ``source`` with the calibrated verdict."""
+
+    source: str
+    suspect: str
+    score: float
+    match_rate: float
+    mean_distance_diff: float
+    n_probes: int
+    n_matched: int
+    threshold: float
+    verdict: str  # "lineage" | "no lineage"
+    calibration: Threshold
+    cap: float
+    indirect: bool = False
+    seconds: float = 0.0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def profile_key(source: Classifier, probes: ProbeSet, k: int, extra: str = "") -> str:
+    """Cache key: source weights, probe points and settings."""
+    h = hashlib.sha256()
+    for name, t in sorted(source.module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().contiguous().numpy().tobytes())
+    h.update(probes.x.contiguous().numpy().tobytes())
+    h.update(f"{k}|{extra}".encode())
+    return h.hexdigest()[:32]
+
+
+def save_profile(path: Path, prof: Profile, thr: Threshold) -> None:
+    """Cache a selected profile and its threshold as safetensors (+ JSON metadata)."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"x": prof.x, "direction": prof.direction, "label": prof.label, "d": prof.d,
+               "beyond": prof.beyond, "crossed": prof.crossed.to(torch.uint8)}
+    meta = {"cap": json.dumps(prof.cap), "threshold": json.dumps(asdict(thr))}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+
+
+def load_profile(path: Path) -> tuple[Profile, Threshold] | None:
+    """A cached profile, or None when absent or unreadable."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+            t = {k: f.get_tensor(k) for k in f.keys()}
+        thr = json.loads(meta["threshold"])
+        thr = Threshold(thr["value"], tuple(thr["lineage_scores"]), tuple(thr["independent_scores"]),
+                        thr["separated"], thr["how"])
+        return Profile(t["x"], t["direction"], t["label"], t["d"], t["beyond"], t["crossed"].bool(),
+                       json.loads(meta["cap"])), thr
+    except Exception:  # a damaged cache entry is recomputed, never trusted
+        return None
+
+
+def _split(models: list[Classifier]) -> tuple[list[Classifier], list[Classifier]]:
+    """Half of the auxiliary models select probes, the other half calibrate (both when only one)."""
+    if len(models) < 2:
+        return models, models
+    return models[0::2], models[1::2]
+
+
+def closeness(source: Classifier, suspect: Classifier, probes: ProbeSet | None = None, *, k: int = 100,
+              pool: int = 512, lineage_aux: list[Classifier] | None = None,
+              independent_aux: list[Classifier] | None = None, n_aux: int = 4, cache_dir: Path | None = None,
+              seed: int = 0) -> ClosenessResult:
+    """Closeness of ``suspect`` to ``source`` with a threshold calibrated for this source.
+
+    ``probes``: the probe pool (default: ``pool`` points of the source's synthetic task). Auxiliary
+    models are the user's when given, else ``n_aux`` fine-tunes and ``n_aux`` independent
+    re-trainings made here; half select the probes, the other half calibrate the threshold. A
+    suspect with another number of classes is measured indirectly: the source (and every
+    auxiliary model) is re-headed on the suspect's labels of the probe points first.
+    """
+    from lineage_index.behaviour.models import aux_data, make_aux
+    from lineage_index.behaviour.probes import synthetic_probes
+    from lineage_index.errors import UsageError
+
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    if probes is None:
+        if source.task is None:
+            raise UsageError(f"{source.name} names no synthetic task: pass probe data (--probe)")
+        probes = synthetic_probes(source.task, pool, seed=12_345 + seed)
+    indirect = suspect.classes != source.classes
+    key = profile_key(source, probes, k, f"{seed}|{n_aux}")
+    cached = None if (cache_dir is None or indirect or lineage_aux or independent_aux) \
+        else load_profile(Path(cache_dir) / f"{key}.safetensors")
+    if cached is not None:
+        prof, thr = cached
+        notes.append("source profile and threshold from cache")
+    else:
+        lin, ind = lineage_aux or [], independent_aux or []
+        if not lin or not ind:
+            made_lin, made_ind = make_aux(source, aux_data(source, probes), n_lineage=n_aux,
+                                          n_independent=n_aux, seed=seed)
+            lin, ind = lin or made_lin, ind or made_ind
+            notes.append(f"auxiliary models made by the tool: {len(made_lin)} fine-tunes, "
+                         f"{len(made_ind)} independent re-trainings")
+        f = source
+        if indirect:
+            labels = predict(suspect.module, probes.x)
+            f = rehead(source, probes.x, labels, suspect.classes, seed=seed)
+            lin = [rehead(m, probes.x, labels, suspect.classes, seed=seed) for m in lin]
+            ind = [rehead(m, probes.x, labels, suspect.classes, seed=seed) for m in ind]
+            notes.append(f"indirect mode: source re-headed on the suspect's {suspect.classes} labels")
+        lin_sel, lin_cal = _split(lin)
+        ind_sel, ind_cal = _split(ind)
+        full = profile(f.module, probes)
+        prof = subset(full, select(full, [m.module for m in lin_sel], [m.module for m in ind_sel], k))
+        thr = threshold_between([score(prof, m.module)[0] for m in lin_cal],
+                                [score(prof, m.module)[0] for m in ind_cal])
+        if cache_dir is not None and not indirect and not (lineage_aux or independent_aux):
+            save_profile(Path(cache_dir) / f"{key}.safetensors", prof, thr)
+    s, mr, dbar, matched = score(prof, suspect.module)
+    if not thr.separated:
+        notes.append("calibration groups overlap: the verdict is uncertain")
+    return ClosenessResult(source.name, suspect.name, round(s, 6), round(mr, 6), round(dbar, 6), len(prof.x),
+                           matched, thr.value, "lineage" if s >= thr.value else "no lineage", thr,
+                           prof.cap, indirect, round(time.perf_counter() - t0, 4), tuple(notes))

@@ -1,0 +1,173 @@
+"""Same-basin determination (seed 001): the loss barrier on the linear path between two models.
+
+θ(t) = (1−t)·θ_A + t·θ_B at ``points`` evenly spaced t (default 11). At each t the probe loss
+L(t) (cross-entropy) and error rate E(t) are measured; BatchNorm running statistics are
+re-estimated on the probe data first when the architecture has BatchNorm (an average of two sets
+of statistics means nothing). Barrier = max_t L(θ(t)) − ((1−t)·L(θ_A) + t·L(θ_B)) (the same for
+the error). Weights were de-quantised on load (``models.load``: int8 + SCB, fp16).
+
+Models with different heads (another label space) are compared on the shared body with A's head
+fixed. The verdict "same basin" needs the loss barrier below a threshold calibrated for A: derived
+pairs (A with cheap fine-tunes of itself) against independent pairs (A with same-architecture
+re-trainings), stated in the result. Distilled students start from fresh weights: they sit in
+another basin, which is why the closeness score exists. This module only computes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from lineage_index.behaviour.closeness import Threshold, threshold_between
+from lineage_index.behaviour.models import ARCHS, Classifier, aux_data, make_aux
+from lineage_index.behaviour.probes import ProbeSet, synthetic_probes
+from lineage_index.errors import UsageError
+
+BATCH = 4096
+
+
+@dataclass(frozen=True)
+class PathCurve:
+    """Loss and error along the linear path, and the two barriers."""
+
+    t: tuple[float, ...]
+    loss: tuple[float, ...]
+    error: tuple[float, ...]
+    loss_barrier: float
+    error_barrier: float
+
+
+@dataclass(frozen=True)
+class DetermineResult:
+    """Same-basin verdict for models A and B."""
+
+    a: str
+    b: str
+    loss_barrier: float
+    error_barrier: float
+    threshold: float  # on the loss barrier
+    verdict: str  # "same basin" | "different basins"
+    curve: PathCurve
+    calibration: Threshold
+    n_probes: int
+    batchnorm_reestimated: bool
+    fixed_head: bool
+    seconds: float = 0.0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _aligned(a: Classifier, b: Classifier) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], bool]:
+    """State dicts of A and B on A's architecture; a head of another shape is replaced by A's."""
+    if a.arch != b.arch:
+        raise UsageError(f"{a.name} ({a.arch}) and {b.name} ({b.arch}) have different architectures")
+    sa, sb = a.state(), b.state()
+    if sa.keys() != sb.keys():
+        raise UsageError(f"{a.name} and {b.name} have different tensor names")
+    fixed_head = False
+    for key in sa:
+        if sa[key].shape != sb[key].shape:
+            if not key.startswith("head."):
+                raise UsageError(f"{a.name} and {b.name} differ in the shape of {key}")
+            fixed_head = True
+    if fixed_head:
+        sb = {k: (sa[k] if k.startswith("head.") else v) for k, v in sb.items()}
+    return sa, sb, fixed_head
+
+
+@torch.no_grad()
+def _reestimate_bn(module: nn.Module, x: torch.Tensor) -> None:
+    """Recompute BatchNorm running statistics on ``x`` (cumulative average)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    module.train()
+    for i in range(0, len(x), BATCH):
+        module(x[i:i + BATCH])
+    module.eval()
+
+
+@torch.no_grad()
+def _evaluate(module: nn.Module, probes: ProbeSet) -> tuple[float, float]:
+    loss, wrong = 0.0, 0
+    for i in range(0, len(probes), BATCH):
+        out = module(probes.x[i:i + BATCH])
+        y = probes.y[i:i + BATCH]  # type: ignore[index]
+        loss += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+        wrong += int((out.argmax(1) != y).sum())
+    return loss / len(probes), wrong / len(probes)
+
+
+def path_curve(a: Classifier, b: Classifier, probes: ProbeSet, points: int = 11) -> tuple[PathCurve, bool, bool]:
+    """(curve, BatchNorm re-estimated, head fixed) along θ(t) = (1−t)θ_A + tθ_B."""
+    sa, sb, fixed_head = _aligned(a, b)
+    module = ARCHS[a.arch](**a.arch_kwargs)
+    bn = a.has_batchnorm
+    ts = [i / (points - 1) for i in range(points)]
+    losses, errors = [], []
+    for t in ts:
+        state = {k: ((1 - t) * v + t * sb[k]) if v.is_floating_point() else v for k, v in sa.items()}
+        module.load_state_dict(state)
+        if bn:
+            _reestimate_bn(module, probes.x)
+        module.eval()
+        loss, err = _evaluate(module, probes)
+        losses.append(loss)
+        errors.append(err)
+
+    def barrier(v: list[float]) -> float:
+        return max(v[i] - ((1 - t) * v[0] + t * v[-1]) for i, t in enumerate(ts))
+
+    curve = PathCurve(tuple(ts), tuple(round(v, 6) for v in losses), tuple(round(v, 6) for v in errors),
+                      round(barrier(losses), 6), round(barrier(errors), 6))
+    return curve, bn, fixed_head
+
+
+def calibrate(a: Classifier, probes: ProbeSet, *, derived: list[Classifier] | None = None,
+              independent: list[Classifier] | None = None, n_aux: int = 2, seed: int = 0) -> Threshold:
+    """Loss-barrier threshold for A: derived pairs (A, fine-tune) vs independent pairs (A, re-training)."""
+    derived, independent = derived or [], independent or []
+    if not derived or not independent:
+        made_d, made_i = make_aux(a, aux_data(a, probes), n_lineage=n_aux, n_independent=n_aux, seed=seed + 50)
+        derived, independent = derived or made_d, independent or made_i
+    d = [path_curve(a, m, probes)[0].loss_barrier for m in derived]
+    i = [path_curve(a, m, probes)[0].loss_barrier for m in independent]
+    return threshold_between(d, i, higher_is_lineage=False)
+
+
+def determine(a: Classifier, b: Classifier, probes: ProbeSet | None = None, *, points: int = 11,
+              derived_aux: list[Classifier] | None = None, independent_aux: list[Classifier] | None = None,
+              n_aux: int = 2, seed: int = 0, threshold: Threshold | None = None) -> DetermineResult:
+    """Loss/error barrier between A and B and the calibrated same-basin verdict.
+
+    Probe labels: the probe data's ``y`` when present, else A's own predictions (stated in notes).
+    ``threshold`` skips calibration (e.g. one calibration reused for many B against one A).
+    """
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    if probes is None:
+        if a.task is None:
+            raise UsageError(f"{a.name} names no synthetic task: pass probe data (--probe)")
+        probes = synthetic_probes(a.task, 1000, seed=4242 + seed)
+    if probes.y is None:
+        with torch.no_grad():
+            labels = torch.cat([a.module(probes.x[i:i + BATCH]).argmax(1) for i in range(0, len(probes), BATCH)])
+        probes = ProbeSet(probes.x, labels, probes.origin)
+        notes.append("probe data has no labels: A's predictions are the labels")
+    curve, bn, fixed_head = path_curve(a, b, probes, points)
+    if threshold is None:
+        threshold = calibrate(a, probes, derived=derived_aux, independent=independent_aux, n_aux=n_aux, seed=seed)
+    if not threshold.separated:
+        notes.append("calibration groups overlap: the verdict is uncertain")
+    if fixed_head:
+        notes.append("different heads: shared body compared with A's head fixed")
+    verdict = "same basin" if curve.loss_barrier < threshold.value else "different basins"
+    return DetermineResult(a.name, b.name, curve.loss_barrier, curve.error_barrier, threshold.value, verdict,
+                           curve, threshold, len(probes), bn, fixed_head,
+                           round(time.perf_counter() - t0, 4), tuple(notes))
