@@ -14,7 +14,7 @@ from typing import Any
 
 from lineage_index.errors import UsageError
 from lineage_index.indexer.impute import impute, imputed_props, read_license_texts
-from lineage_index.indexer.pipeline import Recovery, SketchReport, recover, sketch_all
+from lineage_index.indexer.pipeline import Recovery, index_scope, recover, sketch_all
 from lineage_index.indexer.sources import DirSource, HfCacheSource, Source
 from lineage_index.indexer.store import SketchStore
 from lineage_index.records import Edge, Failure, ModelRecord, Sketch
@@ -114,8 +114,8 @@ def model_props(rec: ModelRecord, sketch: Sketch | None, root: str | None) -> di
 
 
 def write_graph(
-    conn, records: dict[str, ModelRecord], report: SketchReport, recovery: Recovery,
-    license_texts: dict[str, str] | None = None,
+    conn, records: dict[str, ModelRecord], sketches: dict[str, Sketch], failures: list[Failure],
+    recovery: Recovery, license_texts: dict[str, str] | None = None,
 ) -> int:
     """Write models (with imputed metadata), failures and edges; returns stale edges deleted."""
     from lineage_index.schema.graph import ensure_schema
@@ -126,10 +126,10 @@ def write_graph(
     writer = GraphWriter(driver, conn.database)
     roots = compute_roots(recovery.edges, list(records))
     imp = imputed_props(impute(records, recovery.edges, license_texts))
-    rows = [{"id": m, "props": {**model_props(r, report.sketches.get(m), roots.get(m)), **imp.get(m, {})}}
+    rows = [{"id": m, "props": {**model_props(r, sketches.get(m), roots.get(m)), **imp.get(m, {})}}
             for m, r in records.items()]
     rows += [{"id": f.model_id, "props": {"status": "failed", "failure": f.kind, "failure_message": f.message}}
-             for f in report.failures]
+             for f in failures]
     writer.upsert_models(rows)
     deleted, _ = writer.replace_edges_for_children(list(records), recovery.edges)
     from lineage_index.queries import licenses
@@ -147,13 +147,15 @@ def ingest(
 ) -> IngestSummary:
     """Run sources -> sketch -> recover and, when ``conn`` is given, write the graph."""
     store = store if store is not None else SketchStore()
-    records, report = sketch_all(source.iter_records(), source.open_reader, store, show_progress=show_progress)
-    recovery = recover(records, report.sketches)
+    run_records, report = sketch_all(source.iter_records(), source.open_reader, store, show_progress=show_progress)
+    records, sketches = index_scope(store, run_records, report.sketches)
+    recovery = recover(records, sketches)
     deleted = 0
     if conn is not None:
-        deleted = write_graph(conn, records, report, recovery, read_license_texts(source, records.values()))
+        deleted = write_graph(conn, records, sketches, report.failures, recovery,
+                              read_license_texts(source, run_records.values()))
     return IngestSummary(
-        models=len(records) + len([f for f in report.failures if f.model_id not in records]),
+        models=len(run_records) + len([f for f in report.failures if f.model_id not in run_records]),
         sketched=len(report.sketches) - report.from_store,
         from_store=report.from_store,
         failures=report.failures,

@@ -153,3 +153,19 @@ def test_merge_fit_recovers_coefficients_of_a_linear_merge() -> None:
     # a fine-tune of a is explained by a alone: no merge
     ids, _, ratio = merge_fit(sk("f", a + 0.05 * rng.normal(size=base.shape)), [sk("a", a), sk("b", b), sk("c", c)])
     assert len(ids) < 2 or ratio > 0.3
+
+
+@pytest.mark.slow
+def test_lineage_crosses_ingest_runs_of_different_orgs(zoo: Path, truth, tmp_path: Path) -> None:
+    orgs = sorted(p.name for p in zoo.iterdir() if p.is_dir())
+    first, second = tmp_path / "a", tmp_path / "b"
+    for i, org in enumerate(orgs):
+        target = first if i % 2 == 0 else second
+        target.mkdir(exist_ok=True)
+        (target / org).symlink_to(zoo / org)
+    store = SketchStore(tmp_path / "store")
+    api.ingest(api.make_source(directory=first), store=store)
+    later = api.ingest(api.make_source(directory=second), store=store)
+    assert later.sketched < len(truth["models"])  # the first run's models were not read again
+    got = {(e.child, e.parent) for e in asserted_edges(later.edges)}
+    assert got == set(_true_edges(truth))

@@ -60,6 +60,8 @@ def sketch_all(
                 out.failures.append(item)
                 continue
             recs[item.id] = item
+            if store is not None:
+                store.put_record(item)
             cached = store.get(item.id, item.sha) if store is not None else None
             if cached is not None:
                 out.sketches[item.id] = cached
@@ -85,6 +87,36 @@ def sketch_all(
             if store is not None:
                 store.put(sk)
     return recs, out
+
+
+def index_scope(
+    store: SketchStore, records: dict[str, ModelRecord], sketches: dict[str, Sketch]
+) -> tuple[dict[str, ModelRecord], dict[str, Sketch]]:
+    """This run's models plus every indexed model of the families they touch.
+
+    Lineage crosses organisations and runs (`ingest --org A`, later `--org B`): recovery sees
+    the whole index of each touched family, not only this run's listing. Adapters come along
+    when their declared base is in scope.
+    """
+    families = {s.family for s in sketches.values()}
+    all_records = {**store.records(), **records}
+    scope_recs = dict(records)
+    scope_sketches = dict(sketches)
+    adapters = []
+    for m, rec in all_records.items():
+        if m in scope_recs:
+            continue
+        sk = store.get(m, rec.sha)
+        if sk is None:
+            continue
+        if sk.family in families:
+            scope_recs[m], scope_sketches[m] = rec, sk
+        elif sk.kind == "adapter":
+            adapters.append((rec, sk))
+    for rec, sk in adapters:
+        if any(p in scope_sketches for p in declared_parents(rec)):
+            scope_recs[rec.id], scope_sketches[rec.id] = rec, sk
+    return scope_recs, scope_sketches
 
 
 def declared_parents(rec: ModelRecord) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ sketch here and reads no weight bytes. This module does no network I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lineage_index.config import SKETCH_VERSION, sketch_store_dir
-from lineage_index.records import Sketch, TensorSample
+from lineage_index.records import FileEntry, ModelRecord, Sketch, TensorInfo, TensorSample
 
 
 def _file_name(model_id: str, sha: str | None, version: int) -> str:
@@ -99,6 +100,44 @@ class SketchStore:
 
     def __iter__(self) -> Iterator[Path]:
         return iter(sorted(self.root.glob("*/*.npz")))
+
+    # --- records: what the index knows of each model besides its weights ------------------
+
+    def _record_path(self, model_id: str) -> Path:
+        return self.root / "_records" / (model_id.replace("/", "--") + ".json")
+
+    def put_record(self, record: ModelRecord) -> None:
+        """Keep the latest ModelRecord of a model (atomic), so later runs see the whole index."""
+        path = self._record_path(record.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(dataclasses.asdict(record), fh)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def records(self) -> dict[str, ModelRecord]:
+        """Every stored ModelRecord, by model id."""
+        out: dict[str, ModelRecord] = {}
+        for path in sorted((self.root / "_records").glob("*.json")):
+            try:
+                rec = record_from_dict(json.loads(path.read_text()))
+            except (ValueError, KeyError, TypeError):
+                continue  # a damaged entry is re-read from its source on the next ingest
+            out[rec.id] = rec
+        return out
+
+
+def record_from_dict(d: dict) -> ModelRecord:
+    d = dict(d)
+    d["files"] = tuple(FileEntry(**f) for f in d.get("files", ()))
+    d["tensors"] = tuple(TensorInfo(**{**t, "shape": tuple(t["shape"])}) for t in d.get("tensors", ()))
+    for key in ("base_models", "tags"):
+        d[key] = tuple(d.get(key) or ())
+    return ModelRecord(**d)
 
 
 def load_meta_id(path: Path) -> str:
