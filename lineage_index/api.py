@@ -29,12 +29,13 @@ def make_source(
     hf_cache: bool | Path = False,
     endpoint: str | None = None,
     token: str | None = None,
+    everything: bool = False,
 ) -> Source:
     """The one source the options name (exactly one of hub / dir / hf-cache)."""
-    hub = bool(org or search or models)
+    hub = bool(org or search or models or everything)
     chosen = sum([hub, directory is not None, bool(hf_cache)])
     if chosen != 1:
-        raise UsageError("name exactly one source: --org/--search/--models (Hub), --dir, or --hf-cache")
+        raise UsageError("name exactly one source: --org/--search/--models/--all (Hub), --dir, or --hf-cache")
     if directory is not None:
         if not Path(directory).is_dir():
             raise UsageError(f"--dir {directory}: not a directory")
@@ -43,7 +44,7 @@ def make_source(
         return HfCacheSource(None if hf_cache is True else hf_cache)
     from lineage_index.indexer.sources_hub import HubSource
 
-    return HubSource(org=org, search=search, models=models, endpoint=endpoint, token=token)
+    return HubSource(org=org, search=search, models=models, endpoint=endpoint, token=token, everything=everything)
 
 
 @dataclass

@@ -61,6 +61,7 @@ def ingest(
     org: Annotated[str | None, typer.Option(help="Hub organisation / user to list.")] = None,
     search: Annotated[str | None, typer.Option(help="Hub search string.")] = None,
     models: Annotated[list[str] | None, typer.Option("--models", help="Hub model ids (repeat).")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every model the Hub endpoint lists.")] = False,
     directory: Annotated[Path | None, typer.Option("--dir", help="Local directory in Hub layout.")] = None,
     hf_cache: Annotated[bool, typer.Option("--hf-cache", help="The local Hugging Face cache.")] = False,
     endpoint: Annotated[str | None, typer.Option(help="Hub endpoint (else HF_ENDPOINT).")] = None,
@@ -71,7 +72,8 @@ def ingest(
 ) -> None:
     """List models, sketch their weights by range reads, recover lineage, write Neo4j."""
     source = api.make_source(org=org, search=search, models=models, directory=directory,
-                             hf_cache=hf_cache, endpoint=endpoint, token=os.environ.get("HF_TOKEN"))
+                             hf_cache=hf_cache, endpoint=endpoint, token=os.environ.get("HF_TOKEN"),
+                             everything=everything)
     conn = None if no_graph else _connect(neo4j_uri)
     summary = api.ingest(source, store=SketchStore(store) if store else None, conn=conn, show_progress=True)
     _print_summary(summary)

@@ -75,10 +75,10 @@ class HubSource:
                  token: str | bool | None = None, *, limit: int | None = None,
                  retry: RetryPolicy | None = None, max_workers: int = 8, reader_workers: int = 4,
                  readme_fallback: bool = True,
-                 header_prefix_bytes: int = DEFAULT_PREFIX_BYTES) -> None:
+                 header_prefix_bytes: int = DEFAULT_PREFIX_BYTES, everything: bool = False) -> None:
         self.models = list(models) if models is not None else None
-        if not (org or search or self.models):
-            raise UsageError("HubSource needs an org, a search string or a list of model ids")
+        if not (org or search or self.models or everything):
+            raise UsageError("HubSource needs an org, a search string, a list of model ids, or everything=True")
         self.org = org
         self.search = search
         self.token = token
