@@ -296,9 +296,19 @@ def aux_data(source: Classifier, probes: ProbeSet | None, n: int = 2000, seed: i
 
 def make_aux(source: Classifier, data: ProbeSet, *, n_lineage: int, n_independent: int,
              seed: int = 0, steps: int = 300) -> tuple[list[Classifier], list[Classifier]]:
-    """Cheap fine-tunes of the source (lineage) and same-arch re-trainings (no lineage)."""
-    lineage = [finetune(source, data, seed=seed + 101 + i, last_layer_only=bool(i % 2),
-                        lr=1e-2 if i % 2 else 3e-3, name=f"aux-ft{i}") for i in range(n_lineage)]
+    """Cheap derivations of the source (lineage) and same-arch re-trainings (no lineage).
+
+    Lineage models cycle through a mild full fine-tune, a strong full fine-tune, a last-layer
+    fine-tune and 30% magnitude pruning, so that calibration sees modifications of several strengths.
+    """
+    recipes = [dict(steps=100, lr=3e-3), dict(steps=200, lr=5e-3), dict(steps=150, lr=1e-2, last_layer_only=True)]
+    lineage = []
+    for i in range(n_lineage):
+        if i % 4 == 3:
+            lineage.append(prune(source, 0.3, name=f"aux-prune{i}"))
+        else:
+            lineage.append(finetune(source, data, seed=seed + 101 + i, name=f"aux-ft{i}",
+                                    **recipes[i % 4]))  # type: ignore[arg-type]
     independent = []
     for i in range(n_independent):
         model = build(source.arch, seed=seed + 9001 + i, task=source.task, name=f"aux-ind{i}",
