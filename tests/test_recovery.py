@@ -169,3 +169,35 @@ def test_lineage_crosses_ingest_runs_of_different_orgs(zoo: Path, truth, tmp_pat
     assert later.sketched < len(truth["models"])  # the first run's models were not read again
     got = {(e.child, e.parent) for e in asserted_edges(later.edges)}
     assert got == set(_true_edges(truth))
+
+
+@pytest.mark.parametrize("method", ["linear", "task", "ties", "dare"])
+def test_merge_methods_are_found_with_their_inputs(method: str) -> None:
+    from lineage_index.indexer.verify import find_merge
+    from lineage_index.records import Sketch, TensorSample
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(32, 128))
+
+    def sk(name: str, w: np.ndarray) -> Sketch:
+        s = TensorSample("layers.0.q.weight", "q.weight", 0, (128, 128), "F32", 0, 0, w.astype(np.float32))
+        return Sketch(name, None, 1, "f", "f", "full", {s.key: s}, np.zeros(4, np.float32))
+
+    a, b, c = (base + 0.05 * rng.normal(size=base.shape) for _ in range(3))
+    da, db = a - base, b - base
+    if method == "linear":
+        m = 0.4 * a + 0.6 * b
+    elif method == "task":
+        m = base + da + db
+    elif method == "ties":  # keep the top 20% of each delta, elect signs, average agreeing values
+        trimmed = np.stack([np.where(np.abs(d) >= np.quantile(np.abs(d), 0.8), d, 0) for d in (da, db)])
+        sign = np.sign(trimmed.sum(0))
+        agree = np.where(np.sign(trimmed) == sign, trimmed, 0)
+        m = base + agree.sum(0) / np.maximum((agree != 0).sum(0), 1)
+    else:  # DARE: drop half of each delta at random, rescale
+        m = base + (da * (rng.random(base.shape) > 0.5) + db * (rng.random(base.shape) > 0.5))
+    models = [sk("a", a), sk("b", b), sk("base", base), sk("c", c)]
+    fit = find_merge(sk("m", m.astype(np.float32)), models)
+    assert fit is not None and sorted(fit.parents) == ["a", "b"]
+    # an ordinary fine-tune of a is no merge, whatever the method tried
+    assert find_merge(sk("f", a + 0.05 * rng.normal(size=base.shape)), models) is None

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import networkx as nx
 
-from lineage_index.indexer.verify import PairFeatures, merge_fit
+from lineage_index.indexer.verify import MergeFit, PairFeatures, find_merge
 from lineage_index.records import Edge, ModelRecord, Sketch
 
 LAMBDA = 0.3  # direction penalty scale, in units of the mean related distance (MoTHer's lambda)
@@ -26,8 +26,6 @@ LAMBDA = 0.3  # direction penalty scale, in units of the mean related distance (
 W_TIME, W_NORM, W_DECLARED, W_KURT = 3.0, 2.5, 2.0, 0.5
 TIME_TRUST_MIN = 0.7  # creation times are ignored in a family where they agree less with the weights
 TIME_MIN_S = 60.0  # creation times closer than this say nothing about direction
-MERGE_MAX_PARENTS = 3
-MERGE_RATIO = 0.3  # merge when the fit residual is below this share of the best single parent's
 MERGE_NEIGHBOURS = 8
 COPY_PARENT_PENALTY = 1e-3  # tie-break, in units of the mean related distance
 
@@ -149,23 +147,21 @@ def _confidence(f: PairFeatures, dir_score: float, forced: bool) -> float:
 def _find_merges(
     by_id: dict[str, Sketch], neighbours: dict[str, list[tuple[float, str]]], forced_child: set[str],
     records: dict[str, ModelRecord],
-) -> dict[str, tuple[list[str], list[float]]]:
-    """Models explained by several relatives at once (least squares), with their weights."""
-    merges: dict[str, tuple[list[str], list[float]]] = {}
+) -> dict[str, MergeFit]:
+    """Models explained by several relatives at once (``verify.find_merge``)."""
+    merges: dict[str, MergeFit] = {}
     for m in by_id:
         if m in forced_child or len(neighbours[m]) < 2:
             continue
         # quantised / copied / pruned children duplicate their parent: never merge inputs here
         near = [x for _, x in sorted(neighbours[m]) if x not in forced_child][:MERGE_NEIGHBOURS]
-        ids, weights, ratio = merge_fit(by_id[m], [by_id[x] for x in near])
-        while len(ids) > MERGE_MAX_PARENTS:
-            ids.pop(weights.index(min(weights)))
-            ids, weights, ratio = merge_fit(by_id[m], [by_id[x] for x in ids])
-        if len(ids) >= 2 and ratio < MERGE_RATIO:
-            tm = _time(records.get(m))
-            if tm is not None and any((tp := _time(records.get(p))) and tp > tm for p in ids):
-                continue  # a "merge" older than one of its parents is a parent, not a merge
-            merges[m] = (ids, weights)
+        fit = find_merge(by_id[m], [by_id[x] for x in near])
+        if fit is None:
+            continue
+        tm = _time(records.get(m))
+        if tm is not None and any((tp := _time(records.get(p))) and tp > tm for p in fit.parents):
+            continue  # a "merge" older than one of its parents is a parent, not a merge
+        merges[m] = fit
     return merges
 
 
@@ -185,7 +181,8 @@ def _inside_merges(
             mst_graph.add_edge(f.a, f.b, weight=f.dist)
     tree = nx.minimum_spanning_tree(mst_graph) if mst_graph.number_of_nodes() else mst_graph
     out: dict[str, set[str]] = {}
-    for m, (parents, _) in merges.items():
+    for m, fit in merges.items():
+        parents = fit.parents
         nodes: set[str] = set(parents)
         for i, a in enumerate(parents):
             for b in parents[i + 1:]:
@@ -248,7 +245,8 @@ def assemble_family(
             relation_of[(p, c)] = rel_pc
             score_of[(p, c)] = s
 
-    for m, (parents, weights) in merges.items():
+    for m, fit in merges.items():
+        parents, weights = fit.parents, fit.weights
         for u in list(g.predecessors(m)):
             g.remove_edge(u, m)
         for p in parents:
@@ -278,11 +276,13 @@ def assemble_family(
             conf = _confidence(f, score_of[(p, c)], rel in ("quantized", "copy", "prune") and c not in guessed)
             edges.append(Edge(c, p, rel, "recovered", conf, round(max(0.0, f.cos_median), 4),
                               evidence=_evidence(f, rel)))
-    for m, (parents, weights) in merges.items():
-        for p, w in zip(parents, weights, strict=True):
+    for m, fit in merges.items():
+        base = f", base {fit.base}" if fit.base else ""
+        for p, w in zip(fit.parents, fit.weights, strict=True):
             f = feats.get(frozenset((p, m)))
             closeness = round(max(0.0, f.cos_median), 4) if f else None
-            edges.append(Edge(m, p, "merge", "recovered", 0.9, closeness, evidence=f"merge weight {w:.2f}"))
+            edges.append(Edge(m, p, "merge", "recovered", 0.9, closeness,
+                              evidence=f"{fit.method} merge, weight {w:.2f}, residual {fit.ratio:.3f}{base}"))
     return FamilyResult(edges, roots)
 
 

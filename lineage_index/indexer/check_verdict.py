@@ -12,15 +12,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lineage_index.indexer.assemble import (
-    MERGE_MAX_PARENTS,
-    MERGE_NEIGHBOURS,
-    MERGE_RATIO,
-    direction_score,
-)
+from lineage_index.indexer.assemble import MERGE_NEIGHBOURS, direction_score
 from lineage_index.indexer.canon import adapter_target_signature
 from lineage_index.indexer.pipeline import declared_parents
-from lineage_index.indexer.verify import RELATED_Z, PairFeatures, compare, merge_fit
+from lineage_index.indexer.verify import RELATED_Z, PairFeatures, compare, find_merge
 from lineage_index.records import ModelRecord, Sketch
 
 GREY_Z = 4.0  # calibrated z between this and RELATED_Z: neither related nor clearly independent
@@ -103,22 +98,21 @@ def decide(sk: Sketch, related: list[str], feats: dict[str, PairFeatures], zs: d
             return rel, [c], [], p, [f"{rel} of {c}: {describe(feats[c], me)}{same}"], rel_of, p_of
     pool = _merge_inputs([c for c in related if c not in children][:MERGE_NEIGHBOURS], load)
     for c in pool:  # a stored merge of the target with others is a child (norm growth is biased there)
-        ids, _, ratio = merge_fit(load(c), [sk] + [load(o) for o in pool if o != c])
-        if me in ids and ratio < MERGE_RATIO:
+        fit = find_merge(load(c), [sk] + [load(o) for o in pool if o != c])
+        if fit is not None and me in fit.parents:
             children.add(c)
     for c in children:
         rel_of[c] = "child"
     inputs = [c for c in pool if c not in children]
     if len(inputs) >= 2:
-        ids, weights, ratio = merge_fit(sk, [load(c) for c in inputs])
-        while len(ids) > MERGE_MAX_PARENTS:
-            ids.pop(weights.index(min(weights)))
-            ids, weights, ratio = merge_fit(sk, [load(c) for c in ids])
-        if len(ids) >= 2 and ratio < MERGE_RATIO:
-            p = min(min(p_related(zs[c]) for c in ids), 1.0 - ratio)
+        fit = find_merge(sk, [load(c) for c in inputs])
+        if fit is not None:
+            ids, weights = fit.parents, fit.weights
+            p = min(min(p_related(zs[c]) for c in ids), 1.0 - min(fit.ratio, 1.0))
             for c in ids:
                 rel_of[c], p_of[c] = "merge", p
-            return "merge", ids, weights, p, [f"merge fit residual {ratio:.3f} of the best single parent"], \
+            base = f" over base {fit.base}" if fit.base else ""
+            return "merge", ids, weights, p, [f"{fit.method} merge{base}, fit residual {fit.ratio:.3f}"], \
                 rel_of, p_of
     for c in inputs:
         s = direction_score(feats[c], c, me, recs, use_time)

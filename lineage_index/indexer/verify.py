@@ -243,12 +243,16 @@ def _flat(s: Sketch, keys: list[str]) -> np.ndarray:
     return np.concatenate([s.samples[k].values.reshape(-1).astype(np.float64) for k in keys])
 
 
-def merge_fit(child: Sketch, parents: list[Sketch], min_weight: float = 0.1) -> tuple[list[str], list[float], float]:
+def merge_fit(
+    child: Sketch, parents: list[Sketch], min_weight: float = 0.1, allow_negative: bool = False
+) -> tuple[list[str], list[float], float]:
     """Fit child ~ sum_i w_i parent_i with sum w = 1 by least squares over common matrices.
 
-    Parents whose weight falls below ``min_weight`` are dropped and the fit repeated.
-    Returns (parent ids, weights, residual relative to the best single-parent residual):
-    a merge explains the child far better than any one parent (ratio well below 1).
+    Candidates whose weight (|weight| with ``allow_negative``) falls below ``min_weight`` are
+    dropped and the fit repeated; with ``allow_negative`` a clearly negative weight is the base
+    of a task-arithmetic merge (base + sum of scaled deltas).
+    Returns (ids, weights, residual relative to the best single-candidate residual): a merge
+    explains the child far better than any one model does (ratio well below 1).
     """
     if len(parents) < 2:
         return [], [], 1.0
@@ -265,10 +269,80 @@ def merge_fit(child: Sketch, parents: list[Sketch], min_weight: float = 0.1) -> 
         basis = np.stack([vecs[i] - ref for i in ids[1:]], axis=1)
         w_rest, *_ = np.linalg.lstsq(basis, c - ref, rcond=None)
         weights = np.concatenate([[1.0 - w_rest.sum()], w_rest])
-        weakest = int(np.argmin(weights))
-        if weights[weakest] < min_weight:
+        # with allow_negative, a clearly negative weight is a task-arithmetic base
+        weakest = int(np.argmin(np.abs(weights) if allow_negative else weights))
+        if (abs(weights[weakest]) if allow_negative else weights[weakest]) < min_weight:
             ids.pop(weakest)
             continue
         resid = float(np.linalg.norm(c - ref - basis @ w_rest))
         return ids, [float(w) for w in weights], resid / single if single > 0 else 1.0
     return [], [], 1.0
+
+
+# Merges (thresholds stated): a linear / SLERP / task-arithmetic merge leaves a residual below
+# MERGE_RATIO of the best single model's (a parent explained by k >= 2 of its own children
+# leaves 1/sqrt(k) >= 0.58 with at most 3 inputs). TIES / DARE merges keep the base's exact
+# values on many elements (trimmed or dropped deltas): at least SPARSE_EQUAL of the changed
+# elements, where a fine-tune keeps ~0; the kept elements then load on >= 2 inputs' deltas with
+# weight >= SPARSE_WEIGHT each (a fine-tune of the base loads < 0.1 on its siblings).
+MERGE_RATIO = 0.3
+MERGE_MAX_PARENTS = 3
+TASK_WEIGHT = 0.5  # task arithmetic: one base with a negative weight, each task vector scaled >= 0.5
+SPARSE_EQUAL = 0.15
+SPARSE_WEIGHT = 0.3
+
+
+@dataclass(frozen=True)
+class MergeFit:
+    parents: list[str]
+    weights: list[float]
+    ratio: float
+    method: str  # "linear" | "task-arithmetic" | "sparse"
+    base: str | None = None
+
+
+def find_merge(child: Sketch, candidates: list[Sketch]) -> MergeFit | None:
+    """The merge that explains ``child`` from ``candidates`` (nearest first), if there is one."""
+    by_id = {c.model_id: c for c in candidates}
+    for allow_negative in (False, True):  # the simplest explanation first: a convex combination
+        ids, weights, ratio = merge_fit(child, candidates, allow_negative=allow_negative)
+        while sum(w > 0 for w in weights) > MERGE_MAX_PARENTS:
+            ids.pop(weights.index(min(w for w in weights if w > 0)))
+            ids, weights, ratio = merge_fit(child, [by_id[i] for i in ids], allow_negative=allow_negative)
+        parents = [(i, w) for i, w in zip(ids, weights, strict=True) if w > 0]
+        base = [i for i, w in zip(ids, weights, strict=True) if w < 0]
+        if allow_negative and (len(base) != 1 or min((w for _, w in parents), default=0.0) < TASK_WEIGHT):
+            continue
+        if len(parents) >= 2 and ratio < MERGE_RATIO:
+            return MergeFit([i for i, _ in parents], [w for _, w in parents], ratio,
+                            "task-arithmetic" if base else "linear", base[0] if base else None)
+    return sparse_merge_fit(child, candidates)
+
+
+def sparse_merge_fit(child: Sketch, candidates: list[Sketch]) -> MergeFit | None:
+    """TIES/DARE-style merges: base values kept exactly where deltas were trimmed or dropped."""
+    mc = _matrices(child)
+    bases: list[tuple[float, int, Sketch, list[str]]] = []
+    for i, cand in enumerate(candidates):  # the base is a model whose exact values the child kept
+        mb = _matrices(cand)
+        keys = [k for k in mc if k in mb and mb[k].shape == mc[k].shape and not np.array_equal(mb[k], mc[k])]
+        if keys:
+            equal = float(np.mean(_flat(child, keys) == _flat(cand, keys)))
+            if equal >= SPARSE_EQUAL:
+                bases.append((-equal, i, cand, keys))
+    for _, _, base, keys in sorted(bases, key=lambda t: (t[0], t[1])):
+        others = [o for o in candidates if o is not base and all(
+            k in o.samples and o.samples[k].values.shape == mc[k].shape for k in keys)]
+        if len(others) < 2:
+            continue
+        c, b = _flat(child, keys), _flat(base, keys)
+        kept = c != b
+        x = np.stack([_flat(o, keys)[kept] - b[kept] for o in others], axis=1)
+        y = c[kept] - b[kept]
+        w, *_ = np.linalg.lstsq(x, y, rcond=None)
+        chosen = [(o.model_id, float(wi)) for o, wi in zip(others, w, strict=True) if wi >= SPARSE_WEIGHT]
+        if len(chosen) >= 2:
+            chosen = sorted(chosen, key=lambda t: -t[1])[:MERGE_MAX_PARENTS]
+            resid = float(np.linalg.norm(y - x @ w) / max(np.linalg.norm(y), 1e-12))
+            return MergeFit([i for i, _ in chosen], [wi for _, wi in chosen], resid, "sparse", base.model_id)
+    return None
