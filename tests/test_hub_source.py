@@ -326,3 +326,14 @@ def test_local_hub_speaks_the_hub_protocol(hub: LocalHub, zoo: Path) -> None:
         r = c.get("/api/models/acme/private")
         assert (r.status_code, r.headers["X-Error-Code"]) == (401, "RepoNotFound")
         assert c.get("/api/models/acme/private", headers={"Authorization": "Bearer x"}).status_code == 404
+
+
+def test_a_listing_without_files_falls_back_to_model_info(hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lineage_index.indexer.sources_hub as sources_hub
+
+    # a Hub server that returns only ids and cards in listings (no siblings, no sha)
+    monkeypatch.setattr(sources_hub, "EXPAND", ["cardData", "createdAt"])
+    items = records(HubSource(org="acme", endpoint=hub.url, token=False, retry=FAST))  # type: ignore[arg-type]
+    base = items["acme/base"]
+    assert isinstance(base, ModelRecord) and base.tensors and base.sha == hub.sha("acme/base")
+    assert hub.requests_for(repo="acme/base", route="info")

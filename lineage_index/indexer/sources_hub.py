@@ -134,6 +134,10 @@ class HubSource:
         repo_id: str = info.id
         if info.disabled:
             return Failure(repo_id, "not_found", f"{repo_id}: repository is disabled")
+        if info.siblings is None or info.sha is None:  # a listing without files: ask the repo itself
+            info = self._model_info(repo_id)
+            if isinstance(info, Failure):
+                return info
         siblings = info.siblings or []
         files = [FileEntry(s.rfilename, s.size) for s in siblings]
         reader = self.reader(repo_id, info.sha)
