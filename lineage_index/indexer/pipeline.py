@@ -19,7 +19,7 @@ from lineage_index.indexer.candidates import DEFAULT_K, candidate_pairs, group_b
 from lineage_index.indexer.canon import adapter_target_signature, canonical
 from lineage_index.indexer.sketch import sketch_model
 from lineage_index.indexer.store import SketchStore
-from lineage_index.indexer.verify import PairFeatures, compare
+from lineage_index.indexer.verify import compare
 from lineage_index.records import Edge, Failure, ModelRecord, Sketch
 
 SAME_WEIGHTS = ("copy", "quantized")  # relations the weights cannot always tell apart
@@ -145,7 +145,6 @@ def _adapter_fits(adapter: ModelRecord, base: ModelRecord) -> bool:
 @dataclass
 class Recovery:
     edges: list[Edge]
-    pairs: list[PairFeatures]
     roots: list[str]
 
 
@@ -156,14 +155,12 @@ def recover(
     full = [s for s in sketches.values() if s.kind == "full"]
     declared = {m: declared_parents(r) for m, r in records.items()}
     edges: list[Edge] = []
-    all_pairs: list[PairFeatures] = []
     roots: list[str] = []
     for _family, members in sorted(group_by_family(full).items()):
         members.sort(key=lambda s: s.model_id)
         cands = candidate_pairs(members, declared, k=k)
         by_id = {s.model_id: s for s in members}
         pairs = [compare(by_id[c.a], by_id[c.b]) for c in cands]
-        all_pairs.extend(pairs)
         result = assemble_family(members, pairs, records)
         edges.extend(result.edges)
         roots.extend(result.roots)
@@ -178,7 +175,7 @@ def recover(
                                   evidence="adapter: LoRA shapes fit the declared base"))
                 break
     edges = reconcile_declared(edges, records, sketches)
-    return Recovery(edges, all_pairs, roots)
+    return Recovery(edges, roots)
 
 
 def reconcile_declared(
