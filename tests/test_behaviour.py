@@ -18,7 +18,14 @@ from typer.testing import CliRunner
 from lineage_index.behaviour import closeness, determine
 from lineage_index.behaviour import models as M
 from lineage_index.behaviour.determine import calibrate
-from lineage_index.behaviour.probes import ProbeSet, TaskSpec, load_probes, save_probes, synthetic_probes, task_data
+from lineage_index.behaviour.probes import (
+    ProbeSet,
+    TaskSpec,
+    load_probes,
+    save_probes,
+    synthetic_probes,
+    task_data,
+)
 from lineage_index.errors import ModelReadError, UnsupportedFormatError, UsageError
 
 torch.set_num_threads(1)

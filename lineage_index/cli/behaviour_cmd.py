@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from lineage_index.cli.output import console
 
-ProbeOpt = Annotated[Optional[Path], typer.Option(
+ProbeOpt = Annotated[Path | None, typer.Option(
     "--probe", help="Probe data: .safetensors (tensor 'x', optional labels 'y'), .npz or .npy; "
                     "default: the source's synthetic task.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-LinAux = Annotated[Optional[list[Path]], typer.Option(
+LinAux = Annotated[list[Path] | None, typer.Option(
     "--lineage-aux", help="Your own derived (lineage) model dir for calibration (repeat).")]
-IndAux = Annotated[Optional[list[Path]], typer.Option(
+IndAux = Annotated[list[Path] | None, typer.Option(
     "--independent-aux", help="Your own independent model dir for calibration (repeat).")]
 
 
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         k: Annotated[int, typer.Option("--k", help="Probe points kept after selection.")] = 100,
         lineage_aux: LinAux = None,
         independent_aux: IndAux = None,
-        cache: Annotated[Optional[Path], typer.Option(help="Directory caching source profiles.")] = None,
+        cache: Annotated[Path | None, typer.Option(help="Directory caching source profiles.")] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Lineage closeness s = (1 − d̄)·Mr of SUSPECT to SOURCE, with a calibrated verdict."""
