@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from lineage_index import api
+from lineage_index.cli.behaviour_cmd import register as register_behaviour_commands
 from lineage_index.cli.check_cmd import register as register_check_command
 from lineage_index.cli.neo4j_cmd import app as neo4j_app
 from lineage_index.cli.output import FORMATS, console, emit, err_console
@@ -40,6 +41,7 @@ app.add_typer(neo4j_app, name="neo4j", help="Manage the local Neo4j (the embedde
 app.add_typer(zoo_app, name="zoo", help="Generate model zoos with known lineage.")
 register_query_commands(app)
 register_check_command(app)
+register_behaviour_commands(app)
 
 NeoUri = Annotated[str | None, typer.Option("--neo4j-uri", help="Bolt URI (else NEO4J_URI, else managed).")]
 Fmt = Annotated[str, typer.Option("--format", "-f", help="table | json | csv")]
