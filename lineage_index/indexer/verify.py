@@ -290,6 +290,9 @@ MERGE_MAX_PARENTS = 3
 TASK_WEIGHT = 0.5  # task arithmetic: one base with a negative weight, each task vector scaled >= 0.5
 SPARSE_EQUAL = 0.15
 SPARSE_WEIGHT = 0.3
+SPARSE_WEIGHT_MAX = 2.0  # task vectors are scaled by at most ~2 (DARE rescales by 1/(1-p))
+SPARSE_RESIDUAL = 0.7  # kept deltas explained to within 70% (TIES ~0.45, DARE p=0.5 ~0.56)
+SPARSE_MIN_KEPT = 1_000  # changed elements needed before a sparse merge is claimed
 
 
 @dataclass(frozen=True)
@@ -340,9 +343,10 @@ def sparse_merge_fit(child: Sketch, candidates: list[Sketch]) -> MergeFit | None
         x = np.stack([_flat(o, keys)[kept] - b[kept] for o in others], axis=1)
         y = c[kept] - b[kept]
         w, *_ = np.linalg.lstsq(x, y, rcond=None)
-        chosen = [(o.model_id, float(wi)) for o, wi in zip(others, w, strict=True) if wi >= SPARSE_WEIGHT]
-        if len(chosen) >= 2:
+        chosen = [(o.model_id, float(wi)) for o, wi in zip(others, w, strict=True)
+                  if SPARSE_WEIGHT <= wi <= SPARSE_WEIGHT_MAX]
+        resid = float(np.linalg.norm(y - x @ w) / max(np.linalg.norm(y), 1e-12))
+        if len(chosen) >= 2 and resid <= SPARSE_RESIDUAL and int(kept.sum()) >= SPARSE_MIN_KEPT:
             chosen = sorted(chosen, key=lambda t: -t[1])[:MERGE_MAX_PARENTS]
-            resid = float(np.linalg.norm(y - x @ w) / max(np.linalg.norm(y), 1e-12))
             return MergeFit([i for i, _ in chosen], [wi for _, wi in chosen], resid, "sparse", base.model_id)
     return None
