@@ -201,3 +201,21 @@ def test_merge_methods_are_found_with_their_inputs(method: str) -> None:
     assert fit is not None and sorted(fit.parents) == ["a", "b"]
     # an ordinary fine-tune of a is no merge, whatever the method tried
     assert find_merge(sk("f", a + 0.05 * rng.normal(size=base.shape)), models) is None
+
+
+def test_a_soup_of_four_is_a_merge_but_a_parent_of_four_is_not() -> None:
+    from lineage_index.indexer.verify import find_merge
+    from lineage_index.records import Sketch, TensorSample
+
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(32, 128))
+
+    def sk(name: str, w: np.ndarray) -> Sketch:
+        s = TensorSample("layers.0.q.weight", "q.weight", 0, (128, 128), "F32", 0, 0, w.astype(np.float32))
+        return Sketch(name, None, 1, "f", "f", "full", {s.key: s}, np.zeros(4, np.float32))
+
+    kids = [sk(f"k{i}", base + 0.05 * rng.normal(size=base.shape)) for i in range(4)]
+    soup = sk("soup", np.mean([k.samples["layers.0.q.weight"].values for k in kids], axis=0))
+    fit = find_merge(soup, kids + [sk("base", base)])
+    assert fit is not None and sorted(fit.parents) == ["k0", "k1", "k2", "k3"]
+    assert find_merge(sk("base", base), kids) is None  # the parent of four fine-tunes

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lineage_index.errors import LineageIndexError
 from lineage_index.indexer.assemble import assemble_family
 from lineage_index.indexer.candidates import DEFAULT_K, candidate_pairs, group_by_family
-from lineage_index.indexer.canon import adapter_target_signature, canonical
+from lineage_index.indexer.canon import adapter_target_signature, canonical, quant_aux_kind
 from lineage_index.indexer.sketch import sketch_model
 from lineage_index.indexer.store import SketchStore
 from lineage_index.indexer.verify import compare
@@ -138,6 +138,8 @@ def _adapter_fits(adapter: ModelRecord, base: ModelRecord) -> bool:
         c = canonical(t.name)
         if len(t.shape) == 2:
             shapes[c.role] = (t.shape[0], t.shape[1])
+    if any(quant_aux_kind(t.name) in ("bnb-4bit", "gptq") for t in base.tensors):
+        return True  # 4-bit packed bases (QLoRA) hide their shapes: the weights cannot object
     # int8 weights keep the (out, in) shape; GPT-2's Conv1D stores (in, out)
     return all(shapes.get(role) in (shape, shape[::-1]) for role, shape in targets.items())
 

@@ -281,12 +281,12 @@ def merge_fit(
 
 # Merges (thresholds stated): a linear / SLERP / task-arithmetic merge leaves a residual below
 # MERGE_RATIO of the best single model's (a parent explained by k >= 2 of its own children
-# leaves 1/sqrt(k) >= 0.58 with at most 3 inputs). TIES / DARE merges keep the base's exact
+# leaves 1/sqrt(k) >= 0.5 with at most 4 inputs). TIES / DARE merges keep the base's exact
 # values on many elements (trimmed or dropped deltas): at least SPARSE_EQUAL of the changed
 # elements, where a fine-tune keeps ~0; the kept elements then load on >= 2 inputs' deltas with
 # weight >= SPARSE_WEIGHT each (a fine-tune of the base loads < 0.1 on its siblings).
 MERGE_RATIO = 0.3
-MERGE_MAX_PARENTS = 3
+MERGE_MAX_PARENTS = 4  # model soups; a parent explained by 4 of its children still leaves 0.5
 TASK_WEIGHT = 0.5  # task arithmetic: one base with a negative weight, each task vector scaled >= 0.5
 SPARSE_EQUAL = 0.15
 SPARSE_WEIGHT = 0.3
