@@ -13,6 +13,7 @@ from lineage_index import api
 from lineage_index.indexer.pipeline import asserted_edges, recover, sketch_all
 from lineage_index.indexer.store import SketchStore
 from lineage_index.indexer.verify import compare
+from lineage_index.records import Sketch, TensorSample
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,12 @@ def recovered(zoo: Path):
     src = api.make_source(directory=zoo)
     records, report = sketch_all(src.iter_records(), src.open_reader, None)
     return records, report, recover(records, report.sketches)
+
+
+def sk(name: str, w: np.ndarray) -> Sketch:
+    """A one-matrix sketch, for the merge-fit cases."""
+    s = TensorSample("layers.0.q.weight", "q.weight", 0, (w.shape[1], w.shape[1]), "F32", 0, 0, w.astype(np.float32))
+    return Sketch(name, None, 1, "f", "f", "full", {s.key: s}, np.zeros(4, np.float32))
 
 
 def _true_edges(truth: dict, relation: str | None = None) -> dict[tuple[str, str], str]:
@@ -134,14 +141,10 @@ def test_full_ingest_into_neo4j_and_eval_from_the_graph(zoo, truth, neo4j_server
 
 def test_merge_fit_recovers_coefficients_of_a_linear_merge() -> None:
     from lineage_index.indexer.verify import merge_fit
-    from lineage_index.records import Sketch, TensorSample
 
     rng = np.random.default_rng(0)
     base = rng.normal(size=(16, 64)).astype(np.float32)
 
-    def sk(name: str, w: np.ndarray) -> Sketch:
-        s = TensorSample("layers.0.q.weight", "q.weight", 0, (64, 64), "F32", 0, 0, w.astype(np.float32))
-        return Sketch(name, None, 1, "f", "f", "full", {s.key: s}, np.zeros(4, np.float32))
 
     a = base + 0.05 * rng.normal(size=base.shape)
     b = base + 0.05 * rng.normal(size=base.shape)
@@ -174,14 +177,10 @@ def test_lineage_crosses_ingest_runs_of_different_orgs(zoo: Path, truth, tmp_pat
 @pytest.mark.parametrize("method", ["linear", "task", "ties", "dare"])
 def test_merge_methods_are_found_with_their_inputs(method: str) -> None:
     from lineage_index.indexer.verify import find_merge
-    from lineage_index.records import Sketch, TensorSample
 
     rng = np.random.default_rng(1)
     base = rng.normal(size=(32, 128))
 
-    def sk(name: str, w: np.ndarray) -> Sketch:
-        s = TensorSample("layers.0.q.weight", "q.weight", 0, (128, 128), "F32", 0, 0, w.astype(np.float32))
-        return Sketch(name, None, 1, "f", "f", "full", {s.key: s}, np.zeros(4, np.float32))
 
     a, b, c = (base + 0.05 * rng.normal(size=base.shape) for _ in range(3))
     da, db = a - base, b - base
@@ -205,14 +204,10 @@ def test_merge_methods_are_found_with_their_inputs(method: str) -> None:
 
 def test_a_soup_of_four_is_a_merge_but_a_parent_of_four_is_not() -> None:
     from lineage_index.indexer.verify import find_merge
-    from lineage_index.records import Sketch, TensorSample
 
     rng = np.random.default_rng(2)
     base = rng.normal(size=(32, 128))
 
-    def sk(name: str, w: np.ndarray) -> Sketch:
-        s = TensorSample("layers.0.q.weight", "q.weight", 0, (128, 128), "F32", 0, 0, w.astype(np.float32))
-        return Sketch(name, None, 1, "f", "f", "full", {s.key: s}, np.zeros(4, np.float32))
 
     kids = [sk(f"k{i}", base + 0.05 * rng.normal(size=base.shape)) for i in range(4)]
     soup = sk("soup", np.mean([k.samples["layers.0.q.weight"].values for k in kids], axis=0))
