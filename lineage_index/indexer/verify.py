@@ -168,6 +168,30 @@ def _low_rank(delta: np.ndarray) -> bool:
     return rank < LOW_RANK_SHARE * rows
 
 
+def centred_cosine(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    """Centred cosine of two aligned matrices (float64) and the number of elements it used.
+
+    Positions pruned (exact zero) in either model say nothing about fine-tuning distance: a
+    pruned child is compared with its source on the weights it kept.
+    """
+    keep = (x != 0) & (y != 0)
+    if keep.sum() >= 0.25 * keep.size:
+        x, y = x[keep], y[keep]
+    xc, yc = x - x.mean(), y - y.mean()
+    denom = np.sqrt(np.sum(xc * xc) * np.sum(yc * yc))
+    return (float(np.sum(xc * yc) / denom) if denom > 0 else 0.0), int(x.size)
+
+
+def matrix_cosines(a: Sketch, b: Sketch) -> list[tuple[str, int | None, str, float, int]]:
+    """Per aligned matrix (key, layer, role, centred cosine, elements): what ``compare`` summarises."""
+    ma, mb = _matrices(a), _matrices(b)
+    out = []
+    for k in sorted(k for k in ma if k in mb and ma[k].shape == mb[k].shape):
+        c, n = centred_cosine(ma[k].astype(np.float64), mb[k].astype(np.float64))
+        out.append((k, a.samples[k].layer, a.samples[k].role, c, n))
+    return out
+
+
 def compare(a: Sketch, b: Sketch) -> PairFeatures:
     """Features of the pair (a, b) over their common aligned matrices."""
     ma, mb = _matrices(a), _matrices(b)
@@ -186,17 +210,10 @@ def compare(a: Sketch, b: Sketch) -> PairFeatures:
         delta2 = float(np.sum((y - x) ** 2))
         if delta2 > 0:
             growth.append((float(np.sum(y * y)) - float(np.sum(x * x))) / delta2)
-        # positions pruned (exact zero) in either model say nothing about fine-tuning distance:
-        # a pruned child is compared with its source on the weights it kept
-        keep = (x != 0) & (y != 0)
-        if keep.sum() >= 0.25 * keep.size:
-            x, y = x[keep], y[keep]
-        xc, yc = x - x.mean(), y - y.mean()
-        denom = np.sqrt(np.sum(xc * xc) * np.sum(yc * yc))
-        c = float(np.sum(xc * yc) / denom) if denom > 0 else 0.0
+        c, size = centred_cosine(x, y)
         cos.append(c)
         dist.append(1.0 - c)
-        n_el.append(x.size)
+        n_el.append(size)
     n = len(common)
     if n == 0:
         return PairFeatures(a.model_id, b.model_id, 0, 0.0, 0.0, 0.0, False, 2.0, 0.0, 0.0,
