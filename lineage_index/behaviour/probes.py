@@ -1,10 +1,14 @@
-"""Probe data for the behaviour tier: synthetic classification tasks and user probe files.
+"""Probe data for the behaviour tier: synthetic classification tasks and user probe data.
 
-A ``TaskSpec`` names a synthetic task (Gaussian-blob vectors or small synthetic images) by its
-seed, so the tool can draw fresh samples of a source's task to train auxiliary models for
-calibration. ``load_probes`` reads a user's probe file: a ``.safetensors`` file with a tensor
-``x`` (and optionally integer labels ``y``) or a ``.npz``/``.npy`` read with
-``allow_pickle=False``. Nothing here ever unpickles.
+A ``TaskSpec`` names a synthetic task (Gaussian-blob vectors, small synthetic images, or short
+English texts tokenised with the packaged MiniLM tokenizer) by its seed, so the tool can draw
+fresh samples of a source's task to train auxiliary models for calibration.
+
+A user's probe data is one of: a ``.safetensors`` file with a tensor ``x`` (and optionally
+integer labels ``y``), a ``.npz``/``.npy`` read with ``allow_pickle=False``; a folder of images
+(PNG/JPEG through Pillow, resized to the model's input; sub-folders, when present, are the class
+labels as in the usual image-folder layout); or a text file with one probe per line (optionally
+``label<TAB>text``). Nothing here ever unpickles.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ class TaskSpec:
     """A synthetic classification task, reproducible from its fields.
 
     ``kind`` is ``"blobs"`` (vectors of length ``dim``; each class a mixture of ``modes`` Gaussian
-    blobs) or ``"images"`` (``channels`` x ``size`` x ``size``; each class ``modes`` smooth random
-    patterns plus noise).
+    blobs), ``"images"`` (``channels`` x ``size`` x ``size``; each class ``modes`` smooth random
+    patterns plus noise) or ``"text"`` (``length`` tokens with [CLS]/[SEP]: each class ``modes``
+    topics of five words; a sentence mixes its topic's words with neutral words and, with a
+    probability growing with ``noise``, words of other topics).
     """
 
     kind: str = "blobs"
@@ -38,6 +44,7 @@ class TaskSpec:
     modes: int = 2
     spread: float = 2.0
     noise: float = 1.0
+    length: int = 10
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,22 +56,30 @@ class TaskSpec:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        if self.kind == "text":
+            return (self.length,)
         return (self.dim,) if self.kind == "blobs" else (self.channels, self.size, self.size)
 
 
 @dataclass(frozen=True)
 class ProbeSet:
-    """Probe inputs ``x`` (float32, first dim = points) with optional labels ``y`` (int64)."""
+    """Probe inputs ``x`` (first dim = points) with optional labels ``y`` (int64).
+
+    ``x`` is float32 for vectors and images, int64 token ids (padding 0) for text; ``texts`` keeps
+    the probe texts when they came from text.
+    """
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     origin: str = "synthetic"
+    texts: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def subset(self, index: torch.Tensor) -> ProbeSet:
-        return ProbeSet(self.x[index], None if self.y is None else self.y[index], self.origin)
+        texts = None if self.texts is None else tuple(self.texts[int(i)] for i in index)
+        return ProbeSet(self.x[index], None if self.y is None else self.y[index], self.origin, texts)
 
 
 def _prototypes(spec: TaskSpec) -> torch.Tensor:
@@ -82,6 +97,8 @@ def _prototypes(spec: TaskSpec) -> torch.Tensor:
 
 def task_data(spec: TaskSpec, n: int, seed: int) -> ProbeSet:
     """``n`` labelled samples of the task; ``seed`` picks the sample (not the task)."""
+    if spec.kind == "text":
+        return _text_data(spec, n, seed)
     protos = _prototypes(spec)
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, spec.classes, (n,), generator=g)
@@ -89,6 +106,192 @@ def task_data(spec: TaskSpec, n: int, seed: int) -> ProbeSet:
     centre = protos[y * spec.modes + mode]
     x = centre + spec.noise * torch.randn(centre.shape, generator=g)
     return ProbeSet(x.float(), y.long(), f"synthetic:{spec.kind}:{spec.seed}")
+
+
+# --- text -------------------------------------------------------------------------------
+
+# Common English words that are single word pieces of the BERT uncased vocabulary (MiniLM's).
+CONTENT_WORDS = """apple river music garden winter doctor market engine forest guitar storm bread school
+ocean camera planet coffee train window football village summer letter mountain castle bottle teacher
+desert island museum rocket pencil flower candle silver dragon kitchen bridge tiger cloud piano soldier
+farmer hammer butter thunder valley harbor jacket rabbit wheel mirror palace cotton lemon finger shadow
+circle ticket stone honey chair table horse movie paper money water light house phone baby sister
+brother church king queen power energy metal glass green blue red yellow purple black white orange
+brown pink dark bright quiet loud happy angry simple strong weak fast slow early late rich poor young
+old cold hot soft hard heavy empty full clean dirty sweet bitter fresh dry wet wild calm busy lazy
+brave proud gentle cheap small large short long wide narrow deep round flat sharp smooth rough loose
+tight thin thick warm cool safe famous run walk swim sing dance read write cook build drive fly climb
+paint jump sleep laugh cry fight play teach learn listen speak watch throw catch carry pull push open
+close break fix wash buy sell""".split()
+FUNCTION_WORDS = """the a of and to in on at with for from by about over under near after before during
+without very really quite just still also only even never always often again maybe soon today""".split()
+TOPIC_WORDS = 5
+
+
+def text_topics(spec: TaskSpec) -> tuple[list[list[str]], list[str]]:
+    """(topic word lists, class ``c`` mode ``m`` at ``c * modes + m``; neutral words) of the task."""
+    g = torch.Generator().manual_seed(20_000 + spec.seed)
+    order = [CONTENT_WORDS[int(i)] for i in torch.randperm(len(CONTENT_WORDS), generator=g)]
+    need = spec.classes * spec.modes * TOPIC_WORDS
+    if need > len(order) - 20:
+        raise UsageError(f"text task too large: {spec.classes} classes x {spec.modes} modes")
+    topics = [order[i * TOPIC_WORDS:(i + 1) * TOPIC_WORDS] for i in range(spec.classes * spec.modes)]
+    return topics, order[need:] + FUNCTION_WORDS
+
+
+def _text_data(spec: TaskSpec, n: int, seed: int) -> ProbeSet:
+    topics, neutral = text_topics(spec)
+    g = torch.Generator().manual_seed(seed)
+    words = spec.length - 2
+    p_other = min(0.3, 0.1 * spec.noise)
+    y = torch.randint(0, spec.classes, (n,), generator=g)
+    texts = []
+    for i in range(n):
+        own = topics[int(y[i]) * spec.modes + int(torch.randint(0, spec.modes, (1,), generator=g))]
+        u = torch.rand(words, generator=g)
+        pick = torch.randint(0, 1 << 20, (words, 2), generator=g)
+        sentence = []
+        for j in range(words):
+            if u[j] < 0.35 or j == int(pick[0, 1]) % words:
+                sentence.append(own[int(pick[j, 0]) % len(own)])
+            elif u[j] < 0.35 + p_other:
+                other = topics[int(pick[j, 1]) % len(topics)]
+                sentence.append(other[int(pick[j, 0]) % len(other)])
+            else:
+                sentence.append(neutral[int(pick[j, 0]) % len(neutral)])
+        texts.append(" ".join(sentence))
+    ids = encode_texts(texts, text_tokenizer(None), spec.length, pad_to=spec.length)
+    return ProbeSet(ids, y.long(), f"synthetic:text:{spec.seed}", tuple(texts))
+
+
+def text_tokenizer(directory: str | Path | None) -> Any:
+    """The ``tokenizers`` tokenizer of a model directory (its ``tokenizer.json``), else the packaged
+    MiniLM's (the text classifiers here use its vocabulary)."""
+    from tokenizers import Tokenizer
+
+    from lineage_index.behaviour.archs import minilm_dir
+
+    path = Path(directory) / "tokenizer.json" if directory is not None else None
+    if path is None or not path.is_file():
+        path = minilm_dir() / "tokenizer.json"
+    return _tokenizer_from(str(path), Tokenizer)
+
+
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def _tokenizer_from(path: str, cls: Any) -> Any:
+    if path not in _TOKENIZERS:
+        _TOKENIZERS[path] = cls.from_file(path)
+    return _TOKENIZERS[path]
+
+
+def encode_texts(texts: list[str] | tuple[str, ...], tokenizer: Any, max_length: int,
+                 pad_to: int | None = None) -> torch.Tensor:
+    """Token ids (int64, padding id 0), truncated to ``max_length``, padded to the longest (or ``pad_to``)."""
+    encoded = [e.ids[:max_length] for e in tokenizer.encode_batch(list(texts))]
+    width = pad_to or max((len(e) for e in encoded), default=1)
+    out = torch.zeros(len(encoded), width, dtype=torch.long)
+    for i, ids in enumerate(encoded):
+        out[i, :len(ids)] = torch.tensor(ids[:width], dtype=torch.long)
+    return out
+
+
+def read_text_lines(path: str | Path) -> tuple[list[str], list[int] | None]:
+    """Probe texts of a text file (one per line, blank lines skipped); labels when every line is
+    ``<integer label><TAB><text>``."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"probe data not found: {p}")
+    try:
+        lines = [ln.rstrip("\r\n") for ln in p.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{p}: not a UTF-8 text file ({exc})") from None
+    lines = [ln for ln in lines if ln.strip()]
+    if not lines:
+        raise UsageError(f"{p}: no probe lines")
+    parts = [ln.split("\t", 1) for ln in lines]
+    if all(len(pt) == 2 and pt[0].strip().lstrip("-").isdigit() for pt in parts):
+        return [pt[1] for pt in parts], [int(pt[0]) for pt in parts]
+    return lines, None
+
+
+def load_text_probes(path: str | Path, tokenizer: Any, max_length: int = 32) -> ProbeSet:
+    """A text probe file tokenised for a text classifier."""
+    texts, labels = read_text_lines(path)
+    ids = encode_texts(texts, tokenizer, max_length)
+    y = torch.tensor(labels, dtype=torch.long) if labels is not None else None
+    return ProbeSet(ids, y, str(path), tuple(texts))
+
+
+def write_text_probes(probes: ProbeSet, path: str | Path, *, labels: bool = False) -> None:
+    """Write a text probe set, one probe per line (``label<TAB>text`` with ``labels``)."""
+    if probes.texts is None:
+        raise UsageError("this probe set has no texts")
+    rows = [(f"{int(probes.y[i])}\t" if labels and probes.y is not None else "") + t  # type: ignore[index]
+            for i, t in enumerate(probes.texts)]
+    Path(path).write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+# --- image folders --------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def load_image_folder(path: str | Path, channels: int, size: int,
+                      norm: tuple[float, float] | None = None) -> ProbeSet:
+    """Images of a folder (PNG/JPEG), as ``channels`` x ``size`` x ``size`` floats.
+
+    Pixels are scaled to [0, 1], then ``(x - mean) / std`` with ``norm = (mean, std)`` when the
+    model declares one. Sub-folders, when present, are classes (sorted names -> 0, 1, ...).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(path)
+    if not root.is_dir():
+        raise UsageError(f"image folder not found: {root}")
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir())
+    groups = [(i, d) for i, d in enumerate(subdirs)] if subdirs else [(-1, root)]
+    xs, ys, names = [], [], []
+    mode = "L" if channels == 1 else "RGB"
+    if channels not in (1, 3):
+        raise UsageError(f"image probes need a model with 1 or 3 input channels, not {channels}")
+    for label, folder in groups:
+        for f in sorted(folder.iterdir()):
+            if not f.is_file() or f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(f) as im:
+                    im = im.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
+                    arr = np.asarray(im, dtype=np.float32) / 255.0
+            except (UnidentifiedImageError, OSError) as exc:
+                raise UsageError(f"{f}: not a readable image ({exc})") from None
+            xs.append(torch.from_numpy(arr.reshape(size, size, -1).transpose(2, 0, 1).copy()))
+            ys.append(label)
+            names.append(f.name)
+    if not xs:
+        raise UsageError(f"{root}: no PNG/JPEG images found")
+    x = torch.stack(xs)
+    if norm is not None:
+        x = (x - norm[0]) / norm[1]
+    y = torch.tensor(ys, dtype=torch.long) if subdirs else None
+    return ProbeSet(x, y, str(root))
+
+
+def write_image_folder(probes: ProbeSet, path: str | Path, norm: tuple[float, float] | None = None,
+                       *, by_label: bool = False) -> Path:
+    """Write image probes as 8-bit PNGs (inverse of ``load_image_folder``'s scaling)."""
+    from PIL import Image
+
+    root = Path(path)
+    x = probes.x if norm is None else probes.x * norm[1] + norm[0]
+    pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    for i, img in enumerate(pixels):
+        folder = root / f"class{int(probes.y[i]):03d}" if by_label and probes.y is not None else root
+        folder.mkdir(parents=True, exist_ok=True)
+        arr = img.permute(1, 2, 0).numpy()
+        Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(folder / f"probe{i:05d}.png")
+    return root
 
 
 def synthetic_probes(spec: TaskSpec, n: int = 512, seed: int = 12_345) -> ProbeSet:
