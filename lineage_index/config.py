@@ -77,3 +77,13 @@ def bolt_port() -> int:
 def http_port() -> int:
     """HTTP (Browser) port of the managed Neo4j: $LINEAGE_INDEX_HTTP_PORT, else 7474."""
     return env_int(ENV_HTTP_PORT, DEFAULT_HTTP_PORT)
+
+
+# --- graph load at scale (lineage_index.schema.bulk) ---------------------------------------
+ENV_GRAPH_LOAD = "LINEAGE_INDEX_GRAPH_LOAD"  # auto | bulk | bolt
+ENV_BULK_MIN_ROWS = "LINEAGE_INDEX_BULK_MIN_ROWS"  # initial loads from this many rows: bulk import
+ENV_IMPORT_HEAP = "LINEAGE_INDEX_IMPORT_HEAP"  # JVM -Xmx of neo4j-admin database import
+ENV_IMPORT_OFFHEAP = "LINEAGE_INDEX_IMPORT_OFFHEAP"  # its --max-off-heap-memory
+DEFAULT_BULK_MIN_ROWS = 200_000
+DEFAULT_IMPORT_HEAP = "1g"
+DEFAULT_IMPORT_OFFHEAP = "2g"

@@ -5,6 +5,9 @@
 HTTP, no HTTPS, auth off), launches the JVM detached and waits until Bolt answers a query,
 ``stop()`` sends SIGTERM (SIGKILL after a timeout) and ``status()`` reports what runs, from
 the JSON state file ``<home>/state.json``. Data lives in ``<home>/data`` and survives restarts.
+``import_full()`` runs Neo4j's own bulk importer (``neo4j-admin database import full``, from the
+same jars) on this home: stop, import with overwrite, start again on the same ports, all under
+the home's lock; ``schema.bulk`` writes the CSV files it reads.
 
 This module must not touch any Neo4j other than the one it launched (it signals only the pid
 in its own state file, after checking that pid is a Neo4j of this home), and must not write
@@ -486,3 +489,94 @@ def stop(
             _terminate(current.pid, home_p, timeout_s)
         (home_p / STATE_FILE).unlink(missing_ok=True)
         return _status_locked(home_p)
+
+
+# --- bulk import (neo4j-admin database import full) ------------------------------------------
+
+ADMIN_MAIN_CLASS = "org.neo4j.cli.AdminTool"
+IMPORT_LOG_FILE = "import.log"
+
+
+@dataclass(frozen=True)
+class ImportRun:
+    """What one ``import_full`` did: the importer's own wall time, peak RSS and its log tail."""
+
+    seconds: float
+    stop_s: float
+    start_s: float
+    peak_rss_bytes: int
+    log_file: Path
+    log_tail: tuple[str, ...]
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def import_full(
+    args: list[str],
+    *,
+    database: str = config.DEFAULT_DATABASE,
+    home: Path | str | None = None,
+    heap: str = "1g",
+    cwd: Path | str | None = None,
+    wait_s: float = config.NEO4J_START_TIMEOUT_S,
+) -> ImportRun:
+    """``neo4j-admin database import full <args> --overwrite-destination <database>`` on ``home``.
+
+    The server of ``home`` is stopped first when it runs and started again afterwards on the
+    ports it ran on (else the configured ports). The whole sequence holds the home's lock, so
+    no other process starts or stops this server meanwhile. ``args`` are the importer's options
+    (``--nodes=...``, ``--relationships=...``, ...); the database is overwritten, so callers
+    must make sure it may be (``schema.bulk`` only imports into an empty database). Raises
+    ``ManagedNeo4jError`` with the importer's log tail when it fails.
+    """
+    home_p = _home(home)
+    with _locked(home_p):
+        java = _java()
+        _build_locked(home_p, force=False)
+        current = _status_locked(home_p)
+        bolt, http = current.bolt_port, current.http_port
+        t0 = time.monotonic()
+        if current.running and current.pid is not None:
+            _terminate(current.pid, home_p, config.NEO4J_STOP_TIMEOUT_S)
+            (home_p / STATE_FILE).unlink(missing_ok=True)
+        stop_s = time.monotonic() - t0
+        for sub in ("conf", "data", "logs"):
+            (home_p / sub).mkdir(parents=True, exist_ok=True)
+        (home_p / "conf" / "neo4j.conf").write_text(_conf_text(home_p, bolt, http))
+        log = home_p / "logs" / IMPORT_LOG_FILE
+        cmd = [java, f"-Xmx{heap}", "-cp", str(_lib(home_p) / "*"), ADMIN_MAIN_CLASS,
+               "database", "import", "full", *args, "--overwrite-destination=true", database]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEO4J_")}
+        env.update(NEO4J_HOME=str(home_p), NEO4J_CONF=str(home_p / "conf"))
+        t1 = time.monotonic()
+        peak = 0
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, cwd=cwd or home_p, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, env=env)
+            while proc.poll() is None:
+                peak = max(peak, _rss_bytes(proc.pid))
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.2)
+        seconds = time.monotonic() - t1
+        failed = proc.returncode != 0
+        t2 = time.monotonic()
+        try:
+            _launch_locked(home_p, java, bolt, http, wait_s)
+        except ManagedNeo4jError:
+            if not failed:
+                raise
+        start_s = time.monotonic() - t2
+        if failed:
+            raise ManagedNeo4jError(
+                f"neo4j-admin database import full failed (exit {proc.returncode}); "
+                + _format_tail(log)
+            )
+        return ImportRun(seconds, stop_s, start_s, peak, log, _tail(log))

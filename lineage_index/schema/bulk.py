@@ -1,0 +1,595 @@
+"""Loading the lineage graph at scale: Neo4j's own bulk importer first, the Bolt writer after.
+
+``load_graph(conn, models, edges)`` writes Model rows (``{"id": ..., "props": {...}}``, as
+``GraphWriter.upsert_models`` takes them) and ``Edge``s, and produces exactly the graph the
+Bolt path (``GraphWriter`` + ``licenses.refresh``) produces: the same labels (``Model`` and
+its licence-colour label, ``Organization``, ``License``), property names and types, the same
+``PUBLISHED_BY`` / ``LICENSED_UNDER {effective, source}`` / ``DERIVED_FROM {...}`` /
+``ALLOWS_DERIVATIVE_UNDER {code, catalogue_version}`` relationships and ``updated_at`` stamps.
+
+Which path runs (``choose_method``; the choice is automatic, a flag can force either):
+
+* **bulk** when all three hold: the connection is the *managed* local Neo4j of this home (the
+  tool can stop it and reach its files), its target database holds no node (an initial load;
+  the importer overwrites the database), and the load has at least ``BULK_MIN_ROWS`` rows
+  (model rows + edges; ``$LINEAGE_INDEX_BULK_MIN_ROWS``, default 200,000). Below that the
+  importer's fixed cost (server stop, JVM start-up, server start, index population: about
+  40 s on 2 busy cores) exceeds the Bolt writer's time (about 6k rows/s there).
+* **bolt** otherwise: every later increment, any non-empty database, and always an external
+  Neo4j (``NEO4J_URI``), which the tool can neither stop nor write files into.
+* ``method="bulk"`` forces the importer (refused, with a clear error, on an external or a
+  non-empty database: it would erase it); ``method="bolt"`` forces the writer.
+  ``$LINEAGE_INDEX_GRAPH_LOAD`` (auto | bulk | bolt) sets the default.
+
+The bulk path writes CSV files in the importer's format into a work folder (header files apart
+from the data, a separate data file for rows with line breaks, arrays split on U+001F), runs
+``local_neo4j.import_full`` (stop, ``neo4j-admin database import full --overwrite-destination``,
+start), then applies ``constraints/*.cypher`` (the importer builds no schema). Licence facts
+that ``licenses.refresh`` would write over Bolt (catalogue, effective licences inherited along
+the edges, colour labels) are computed here with the same catalogue and ``compute_effective``
+and imported with the rest. Values a CSV cell cannot carry (empty lists, list elements holding
+the delimiter, a key with a type other than its column's) are set over Bolt afterwards, by id.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlparse
+
+from lineage_index import config
+from lineage_index.errors import GraphError, UsageError
+from lineage_index.records import Edge
+from lineage_index.schema.writer import _check_props, _now, edge_props, org_of
+
+METHODS = ("auto", "bulk", "bolt")
+ARRAY_DELIMITER = "\x1f"  # never in a model id, a licence id or a tag; passed as U+001F
+_BAD_KEY_CHARS = frozenset(',:"\n\r' + ARRAY_DELIMITER)
+_FIXUP_BATCH = 10_000
+_LICENSE_KEYS = ("license", "license_name", "license_source", "license_effective", "license_imputed")
+
+Rows = Iterable[Mapping[str, Any]] | Callable[[], Iterable[Mapping[str, Any]]]
+Edges = Iterable[Edge] | Callable[[], Iterable[Edge]]
+
+
+def bulk_min_rows() -> int:
+    """Rows (model rows + edges) from which an initial load goes through the bulk importer."""
+    return config.env_int(config.ENV_BULK_MIN_ROWS, config.DEFAULT_BULK_MIN_ROWS)
+
+
+def default_method() -> str:
+    value = (os.environ.get(config.ENV_GRAPH_LOAD) or "auto").strip().lower()
+    if value not in METHODS:
+        raise UsageError(f"{config.ENV_GRAPH_LOAD} must be one of {', '.join(METHODS)}, got {value!r}")
+    return value
+
+
+@dataclass
+class GraphLoad:
+    """What ``load_graph`` did: rows given, seconds per stage, stale edges deleted (Bolt)."""
+
+    method: str
+    reason: str
+    models: int
+    edges: int
+    seconds: float
+    deleted: int = 0
+    stages: dict[str, float] = field(default_factory=dict)
+    import_peak_rss_bytes: int = 0
+    fixups: int = 0
+    csv_bytes: int = 0
+
+
+# --- the choice ------------------------------------------------------------------------------
+
+
+def managed_home_of(conn, home: Path | str | None = None) -> Path | None:
+    """The managed Neo4j home ``conn`` talks to, or None for any other Neo4j.
+
+    A connection counts as managed only when it says so and the managed server of ``home``
+    (default ``config.neo4j_home()``) runs on the connection's Bolt port.
+    """
+    if conn is None or not getattr(conn, "managed", False):
+        return None
+    from lineage_index.schema import local_neo4j
+
+    st = local_neo4j.status(home)
+    port = urlparse(conn.uri).port
+    return st.home if st.running and port == st.bolt_port else None
+
+
+def database_is_empty(conn) -> bool:
+    records, _, _ = conn.driver().execute_query("MATCH (n) RETURN count(n) AS n", database_=conn.database,
+                                                routing_="r")
+    return int(records[0]["n"]) == 0
+
+
+def choose_method(conn, rows: int, method: str | None = None, *, home: Path | str | None = None,
+                  min_rows: int | None = None) -> tuple[str, str]:
+    """(``"bulk"`` | ``"bolt"``, why) for a load of ``rows`` rows into ``conn`` (see module doc)."""
+    method = (method or default_method()).lower()
+    if method not in METHODS:
+        raise UsageError(f"graph load method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "bolt":
+        return "bolt", "forced"
+    managed = managed_home_of(conn, home)
+    if managed is None:
+        if method == "bulk":
+            raise UsageError("bulk graph load needs the managed local Neo4j (an external Neo4j, "
+                             "NEO4J_URI, cannot be stopped and imported into): use the Bolt writer")
+        return "bolt", "external Neo4j"
+    empty = database_is_empty(conn)
+    if method == "bulk":
+        if not empty:
+            raise UsageError(f"bulk graph load refused: database {conn.database!r} is not empty and the "
+                             "importer would overwrite it; use the Bolt writer for increments")
+        return "bulk", "forced"
+    threshold = bulk_min_rows() if min_rows is None else min_rows
+    if not empty:
+        return "bolt", "database not empty (increment)"
+    if rows < threshold:
+        return "bolt", f"{rows:,} rows < {threshold:,}"
+    return "bulk", f"empty managed database, {rows:,} rows >= {threshold:,}"
+
+
+# --- the entry point ---------------------------------------------------------------------------
+
+
+def _reiterable(items):
+    """A zero-argument callable giving a fresh iterator each call (materialises one-shot iterators)."""
+    if callable(items):
+        return items
+    if iter(items) is items:
+        items = list(items)
+    return lambda: items
+
+
+def _count(original, factory) -> int:
+    if not callable(original):
+        try:
+            return len(original)
+        except TypeError:
+            pass
+    return sum(1 for _ in factory())
+
+
+def load_graph(
+    conn,
+    models: Rows,
+    edges: Edges,
+    *,
+    child_ids: Iterable[str] | None = None,
+    method: str | None = None,
+    home: Path | str | None = None,
+    min_rows: int | None = None,
+    workdir: Path | str | None = None,
+    keep_files: bool = False,
+) -> GraphLoad:
+    """Write ``models`` and ``edges`` into ``conn``'s database by bulk import or Bolt (see module doc).
+
+    ``models`` and ``edges`` may be lists or zero-argument callables that return a fresh
+    iterable (read twice by the bulk path, so 2M rows need not sit in memory). ``child_ids``:
+    models whose DERIVED_FROM edges ``edges`` replace on the Bolt path (default: the model
+    rows' ids). Returns a ``GraphLoad`` with the method, its reason and stage timings.
+    """
+    models_f, edges_f = _reiterable(models), _reiterable(edges)
+    rows = _count(models, models_f) + _count(edges, edges_f)
+    chosen, reason = choose_method(conn, rows, method, home=home, min_rows=min_rows)
+    if chosen == "bulk":
+        return bulk_load(conn, models_f, edges_f, home=managed_home_of(conn, home), reason=reason,
+                         workdir=workdir, keep_files=keep_files)
+    return bolt_load(conn, models_f, edges_f, child_ids=child_ids, reason=reason)
+
+
+def bolt_load(conn, models, edges, *, child_ids: Iterable[str] | None = None, reason: str = "") -> GraphLoad:
+    """The batched Bolt writer: schema, model upserts, edge replacement per child, licence refresh."""
+    from lineage_index.queries import licenses
+    from lineage_index.schema.graph import ensure_schema
+    from lineage_index.schema.writer import GraphWriter
+
+    models_f, edges_f = _reiterable(models), _reiterable(edges)
+    t0 = time.monotonic()
+    driver = conn.driver()
+    ensure_schema(driver, conn.database)
+    writer = GraphWriter(driver, conn.database)
+    model_rows = list(models_f())
+    edge_list = list(edges_f())
+    t1 = time.monotonic()
+    n_models = writer.upsert_models(model_rows)
+    ids = [r["id"] for r in model_rows] if child_ids is None else list(child_ids)
+    t2 = time.monotonic()
+    deleted, _ = writer.replace_edges_for_children(ids, edge_list)
+    t3 = time.monotonic()
+    licenses.refresh(driver, conn.database)  # catalogue + inherited licences along the new edges
+    t4 = time.monotonic()
+    return GraphLoad("bolt", reason, n_models, len(edge_list), t4 - t0, deleted=deleted,
+                     stages={"schema": t1 - t0, "models": t2 - t1, "edges": t3 - t2, "licenses": t4 - t3})
+
+
+# --- CSV cells ---------------------------------------------------------------------------------
+
+
+def _kind(value: Any) -> str | None:
+    """The importer type of one value, or None when a CSV cell cannot carry it exactly."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "long" if -(2**63) <= value < 2**63 else None
+    if isinstance(value, float):
+        return "double" if math.isfinite(value) else None
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        if not value:
+            return None  # Neo4j stores [], an empty cell stores nothing
+        kinds = {_kind(v) for v in value}
+        if len(kinds) != 1 or next(iter(kinds)) not in ("boolean", "long", "double", "string"):
+            return None
+        kind = kinds.pop()
+        if kind == "string" and any(not v or ARRAY_DELIMITER in v for v in value):
+            return None
+        return kind + "[]"
+    return None
+
+
+def _quote(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"'
+
+
+def _scalar(value: Any, kind: str) -> str:
+    if kind == "string":
+        return _quote(value)
+    if kind == "boolean":
+        return "true" if value else "false"
+    if kind == "double":
+        return float.__repr__(float(value))
+    return str(int(value))
+
+
+def _cell(value: Any, kind: str) -> str:
+    if value is None:
+        return ""
+    if kind.endswith("[]"):
+        base = kind[:-2]
+        if base == "string":
+            return _quote(ARRAY_DELIMITER.join(value))
+        return ARRAY_DELIMITER.join(_scalar(v, base) for v in value)
+    return _scalar(value, kind)
+
+
+def _multiline(line: str) -> bool:
+    return "\n" in line or "\r" in line
+
+
+class _Group:
+    """One importer input group: a header file and one or two data files (plain, multiline)."""
+
+    def __init__(self, folder: Path, name: str, id_columns: list[str], columns: dict[str, str]) -> None:
+        self.name = name
+        self.columns = columns
+        self.header = folder / f"{name}.header.csv"
+        self.data = folder / f"{name}.csv"
+        self.multi = folder / f"{name}.multiline.csv"
+        head = id_columns + [f"{k}:{t}" for k, t in columns.items()]
+        self.header.write_text(",".join(head) + "\n", encoding="utf-8")
+        self._out: TextIO = open(self.data, "w", encoding="utf-8", newline="")
+        self._multi_out: TextIO | None = None
+        self.rows = 0
+
+    def write(self, id_cells: list[str], props: Mapping[str, Any]) -> dict[str, Any]:
+        """Write one row; returns the props it could not carry (for the Bolt fixup)."""
+        cells = list(id_cells)
+        rest: dict[str, Any] = {}
+        for key, kind in self.columns.items():
+            value = props.get(key)
+            if value is not None and _kind(value) != kind:
+                rest[key] = value
+                value = None
+            cells.append(_cell(value, kind))
+        for key, value in props.items():
+            if key not in self.columns and value is not None:
+                rest[key] = value
+        line = ",".join(cells) + "\n"
+        if _multiline(line[:-1]):
+            if self._multi_out is None:
+                self._multi_out = open(self.multi, "w", encoding="utf-8", newline="")
+            self._multi_out.write(line)
+        else:
+            self._out.write(line)
+        self.rows += 1
+        return rest
+
+    def close(self) -> None:
+        self._out.close()
+        if self._multi_out is not None:
+            self._multi_out.close()
+
+    def files(self) -> list[Path]:
+        return [self.header, self.data] + ([self.multi] if self._multi_out is not None else [])
+
+    def multiline_files(self) -> list[Path]:
+        return [self.multi] if self._multi_out is not None else []
+
+
+def _columns(kinds: dict[str, Counter]) -> dict[str, str]:
+    """Each key's column type: the type most of its values have (the rest become fixups)."""
+    out = {}
+    for key in sorted(kinds):
+        if any(c in _BAD_KEY_CHARS for c in key) or key.startswith(":"):
+            continue
+        ranked = [(n, k) for k, n in kinds[key].items() if k is not None]
+        if ranked:
+            out[key] = max(ranked)[1]
+    return out
+
+
+# --- the import files ------------------------------------------------------------------------
+
+
+@dataclass
+class ImportFiles:
+    """The importer inputs ``write_import_files`` wrote, and what must follow over Bolt."""
+
+    folder: Path
+    args: list[str]
+    models: int  # Model nodes (distinct ids of the rows, and stub endpoints of edges)
+    edges: int  # DERIVED_FROM relationships (distinct (child, parent))
+    model_rows: int  # rows given
+    edge_rows: int  # edges given
+    licenses: int
+    organizations: int
+    fixups: dict[str, list[dict[str, Any]]]  # label -> [{"id": .., "props": {..}}]
+    csv_bytes: int
+
+
+def _model_stream(models_f) -> Iterator[tuple[str, dict[str, Any]]]:
+    for row in models_f():
+        model_id = row.get("id")
+        if not isinstance(model_id, str) or not model_id:
+            raise ValueError(f"a model row needs a non-empty string id, got {model_id!r}")
+        yield model_id, _check_props(model_id, row.get("props") or {})
+
+
+def _edge_key(e: Edge) -> tuple[str, str]:
+    return (e.child, e.parent)
+
+
+def _licence_state(cat, lic_rows: dict[str, dict[str, Any]], edges: list[tuple[str, str, float]]):
+    from lineage_index.queries.licenses import Effective, compute_effective
+
+    effective = compute_effective(cat, lic_rows, edges)
+    none = Effective(None, None)
+    return lambda model_id: effective.get(model_id, none)
+
+
+def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: str | None = None) -> ImportFiles:
+    """Write the importer's CSV files for ``models`` and ``edges`` into ``folder`` (two passes).
+
+    The graph they describe is the one the Bolt path writes into an empty database (module doc).
+    """
+    from lineage_index.queries.licenses import catalogue
+
+    models_f, edges_f = _reiterable(models), _reiterable(edges)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    now = now or _now()
+    cat = catalogue()
+
+    # pass 1: column types, duplicate ids, licence inputs, edge endpoints
+    kinds: dict[str, Counter] = {}
+    seen: set[str] = set()
+    dups: set[str] = set()
+    lic_rows: dict[str, dict[str, Any]] = {}
+    n_rows = 0
+    for model_id, props in _model_stream(models_f):
+        n_rows += 1
+        if model_id in seen:
+            dups.add(model_id)
+        seen.add(model_id)
+        for key, value in props.items():
+            if value is not None:
+                kinds.setdefault(key, Counter())[_kind(value)] += 1
+        if any(k in props for k in _LICENSE_KEYS):
+            state = lic_rows.setdefault(model_id, {"id": model_id})
+            state.update({k: props[k] for k in _LICENSE_KEYS if k in props})
+    last: dict[tuple[str, str], int] = {}
+    n_edge_rows = 0
+    for i, e in enumerate(edges_f()):
+        last[_edge_key(e)] = i
+        n_edge_rows = i + 1
+    stubs: set[str] = set()
+    lic_edges: list[tuple[str, str, float]] = []
+    for i, e in enumerate(edges_f()):
+        if last[_edge_key(e)] != i:
+            continue
+        for end in (e.child, e.parent):
+            if end not in seen:
+                stubs.add(end)
+        if not e.contradicted and e.child != e.parent:
+            lic_edges.append((e.child, e.parent, float(e.confidence or 0.0)))
+    effective_of = _licence_state(cat, lic_rows, lic_edges)
+    del lic_edges
+
+    model_cols = _columns(kinds)
+    for key in ("license_effective", "license_source", "license_inherited_from", "license_family",
+                "updated_at"):
+        model_cols.setdefault(key, "string")
+    fixups: dict[str, list[dict[str, Any]]] = {"Model": [], "License": []}
+    groups: list[tuple[str, _Group]] = []  # (--nodes / --relationships=TYPE, group)
+
+    # pass 2: models (duplicates merged first: later keys win, None removes, as SET += does)
+    g_models = _Group(folder, "models", ["id:ID(Model)", ":LABEL"], model_cols)
+    groups.append(("nodes", g_models))
+    g_pub = _Group(folder, "published_by", [":START_ID(Model)", ":END_ID(Organization)"], {})
+    groups.append(("relationships=PUBLISHED_BY", g_pub))
+    g_lic_rel = _Group(folder, "licensed_under", [":START_ID(Model)", ":END_ID(License)"],
+                       {"effective": "boolean", "source": "string"})
+    groups.append(("relationships=LICENSED_UNDER", g_lic_rel))
+    orgs: set[str] = set()
+    licence_ids: set[str] = set()
+    merged: dict[str, dict[str, Any]] = {}
+
+    def emit_model(model_id: str, props: dict[str, Any]) -> None:
+        eff = effective_of(model_id)
+        family = cat.family_of(eff.license)
+        props = {**props, "license_effective": eff.license, "license_source": eff.source,
+                 "license_inherited_from": eff.origin, "license_family": family.id, "updated_at": now}
+        rest = g_models.write([_quote(model_id), _quote(ARRAY_DELIMITER.join(("Model", family.label)))],
+                              props)
+        if rest:
+            fixups["Model"].append({"id": model_id, "props": rest})
+        org = org_of(model_id)
+        if org is not None:
+            orgs.add(org)
+            g_pub.write([_quote(model_id), _quote(org)], {})
+        raw = props.get("license") if isinstance(props.get("license"), str) else None
+        if raw is not None:
+            licence_ids.add(raw)
+            link = {"effective": True, "source": eff.source} if raw == eff.license else {
+                "effective": False, "source": "declared"}
+            g_lic_rel.write([_quote(model_id), _quote(raw)], link)
+        if eff.license is not None and eff.license != raw:
+            licence_ids.add(eff.license)
+            g_lic_rel.write([_quote(model_id), _quote(eff.license)], {"effective": True, "source": eff.source})
+
+    n_models = 0
+    for model_id, props in _model_stream(models_f):
+        if model_id in dups:
+            merged.setdefault(model_id, {}).update(props)
+            continue
+        emit_model(model_id, {k: v for k, v in props.items() if v is not None})
+        n_models += 1
+    for model_id, props in merged.items():
+        emit_model(model_id, {k: v for k, v in props.items() if v is not None})
+        n_models += 1
+    for model_id in sorted(stubs):
+        emit_model(model_id, {})
+        n_models += 1
+
+    # edges (the last row of a repeated (child, parent) wins, as in the writer)
+    edge_cols = {"relation": "string", "source": "string", "confidence": "double", "closeness": "double",
+                 "evidence": "string", "contradicted": "boolean", "recovered_parent": "string",
+                 "updated_at": "string"}
+    g_edges = _Group(folder, "derived_from", [":START_ID(Model)", ":END_ID(Model)"], edge_cols)
+    groups.append(("relationships=DERIVED_FROM", g_edges))
+    n_edges = 0
+    for i, e in enumerate(edges_f()):
+        if last[_edge_key(e)] != i:
+            continue
+        rest = g_edges.write([_quote(e.child), _quote(e.parent)], {**edge_props(e), "updated_at": now})
+        if rest:
+            raise GraphError(f"edge {e.child} -> {e.parent}: properties {sorted(rest)} do not fit their columns")
+        n_edges += 1
+    del last
+
+    # organisations, licences (catalogue ones with their properties, labels and rules)
+    g_orgs = _Group(folder, "organizations", ["id:ID(Organization)", ":LABEL"], {})
+    groups.append(("nodes", g_orgs))
+    for org in sorted(orgs):
+        g_orgs.write([_quote(org), "Organization"], {})
+    fields = ("name", "category", "family", "spdx", "url", "clause", "decidable", "named",
+              "adapter_strict", "derivatives_model_type")
+    lic_props = {}
+    for lic in cat.licenses.values():
+        props = {k: getattr(lic, k) for k in fields} | {"rank": cat.category_rank[lic.category],
+                                                        "catalogue_version": cat.version, "updated_at": now}
+        lic_props[lic.id] = _check_props(lic.id, props)
+    lic_kinds: dict[str, Counter] = {}
+    for props in lic_props.values():
+        for key, value in props.items():
+            if value is not None:
+                lic_kinds.setdefault(key, Counter())[_kind(value)] += 1
+    g_lics = _Group(folder, "licenses", ["id:ID(License)", ":LABEL"], _columns(lic_kinds))
+    groups.append(("nodes", g_lics))
+    for lid in sorted(set(lic_props) | licence_ids):
+        info = cat.licenses.get(lid)
+        labels = ("License", cat.families[info.family].label) if info is not None else ("License",)
+        props = {k: v for k, v in lic_props.get(lid, {}).items() if v is not None}
+        rest = g_lics.write([_quote(lid), _quote(ARRAY_DELIMITER.join(labels))], props)
+        if rest:
+            fixups["License"].append({"id": lid, "props": rest})
+    g_rules = _Group(folder, "allows_derivative_under", [":START_ID(License)", ":END_ID(License)"],
+                     {"code": "string", "catalogue_version": "string"})
+    groups.append(("relationships=ALLOWS_DERIVATIVE_UNDER", g_rules))
+    for (a, b), code in sorted(cat.rules().items()):
+        g_rules.write([_quote(a), _quote(b)], {"code": code, "catalogue_version": cat.version})
+
+    args: list[str] = []
+    multiline: list[Path] = []
+    for flag, group in groups:
+        group.close()
+        args.append(f"--{flag}={','.join(str(p) for p in group.files())}")
+        multiline += group.multiline_files()
+    args += ["--array-delimiter=U+001F", "--bad-tolerance=0", "--skip-duplicate-nodes=false",
+             "--skip-bad-relationships=false", f"--report-file={folder / 'import.report'}"]
+    if multiline:
+        args += ["--multiline-fields-format=v2", f"--multiline-fields={','.join(str(p) for p in multiline)}"]
+    csv_bytes = sum(p.stat().st_size for _, g in groups for p in g.files())
+    return ImportFiles(folder, args, n_models, n_edges, n_rows, n_edge_rows, g_lics.rows, g_orgs.rows,
+                       fixups, csv_bytes)
+
+
+def _apply_fixups(driver, database: str, fixups: dict[str, list[dict[str, Any]]]) -> int:
+    queries = {
+        "Model": "UNWIND $rows AS row MATCH (x:Model {id: row.id}) SET x += row.props",
+        "License": "UNWIND $rows AS row MATCH (x:License {id: row.id}) SET x += row.props",
+    }
+    n = 0
+    for label, rows in fixups.items():
+        for start in range(0, len(rows), _FIXUP_BATCH):
+            driver.execute_query(queries[label], rows=rows[start:start + _FIXUP_BATCH], database_=database)
+        n += len(rows)
+    return n
+
+
+def bulk_load(conn, models, edges, *, home: Path | str | None = None, reason: str = "forced",
+              workdir: Path | str | None = None, keep_files: bool = False,
+              import_heap: str | None = None) -> GraphLoad:
+    """Initial load through ``neo4j-admin database import full`` on the managed Neo4j of ``home``.
+
+    The caller checks that the database may be overwritten (``choose_method`` does). The
+    server is stopped, imported into, started again; then the schema and the fixups follow.
+    """
+    from lineage_index.schema import local_neo4j
+    from lineage_index.schema.graph import ensure_schema
+
+    t0 = time.monotonic()
+    home_p = Path(home) if home is not None else config.neo4j_home()
+    base = Path(workdir) if workdir is not None else home_p / "import"
+    base.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="load-", dir=base))
+    files = write_import_files(models, edges, folder)
+    t1 = time.monotonic()
+    conn.close()  # its connections die with the server
+    heap = import_heap or os.environ.get(config.ENV_IMPORT_HEAP) or config.DEFAULT_IMPORT_HEAP
+    threads = max(1, min(os.cpu_count() or 1, 4))
+    run = local_neo4j.import_full(
+        files.args + [f"--threads={threads}",
+                      f"--max-off-heap-memory={os.environ.get(config.ENV_IMPORT_OFFHEAP) or config.DEFAULT_IMPORT_OFFHEAP}"],
+        database=conn.database, home=home_p, heap=heap, cwd=folder)
+    t2 = time.monotonic()
+    driver = conn.driver()
+    ensure_schema(driver, conn.database)
+    t3 = time.monotonic()
+    fixed = _apply_fixups(driver, conn.database, files.fixups)
+    t4 = time.monotonic()
+    records, _, _ = driver.execute_query("MATCH (m:Model) RETURN count(m) AS n", database_=conn.database)
+    if int(records[0]["n"]) != files.models:
+        raise GraphError(f"bulk import wrote {records[0]['n']} Model nodes, expected {files.models}; "
+                         f"see {run.log_file} and {folder / 'import.report'}")
+    if not keep_files:
+        shutil.rmtree(folder, ignore_errors=True)
+    return GraphLoad(
+        "bulk", reason, files.model_rows, files.edge_rows, time.monotonic() - t0,
+        stages={"csv": t1 - t0, "stop": run.stop_s, "import": run.seconds, "start": run.start_s,
+                "schema": t3 - t2, "fixups": t4 - t3},
+        import_peak_rss_bytes=run.peak_rss_bytes, fixups=fixed, csv_bytes=files.csv_bytes,
+    )
