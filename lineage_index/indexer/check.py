@@ -4,64 +4,75 @@ TARGET is a local model directory, a single ``.safetensors`` file, a sharded ind
 (``*.safetensors.index.json``) or a Hub id. It is sketched exactly as ingest sketches
 (``sketch_model`` over the same range-read plan), candidates come from FAISS over the stored
 sketches of the same family (plus the declared bases that are stored), each candidate is
-verified with ``verify.compare``, and one verdict is chosen from ``VERDICTS``.
+verified with ``verify.compare``, and one verdict is chosen by the rules of ``check_verdict``.
 
-Calibration: the centred cosine of every candidate is turned into a z-score against the
-background of the same family in the store (pairs of stored sketches that ``compare`` says
-are unrelated), with the standard deviation never below the theoretical null 1/sqrt(n).
+Every candidate becomes numbers against the background of its architecture in the index
+(``check_features``) and ``check_calibration``'s fitted models turn them into probabilities.
 A candidate is related only when ``compare`` says so *and* its calibrated z passes
 ``verify.RELATED_Z``: the tool prefers 'unresolved' to a confident wrong answer. Missing
 signals (no times, no records, base not stored) never count as evidence.
 
-Direction reuses ``assemble`` (structural children first, merges by ``merge_fit``, then the
-norm-growth / kurtosis / time / declared votes of ``direction_score``). No printing here.
+The last result per target is kept next to the store (``_checks/``) for ``explain``;
+``--add`` puts the target's sketch and record into the store (the graph: ``check_graph``).
+No printing here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lineage_index.errors import HeaderError, ModelReadError, UsageError
 from lineage_index.indexer.candidates import DEFAULT_K, build_index
+from lineage_index.indexer.check_calibration import (
+    Calibration,
+    load_calibration,
+    score_verdict,
+)
+from lineage_index.indexer.check_features import (
+    Background,
+    background,
+    calibrated_z,
+    parent_vector,
+    related_vector,
+)
+from lineage_index.indexer.check_mergekit import dtype_name, sparse_method
 from lineage_index.indexer.check_verdict import (
     GREY_Z,
     Claim,
+    Decision,
+    PairCache,
     adapter_verdict,
     decide,
+    declared_ancestry,
     describe,
     exit_code,
     judge_claim,
     license_chain,
-    p_related,
 )
 from lineage_index.indexer.pipeline import declared_parents
 from lineage_index.indexer.reader import LocalReader
 from lineage_index.indexer.sketch import sketch_model
 from lineage_index.indexer.sources import dir_sha, list_files, local_record, open_reader
 from lineage_index.indexer.store import SketchStore, load_sketch
-from lineage_index.indexer.verify import RELATED_Z, PairFeatures, compare
+from lineage_index.indexer.verify import RELATED_Z, MergeFit, PairFeatures, matrix_cosines
 from lineage_index.records import Failure, ModelRecord, Sketch
+
+__all__ = ["Background", "CandidateScore", "CheckResult", "check", "last_result", "resolve_target"]
 
 VERDICTS = ("copy", "quantized", "adapter", "finetune", "merge", "prune",
             "family_unresolved", "no_relative", "insufficient")
 MIN_MATRICES = 2  # fewer aligned 2-D matrices than this: insufficient evidence
-BACKGROUND_PAIRS = 24  # random stored pairs of the family tried for the null
-MIN_BACKGROUND = 3  # fewer unrelated pairs than this: fall back to the theoretical null
-
-
-@dataclass(frozen=True)
-class Background:
-    """Null distribution of cos_median among unrelated stored pairs of the target's family."""
-
-    n_pairs: int
-    cos_mean: float
-    cos_sd: float
-    source: str  # "store" | "theoretical"
+PROFILE_CANDIDATES = 3  # per-matrix similarities kept for this many best candidates (report, explain)
+CHECKS_DIR = "_checks"
 
 
 @dataclass(frozen=True)
@@ -71,12 +82,25 @@ class CandidateScore:
     model_id: str
     relation: str  # the target's relation to it, or "related" / "unrelated" / "child"
     probability: float  # that this candidate is the target's parent (merge: one of them)
+    p_related: float  # that it shares the target's weights at all
     cos_median: float
     z: float  # calibrated against the family background
     dist: float
     n_matrices: int
     evidence: str
+    passes_gate: bool = False  # compare says related and z >= RELATED_Z
+    features: dict[str, float] = field(default_factory=dict)  # check_features vectors, raw
 
+
+@dataclass(frozen=True)
+class LayerPoint:
+    """One aligned matrix of a target-candidate pair (the report's per-layer plot)."""
+
+    key: str
+    layer: int | None
+    role: str
+    cos: float
+    z: float  # against the theoretical null of this matrix, cos * sqrt(elements)
 
 
 @dataclass
@@ -100,9 +124,21 @@ class CheckResult:
     requests: int = 0
     seconds: float = 0.0
     added: bool = False
+    merge: dict[str, Any] | None = None  # method, base, parents, weights, residual ratio
+    verdict_features: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)  # provenance of the fitted models
+    layers: dict[str, list[LayerPoint]] = field(default_factory=dict)  # best candidates, per matrix
+    location: str = ""  # what was read: directory or Hub endpoint
+    family_desc: str = ""
+    graph: str = ""  # what --add did to the graph
+    lineage: list[tuple[str, str, str]] = field(default_factory=list)  # (child, parent, relation) around it
+    license: str | None = None  # the target's declared licence
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, default=str)
+        return json.dumps(self.to_dict(), indent=2, default=str)
 
 
 # --- target -> record + sketch ------------------------------------------------------------
@@ -200,41 +236,29 @@ class _Loader:
         return self.cache[model_id]
 
 
-def background(entries: list[_Stored], load: _Loader, seed: int = 0) -> tuple[Background, list[float]]:
-    """Null of cos_median from random stored pairs of the family that ``compare`` finds unrelated."""
-    ids = [e.model_id for e in entries]
-    rng = np.random.default_rng(seed)
-    pairs: set[tuple[str, str]] = set()
-    max_pairs = len(ids) * (len(ids) - 1) // 2
-    while len(pairs) < min(BACKGROUND_PAIRS, max_pairs):
-        i, j = sorted(rng.choice(len(ids), 2, replace=False).tolist())
-        pairs.add((ids[i], ids[j]))
-    cos = [f.cos_median for a, b in sorted(pairs) if not (f := compare(load(a), load(b))).related]
-    if len(cos) >= MIN_BACKGROUND:
-        return Background(len(cos), float(np.mean(cos)), float(np.std(cos, ddof=1)), "store"), cos
-    return Background(len(cos), 0.0, 0.0, "theoretical"), cos
-
-
-def calibrated_z(f: PairFeatures, bg: Background) -> float:
-    """z of the pair's cos_median against the background (sd never below 1/sqrt(n))."""
-    sd_theory = f.cos_median / f.z if f.z else 1.0
-    return (f.cos_median - bg.cos_mean) / max(bg.cos_sd, abs(sd_theory), 1e-12)
+# --- check --------------------------------------------------------------------------------
 
 
 def check(target: str, store: SketchStore, *, model_id: str | None = None, k: int = DEFAULT_K,
           records: dict[str, ModelRecord] | None = None, fail_on_license: str | None = None,
           fail_on_undeclared: bool = False, add: bool = False, endpoint: str | None = None,
-          token: str | bool | None = None) -> CheckResult:
+          token: str | bool | None = None, calibration: Calibration | None = None,
+          save: bool = True, conn=None) -> CheckResult:
     """Sketch ``target``, verify it against the store and return one calibrated verdict.
 
-    ``records`` (optional, e.g. from the directory the index was built from) supply licences
-    and upload times of stored models; without them those signals are simply absent.
-    Raises the ``ModelReadError`` / ``UsageError`` family when the target cannot be read.
+    ``records`` (default: the records kept in the store by ingest) supply licences, upload
+    times and declarations of stored models; without them those signals are simply absent.
+    ``save`` keeps the result for ``explain``; ``add`` puts the target's sketch and record
+    into the store and, given a Neo4j connection ``conn``, its node and edges into the graph
+    (``check_graph.add_to_graph``). Raises the ``ModelReadError`` / ``UsageError`` family when the target
+    cannot be read.
     """
     t0 = time.perf_counter()
+    cal = calibration or load_calibration()
     rec = resolve_target(target, model_id=model_id, endpoint=endpoint, token=token)
     sk = sketch_target(rec, token)
-    recs = dict(records or {})
+    recs = dict(store.records() if records is None else records)
+    recs.pop(rec.id, None)
     recs[rec.id] = rec
     declared = declared_parents(rec)
     entries = [] if sk.kind == "adapter" else stored_family(store, sk.family, rec.id)
@@ -243,51 +267,149 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
     def find(m: str) -> Sketch | None:
         return load.cache.get(m) or (load(m) if m in load.by_id else store.latest(m))
 
-    bg, _ = background(entries, load) if len(entries) >= 2 else (Background(0, 0.0, 0.0, "theoretical"), [])
-    evidence: list[str] = [f"family {sk.family_desc[:80]} ({len(entries)} stored sketches)",
-                           f"background: {bg.n_pairs} unrelated pairs, cos {bg.cos_mean:+.4f} ± {bg.cos_sd:.4f}"
-                           f" ({bg.source})"]
-    verdict, parents, coefs, prob = "no_relative", [], [], 0.0
-    scores: list[CandidateScore] = []
+    cmp = PairCache()
+    bg, _ = background([e.model_id for e in entries], load, cmp=cmp)
+    evidence = [f"family {sk.family_desc[:80]} ({len(entries)} stored sketches)",
+                f"background: {bg.n_pairs} unrelated pairs, cos {bg.cos_mean:+.4f} ± {bg.cos_sd:.4f} ({bg.source})"]
+    feats: dict[str, PairFeatures] = {}
+    zs: dict[str, float] = {}
     if sk.kind == "adapter":
-        verdict, parents, prob, why = adapter_verdict(rec, find)
-        evidence.append(why)
+        d = adapter_verdict(rec, find)
     elif entries:
         q = np.ascontiguousarray(sk.embedding[None, :].astype(np.float32))
         index = build_index(np.ascontiguousarray(np.stack([e.embedding for e in entries])))
         _, idx = index.search(q, min(k, len(entries)))
         cand_ids = [entries[int(i)].model_id for i in idx[0] if i >= 0]
-        cand_ids += [d for d in declared if d in load.by_id and d not in cand_ids]
-        feats = {c: compare(sk, load(c)) for c in cand_ids}
+        cand_ids += [c for c in declared if c in load.by_id and c not in cand_ids]
+        feats = {c: cmp(sk, load(c)) for c in cand_ids}
         zs = {c: calibrated_z(f, bg) for c, f in feats.items()}
+        # nearest first; among bit-identical copies (equal distance) the oldest upload first
         related = sorted((c for c, f in feats.items() if f.related and zs[c] >= RELATED_Z),
-                         key=lambda c: (feats[c].dist, c))
-        verdict, parents, coefs, prob, why, rel_of, p_of = decide(sk, related, feats, zs, load, recs,
-                                                                    declared, records is not None)
-        evidence += why
-        for c in sorted(cand_ids, key=lambda c: (feats[c].dist, c)):
-            f = feats[c]
-            scores.append(CandidateScore(c, rel_of.get(c, "unrelated"), round(p_of.get(c, 0.0), 4),
-                                         round(f.cos_median, 5), round(zs[c], 2), round(f.dist, 5),
-                                         f.n_matrices, describe(f, rec.id)))
+                         key=lambda c: (feats[c].dist, (recs[c].created_at or "~") if c in recs else "~", c))
+        d = decide(sk, related, feats, load, recs, declared, cmp)
         n_mat = max((f.n_matrices for f in feats.values()), default=0)
-        if verdict == "no_relative" and (n_mat < MIN_MATRICES or max(zs.values(), default=0.0) >= GREY_Z):
-            verdict, prob = "insufficient", 0.5
-            evidence.append("too few aligned matrices" if n_mat < MIN_MATRICES else
-                            "the best candidate lies between the background and the related threshold")
-        elif verdict == "no_relative":
-            best = max(zs.values(), default=0.0)
-            prob = round(1.0 - p_related(best), 4)
-            evidence.append(f"no stored model passes z >= {RELATED_Z:g} (best z {best:.1f})")
+        best = max(zs.values(), default=0.0)
+        if d.verdict == "no_relative" and (n_mat < MIN_MATRICES or best >= GREY_Z):
+            d.verdict = "insufficient"
+            d.evidence.append("too few aligned matrices" if n_mat < MIN_MATRICES else
+                              f"the best candidate (z {best:.1f}) lies between the background and z {RELATED_Z:g}")
+        elif d.verdict == "no_relative":
+            d.evidence.append(f"no stored model passes z >= {RELATED_Z:g} (best z {best:.1f})")
     else:
-        evidence.append("no stored sketch of this architecture")
-    claim = judge_claim(sk, declared, verdict, parents, find, lambda f: calibrated_z(f, bg))
-    chain = license_chain(parents, recs)
-    code, failures = exit_code(verdict, parents, claim, chain, fail_on_license, fail_on_undeclared)
+        d = Decision("no_relative", [], evidence=["no stored sketch of this architecture"])
+    evidence += d.evidence
+    scores, vfeat = _score(sk, d, feats, zs, bg, cal, recs)
+    prob = cal.verdict(vfeat)
+    claim = judge_claim(sk, declared, d.verdict, d.parents, find, lambda f: calibrated_z(f, bg))
+    chain = license_chain(d.parents, recs)
+    code, failures = exit_code(d.verdict, d.parents, claim, chain, fail_on_license, fail_on_undeclared)
+    layers = {c.model_id: _profile(sk, load(c.model_id)) for c in scores[:PROFILE_CANDIDATES]}
+    lineage = [(rec.id, p, d.verdict) for p in d.parents] + declared_ancestry(d.parents, recs)
+    lineage += [(c, rec.id, "child") for c in sorted(d.children)]
+    if claim.status == "contradicted":
+        lineage += [(rec.id, b, "declared, contradicted") for b in declared if b not in d.parents]
     if add:
         store.put(sk)
-    return CheckResult(rec.id, sk.family, verdict, round(prob, 4), parents, [round(c, 4) for c in coefs],
-                       scores, evidence, bg, claim, code, chain, failures, sk.bytes_read, sk.requests,
-                       round(time.perf_counter() - t0, 3), add)
+        store.put_record(rec)
+    result = CheckResult(
+        rec.id, sk.family, d.verdict, round(prob, 4), d.parents, [round(c, 4) for c in d.coefficients], scores,
+        evidence, bg, claim, code, chain, failures, sk.bytes_read, sk.requests, round(time.perf_counter() - t0, 3),
+        add, _merge_dict(d.merge, sk, find), {k: round(v, 4) for k, v in vfeat.items()}, _provenance(cal), layers,
+        rec.location, sk.family_desc, lineage=lineage, license=rec.license_name or rec.license)
+    if add and conn is not None:
+        from lineage_index.indexer.check_graph import add_to_graph
+
+        near = {m: s for m in [*d.parents, *declared] if (s := find(m)) is not None}
+        edges = add_to_graph(conn, rec, sk, result, near)
+        result.graph = f"wrote {rec.id} and {len(edges)} DERIVED_FROM edge(s) to {conn.describe()}"
+    elif add:
+        result.graph = "no Neo4j reachable: the graph was not written (the store was)"
+    if save:
+        save_result(store, target, result, cal)
+    return result
 
 
+def _score(sk: Sketch, d: Decision, feats: dict[str, PairFeatures], zs: dict[str, float], bg: Background,
+           cal: Calibration, recs: dict[str, ModelRecord]) -> tuple[list[CandidateScore], dict[str, float]]:
+    """Per-candidate probabilities from the fitted models, and the verdict's features."""
+    me = sk.model_id
+    gate = {c: f.related and zs[c] >= RELATED_Z for c, f in feats.items()}
+    positive = [f.dist for c, f in feats.items() if gate[c] and f.dist > 0]
+    nearest = min(positive) if positive else None
+    x = {c: {**related_vector(f, bg), **parent_vector(f, c, me, nearest_dist=nearest, merge=d.merge,
+                                                       child_of_target=c in d.merge_children, recs=recs)}
+         for c, f in feats.items()}
+    p_rel, p_par, vfeat = score_verdict(cal, x, gate, d.verdict, d.parents, d.merge.base if d.merge else None)
+    scores = [CandidateScore(c, d.relation_of.get(c, "unrelated"), round(p_par[c], 4), round(p_rel[c], 4),
+                             round(f.cos_median, 5), round(zs[c], 2), round(f.dist, 5), f.n_matrices,
+                             describe(f, me), gate[c], {k: round(v, 4) for k, v in x[c].items()})
+              for c, f in sorted(feats.items(), key=lambda t: (-p_par[t[0]], t[1].dist, t[0]))]
+    return scores, vfeat
+
+
+def _merge_dict(fit: MergeFit | None, sk: Sketch, find: Callable[[str], Sketch | None]) -> dict[str, Any] | None:
+    """The merge fit, with mergekit's method (TIES or DARE for a sparse merge) and dtype."""
+    if fit is None:
+        return None
+    out: dict[str, Any] = {"method": fit.method, "base": fit.base, "parents": list(fit.parents),
+                           "weights": [round(w, 4) for w in fit.weights], "residual_ratio": round(fit.ratio, 4),
+                           "dtype": dtype_name(sk.dtypes)}
+    base = find(fit.base) if fit.base else None
+    parents = [p for p in (find(m) for m in fit.parents) if p is not None]
+    if fit.method == "sparse" and base is not None and len(parents) == len(fit.parents):
+        out["mergekit_method"], out["density"], out["trim_ratio"] = sparse_method(sk, base, parents)
+    return out
+
+
+def _provenance(cal: Calibration) -> dict[str, Any]:
+    keep = ("created", "zoos", "n_pairs", "n_verdicts", "command")
+    return {k: cal.provenance[k] for k in keep if k in cal.provenance}
+
+
+def _profile(sk: Sketch, other: Sketch) -> list[LayerPoint]:
+    return [LayerPoint(key, layer, role, round(c, 6), round(c * float(np.sqrt(n)), 2))
+            for key, layer, role, c, n in matrix_cosines(sk, other)]
+
+
+# --- the last result per target, for ``explain`` ---------------------------------------------
+
+
+def _keys(target: str, model_id: str | None = None) -> list[str]:
+    path = Path(target)
+    keys = [str(path.resolve()) if path.exists() else target]
+    if model_id and model_id not in keys:
+        keys.append(model_id)
+    return keys
+
+
+def _check_path(store: SketchStore, key: str) -> Path:
+    return store.root / CHECKS_DIR / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+
+def save_result(store: SketchStore, target: str, result: CheckResult, cal: Calibration) -> None:
+    """Keep ``result`` with the raw numbers behind it, keyed by the target as given and by model id."""
+    terms = {c.model_id: {"related": cal.related.contributions(c.features), "parent": cal.parent.contributions(c.features)}
+             for c in result.candidates}
+    record = {"target": target, "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+              "result": result.to_dict(),
+              "calibration": {"related": cal.related.as_dict(), "parent": cal.parent.as_dict(),
+                              "verdict": cal.verdict.as_dict(), "provenance": cal.provenance},
+              "terms": terms, "verdict_terms": cal.verdict.contributions(result.verdict_features),
+              "verdict_logit": round(cal.verdict.logit(result.verdict_features), 4)}
+    text = json.dumps(record, indent=1, default=str)
+    for key in _keys(target, result.target):
+        path = _check_path(store, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
+def last_result(store: SketchStore, target: str) -> dict[str, Any]:
+    """The saved record of the last check of ``target`` (path as given, or model id)."""
+    for key in _keys(target):
+        path = _check_path(store, key)
+        if path.is_file():
+            return json.loads(path.read_text())
+    raise UsageError(f"no check has been run for {target!r} with the store {store.root}; "
+                     f"run `lineage-index check {target}` first")

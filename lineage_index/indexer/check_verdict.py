@@ -1,29 +1,44 @@
 """Verdict rules of ``check`` (issue 10): relation, parents, the card's claim, licences, exit code.
 
 Pure functions over verified ``PairFeatures`` and stored sketches, reusing ``assemble``'s
-direction votes and ``verify.merge_fit``: structural signatures first (copy, quantised, pruned:
-the child carries the signature), then merges, then fine-tune direction. A missing signal
-(no record, no time, base not stored) is never evidence. No I/O and no printing here.
+direction votes and ``verify.find_merge``: structural signatures first (copy, quantised,
+pruned: the child carries the signature), then merges, then fine-tune direction. A missing
+signal (no record, no time, base not stored) is never evidence. The rules choose; how sure to
+be is ``check_calibration``'s job (fitted, not written here). No I/O and no printing here.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lineage_index.indexer.assemble import MERGE_NEIGHBOURS, direction_score
 from lineage_index.indexer.canon import adapter_target_signature
 from lineage_index.indexer.pipeline import declared_parents
-from lineage_index.indexer.verify import RELATED_Z, PairFeatures, compare, find_merge
+from lineage_index.indexer.verify import RELATED_Z, MergeFit, PairFeatures, compare, find_merge
 from lineage_index.records import ModelRecord, Sketch
 
-GREY_Z = 4.0  # calibrated z between this and RELATED_Z: neither related nor clearly independent
-P_STRUCTURAL = 0.97  # a structural signature (rounded copy, grid, new zeros) fixes the direction
+# A best candidate with calibrated z between GREY_Z and RELATED_Z is neither related nor clearly
+# independent (4 sd above the background: p < 1e-4 under the null, yet short of the related bar).
+GREY_Z = 4.0
 LINEAGE_VERDICTS = ("copy", "quantized", "adapter", "finetune", "merge", "prune")
 EXIT_CODES = {"ok": 0, "usage": 2, "contradicted": 3, "unknown": 4}
 Load = Callable[[str], Sketch]  # stored sketch by model id (must exist)
 Find = Callable[[str], "Sketch | None"]  # stored sketch by model id, None when absent
+Compare = Callable[[Sketch, Sketch], PairFeatures]
+
+
+class PairCache:
+    """``verify.compare`` memoised by (model, sha) pair within one check."""
+
+    def __init__(self) -> None:
+        self.memo: dict[tuple, PairFeatures] = {}
+
+    def __call__(self, a: Sketch, b: Sketch) -> PairFeatures:
+        key = (a.model_id, a.sha, b.model_id, b.sha)
+        if key not in self.memo:
+            self.memo[key] = compare(a, b)
+        return self.memo[key]
 
 
 @dataclass(frozen=True)
@@ -33,15 +48,6 @@ class Claim:
     declared: tuple[str, ...]
     status: str  # "none" | "supported" | "contradicted" | "cannot_judge"
     reason: str = ""
-
-
-
-def p_related(z: float) -> float:
-    return 1.0 - math.exp(-max(0.0, z - GREY_Z) / GREY_Z)
-
-
-def _p_direction(score: float) -> float:
-    return 0.5 + 0.45 * math.tanh(abs(score) / 3.0)
 
 
 def _structural(f: PairFeatures, child: str) -> str | None:
@@ -55,7 +61,21 @@ def _structural(f: PairFeatures, child: str) -> str | None:
     return None
 
 
-def adapter_verdict(rec: ModelRecord, find: Find) -> tuple[str, list[str], float, str]:
+@dataclass
+class Decision:
+    """What the rules chose: verdict, parents, merge coefficients, and each candidate's role."""
+
+    verdict: str
+    parents: list[str]
+    coefficients: list[float] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+    relation_of: dict[str, str] = field(default_factory=dict)  # candidate -> its relation to the target
+    children: set[str] = field(default_factory=set)  # candidates shown to derive from the target
+    merge_children: set[str] = field(default_factory=set)  # stored merges with the target among their inputs
+    merge: MergeFit | None = None
+
+
+def adapter_verdict(rec: ModelRecord, find: Find) -> Decision:
     """Adapters: the declared base must be stored and its matrix shapes must fit the LoRA."""
     targets = adapter_target_signature(rec.tensors)
     for base in declared_parents(rec):
@@ -64,14 +84,15 @@ def adapter_verdict(rec: ModelRecord, find: Find) -> tuple[str, list[str], float
             continue
         shapes = {s.role: tuple(s.shape) for s in sk.samples.values() if len(s.shape) == 2}
         if targets and all(shapes.get(r) in (sh, sh[::-1]) for r, sh in targets.items()):
-            return "adapter", [base], 0.9, f"LoRA shapes fit the stored base {base}"
-        return "insufficient", [], 0.5, f"LoRA shapes do not fit the declared base {base}"
-    return "insufficient", [], 0.0, "adapter whose declared base is not in the index"
+            return Decision("adapter", [base], evidence=[f"LoRA shapes fit the stored base {base}"],
+                            relation_of={base: "adapter"})
+        return Decision("insufficient", [], evidence=[f"LoRA shapes do not fit the declared base {base}"])
+    return Decision("insufficient", [], evidence=["adapter whose declared base is not in the index"])
 
 
-def decide(sk: Sketch, related: list[str], feats: dict[str, PairFeatures], zs: dict[str, float],
-            load: Load, recs: dict[str, ModelRecord], declared: tuple[str, ...], use_time: bool):
-    """(verdict, parents, coefficients, probability, evidence, relation per candidate, p per candidate).
+def decide(sk: Sketch, related: list[str], feats: dict[str, PairFeatures], load: Load,
+           recs: dict[str, ModelRecord], declared: tuple[str, ...], cmp: Compare = compare) -> Decision:
+    """The verdict on the target from its related candidates (nearest first).
 
     Structural signatures first (the target is a copy / quantised / pruned child of one
     candidate), then a merge fit over the non-structural relatives, then fine-tune direction.
@@ -79,52 +100,63 @@ def decide(sk: Sketch, related: list[str], feats: dict[str, PairFeatures], zs: d
     carries a structural signature over the target, is the target's child, never its parent.
     """
     me = sk.model_id
-    rel_of: dict[str, str] = {c: "related" for c in related}
-    p_of: dict[str, float] = {}
+    d = Decision("no_relative", [], relation_of={c: "related" for c in related})
     if not related:
-        return "no_relative", [], [], 0.0, [], rel_of, p_of
-    children = {c for c in related if _structural(feats[c], c) and feats[c].copy_child != "same"}
+        return d
+    d.children = {c for c in related if _structural(feats[c], c) and feats[c].copy_child != "same"}
     for c in related:  # a bit-identical pair: the newer upload (when times are known) is the copy
-        if feats[c].copy_child == "same" and use_time and _older(me, c, recs):
-            children.add(c)
+        if feats[c].copy_child == "same" and _older(me, c, recs):
+            d.children.add(c)
     for c in related:  # structural: the target carries the signature over its nearest source
         rel = _structural(feats[c], me)
-        if rel and c not in children:
-            c = _prefer(c, related, load, declared, recs)
-            p = min(p_related(zs[c]), P_STRUCTURAL)
-            rel_of[c], p_of[c] = rel, p
+        if rel and c not in d.children:
+            c = _prefer(c, related, load, declared, recs, cmp)
             same = " (bit-identical: which upload is the original is not in the weights)" \
-                if feats[c].copy_child == "same" and not use_time else ""
-            return rel, [c], [], p, [f"{rel} of {c}: {describe(feats[c], me)}{same}"], rel_of, p_of
-    pool = _merge_inputs([c for c in related if c not in children][:MERGE_NEIGHBOURS], load)
+                if feats[c].copy_child == "same" and not _dated(me, c, recs) else ""
+            d.verdict, d.parents, d.relation_of[c] = rel, [c], rel
+            d.evidence.append(f"{rel} of {c}: {describe(feats[c], me)}{same}")
+            return _mark_children(d)
+    pool = _merge_inputs([c for c in related if c not in d.children][:MERGE_NEIGHBOURS], load, cmp)
     for c in pool:  # a stored merge of the target with others is a child (norm growth is biased there)
         fit = find_merge(load(c), [sk] + [load(o) for o in pool if o != c])
         if fit is not None and me in fit.parents:
-            children.add(c)
-    for c in children:
-        rel_of[c] = "child"
-    inputs = [c for c in pool if c not in children]
+            d.children.add(c)
+            d.merge_children.add(c)
+    inputs = [c for c in pool if c not in d.children]
     if len(inputs) >= 2:
         fit = find_merge(sk, [load(c) for c in inputs])
         if fit is not None:
-            ids, weights = fit.parents, fit.weights
-            p = min(min(p_related(zs[c]) for c in ids), 1.0 - min(fit.ratio, 1.0))
-            for c in ids:
-                rel_of[c], p_of[c] = "merge", p
+            d.verdict, d.parents, d.coefficients, d.merge = "merge", list(fit.parents), list(fit.weights), fit
+            for c in fit.parents:
+                d.relation_of[c] = "merge"
+            if fit.base:
+                d.relation_of[fit.base] = "merge base"
             base = f" over base {fit.base}" if fit.base else ""
-            return "merge", ids, weights, p, [f"{fit.method} merge{base}, fit residual {fit.ratio:.3f}"], \
-                rel_of, p_of
+            d.evidence.append(f"{fit.method} merge{base}, fit residual {fit.ratio:.3f}")
+            return _mark_children(d)
+    ahead = [c for c in inputs if direction_score(feats[c], c, me, recs, True) > 0]
     for c in inputs:
-        s = direction_score(feats[c], c, me, recs, use_time)
-        p_of[c] = min(p_related(zs[c]), _p_direction(s)) if s > 0 else 0.0
-        rel_of[c] = "finetune" if s > 0 else "child"
-    parents = [c for c in inputs if rel_of[c] == "finetune"]
-    if parents:
-        c = _prefer(parents[0], related, load, declared, recs)
-        rel_of[c], p_of[c] = "finetune", p_of[parents[0]]
-        return "finetune", [c], [], p_of[c], [f"fine-tune of {c}: {describe(feats[c], me)}"], rel_of, p_of
-    return "family_unresolved", [], [], min(p_related(zs[related[0]]), 0.9), \
-        [f"related to {len(related)} stored model(s), all of which look derived from the target"], rel_of, p_of
+        d.relation_of[c] = "related" if c in ahead else "child"
+        if c not in ahead:
+            d.children.add(c)
+    if ahead:
+        c = _prefer(ahead[0], related, load, declared, recs, cmp)
+        d.verdict, d.parents, d.relation_of[c] = "finetune", [c], "finetune"
+        d.evidence.append(f"fine-tune of {c}: {describe(feats[c], me)}")
+        return _mark_children(d)
+    d.verdict = "family_unresolved"
+    d.evidence.append(f"related to {len(related)} stored model(s), all of which look derived from the target")
+    return _mark_children(d)
+
+
+def _mark_children(d: Decision) -> Decision:
+    for c in d.children:
+        d.relation_of[c] = "child"
+    return d
+
+
+def _dated(a: str, b: str, recs: dict[str, ModelRecord]) -> bool:
+    return bool(recs.get(a) and recs[a].created_at and recs.get(b) and recs[b].created_at)
 
 
 def _older(a: str, b: str, recs: dict[str, ModelRecord]) -> bool:
@@ -132,9 +164,10 @@ def _older(a: str, b: str, recs: dict[str, ModelRecord]) -> bool:
     return bool(ta and tb and ta < tb)
 
 
-def _prefer(c: str, pool: list[str], load: Load, declared: tuple[str, ...], recs: dict[str, ModelRecord]) -> str:
+def _prefer(c: str, pool: list[str], load: Load, declared: tuple[str, ...], recs: dict[str, ModelRecord],
+            cmp: Compare = compare) -> str:
     """Among ``c`` and its bit-identical copies in ``pool``: the declared one, else the oldest, else ``c``."""
-    same = [c] + [o for o in pool if o != c and compare(load(c), load(o)).copy_child == "same"]
+    same = [c] + [o for o in pool if o != c and cmp(load(c), load(o)).copy_child == "same"]
     for d in declared:
         if d in same:
             return d
@@ -142,12 +175,12 @@ def _prefer(c: str, pool: list[str], load: Load, declared: tuple[str, ...], recs
     return min(dated, key=lambda m: recs[m].created_at or "") if dated else c
 
 
-def _merge_inputs(cands: list[str], load: Load) -> list[str]:
+def _merge_inputs(cands: list[str], load: Load, cmp: Compare = compare) -> list[str]:
     """Candidates that are not structural copies of another candidate (they add no direction)."""
     keep: list[str] = []
     for c in cands:
-        if not any(compare(load(k), load(c)).copy_child in (c, "same") or
-                   compare(load(k), load(c)).quant_child == c for k in keep):
+        pairs = (cmp(load(k), load(c)) for k in keep)
+        if not any(f.copy_child in (c, "same") or f.quant_child == c for f in pairs):
             keep.append(c)
     return keep
 
@@ -209,6 +242,21 @@ def license_chain(parents: list[str], recs: dict[str, ModelRecord]) -> list[tupl
         if r is not None:
             todo += list(declared_parents(r))
     return chain
+
+
+def declared_ancestry(parents: list[str], recs: dict[str, ModelRecord], limit: int = 20) -> list[tuple[str, str, str]]:
+    """(child, declared base, 'declared') up the recovered parents' cards, as far as records go."""
+    edges: list[tuple[str, str, str]] = []
+    todo, seen = list(parents), set()
+    while todo and len(edges) < limit:
+        m = todo.pop(0)
+        if m in seen or m not in recs:
+            continue
+        seen.add(m)
+        for base in declared_parents(recs[m]):
+            edges.append((m, base, "declared"))
+            todo.append(base)
+    return edges
 
 
 def exit_code(verdict: str, parents: list[str], claim: Claim, chain: list[tuple[str, str | None]],

@@ -1,0 +1,131 @@
+"""Features of ``check`` (issue 10): every candidate pair as numbers against its background.
+
+The *background* is the null of the index itself: random stored pairs of the target's
+architecture that ``verify.compare`` finds unrelated. Symmetric similarity features are
+z-scores against it (the standard deviation never below the theoretical null 1/sqrt(n) of a
+centred cosine over n independent elements), log-compressed (``slog``) because related pairs
+reach z in the hundreds. Direction features have no background among unrelated pairs (there is
+no direction there): they are signed votes in [-1, 1], + for "the candidate is the target's
+parent", and **0 when the signal is missing** (no upload time, no structural signature, no
+merge): a missing signal is never evidence, for or against.
+
+These are exactly the numbers ``check_calibration`` turns into probabilities and that
+``bench/fit_check_calibration.py`` fits on, so check and the fit cannot drift apart.
+Pure functions; no I/O beyond loading stored sketches through the given loader.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from lineage_index.indexer.assemble import _time_vote
+from lineage_index.indexer.verify import MergeFit, PairFeatures, compare
+from lineage_index.records import ModelRecord, Sketch
+
+BACKGROUND_PAIRS = 24  # random stored pairs of the family tried for the null
+MIN_BACKGROUND = 3  # fewer unrelated pairs than this: fall back to the theoretical null
+NEARNESS_CAP = 5.0  # log distance ratio beyond which "farther" says nothing more
+
+RELATED_FEATURES = ("z_cos", "z_cos_min")
+PARENT_FEATURES = ("structural", "same_copy", "growth", "kurtosis", "time", "nearness",
+                   "merge_input", "merge_base")
+
+
+@dataclass(frozen=True)
+class Background:
+    """Null of the pair features among unrelated stored pairs of the target's architecture."""
+
+    n_pairs: int
+    cos_mean: float
+    cos_sd: float
+    source: str  # "store" | "theoretical"
+    cos_min_mean: float = 0.0
+    cos_min_sd: float = 0.0
+    dist_mean: float = 1.0
+    dist_sd: float = 0.0
+
+
+THEORETICAL = Background(0, 0.0, 0.0, "theoretical")
+
+
+def background(ids: list[str], load: Callable[[str], Sketch], seed: int = 0,
+               cmp: Callable[[Sketch, Sketch], PairFeatures] = compare) -> tuple[Background, list[PairFeatures]]:
+    """Null from up to ``BACKGROUND_PAIRS`` random stored pairs that ``compare`` finds unrelated."""
+    if len(ids) < 2:
+        return THEORETICAL, []
+    rng = np.random.default_rng(seed)
+    pairs: set[tuple[str, str]] = set()
+    max_pairs = len(ids) * (len(ids) - 1) // 2
+    while len(pairs) < min(BACKGROUND_PAIRS, max_pairs):
+        i, j = sorted(rng.choice(len(ids), 2, replace=False).tolist())
+        pairs.add((ids[i], ids[j]))
+    null = [f for a, b in sorted(pairs) if not (f := cmp(load(a), load(b))).related]
+    if len(null) < MIN_BACKGROUND:
+        return Background(len(null), 0.0, 0.0, "theoretical"), null
+
+    def stats(vals: list[float]) -> tuple[float, float]:
+        return float(np.mean(vals)), float(np.std(vals, ddof=1))
+
+    cm, cs = stats([f.cos_median for f in null])
+    mm, ms = stats([f.cos_min for f in null])
+    dm, ds = stats([f.dist for f in null])
+    return Background(len(null), cm, cs, "store", mm, ms, dm, ds), null
+
+
+def slog(x: float) -> float:
+    """Sign-preserving log1p: keeps z in the hundreds on the scale of votes in [-1, 1]."""
+    return math.copysign(math.log1p(abs(x)), x)
+
+
+def _sd_theory(f: PairFeatures) -> float:
+    return abs(f.cos_median / f.z) if f.z else 1.0  # compare's z = cos / (1/sqrt(n))
+
+
+def calibrated_z(f: PairFeatures, bg: Background) -> float:
+    """z of the pair's median centred cosine against the background (sd never below 1/sqrt(n))."""
+    return (f.cos_median - bg.cos_mean) / max(bg.cos_sd, _sd_theory(f), 1e-12)
+
+
+def calibrated_z_min(f: PairFeatures, bg: Background) -> float:
+    """z of the pair's lowest matrix cosine against the background's lowest ones."""
+    return (f.cos_min - bg.cos_min_mean) / max(bg.cos_min_sd, _sd_theory(f), 1e-12)
+
+
+def related_vector(f: PairFeatures, bg: Background) -> dict[str, float]:
+    return {"z_cos": slog(calibrated_z(f, bg)), "z_cos_min": slog(calibrated_z_min(f, bg))}
+
+
+def structural_child(f: PairFeatures) -> str | None:
+    """The model of the pair that carries a structural signature over the other, if one does."""
+    return f.quant_child or (f.copy_child if f.copy_child != "same" else None) or f.prune_child
+
+
+def parent_vector(f: PairFeatures, cand: str, target: str, *, nearest_dist: float | None,
+                  merge: MergeFit | None, child_of_target: bool,
+                  recs: dict[str, ModelRecord]) -> dict[str, float]:
+    """Votes that ``cand`` is ``target``'s parent (+) or not (-); 0 where the signal is missing."""
+    child = structural_child(f)
+    structural = 1.0 if child == target else -1.0 if (child == cand or child_of_target) else 0.0
+    same = f.copy_child == "same"
+    growth = 0.0
+    if not structural and not same and f.norm_growth:
+        growth = max(-1.0, min(1.0, f.norm_growth if f.a == cand else -f.norm_growth))
+    kc, kt = (f.kurt_a, f.kurt_b) if f.a == cand else (f.kurt_b, f.kurt_a)
+    kurt = math.copysign(1.0, kc - kt) if abs(kc - kt) > 1e-6 and not structural and not same else 0.0
+    near = 0.0
+    if nearest_dist is not None and nearest_dist > 0 and f.dist > 0:
+        near = min(NEARNESS_CAP, max(0.0, math.log(f.dist / nearest_dist)))
+    return {
+        "structural": structural,
+        "same_copy": 1.0 if same else 0.0,
+        "growth": growth,
+        "kurtosis": kurt,
+        "time": _time_vote(cand, target, recs),
+        "nearness": near,
+        "merge_input": 1.0 if merge is not None and cand in merge.parents else 0.0,
+        "merge_base": 1.0 if merge is not None and merge.base == cand else 0.0,
+    }
