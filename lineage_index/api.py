@@ -14,7 +14,14 @@ from typing import Any
 
 from lineage_index.errors import UsageError
 from lineage_index.indexer.impute import impute, imputed_props, read_license_texts
-from lineage_index.indexer.pipeline import Recovery, index_scope, recover, sketch_all
+from lineage_index.indexer.pipeline import (
+    Recovery,
+    changed_models,
+    incremental_scope,
+    recover,
+    sketch_all,
+    source_records,
+)
 from lineage_index.indexer.sources import DirSource, HfCacheSource, Source
 from lineage_index.indexer.store import SketchStore
 from lineage_index.records import Edge, Failure, ModelRecord, Sketch
@@ -59,6 +66,9 @@ class IngestSummary:
     graph_written: bool
     deleted_edges: int = 0
     roots: list[str] = field(default_factory=list)
+    graph_load: str | None = None  # "bulk" | "bolt" | None (nothing written)
+    rewritten: list[str] = field(default_factory=list)  # models whose nodes and edges were rewritten
+    reverified_families: list[str] = field(default_factory=list)
 
     def edges_by(self, attr: str) -> dict[str, int]:
         return dict(Counter(getattr(e, attr) for e in self.edges))
@@ -68,8 +78,13 @@ class IngestSummary:
         return [e for e in self.edges if e.contradicted]
 
 
-def compute_roots(edges: list[Edge], model_ids: list[str]) -> dict[str, str]:
-    """Root of each model along asserted parent edges (first parent; cycles stop safely)."""
+def compute_roots(
+    edges: list[Edge], model_ids: list[str], known_roots: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Root of each model along asserted parent edges (first parent; cycles stop safely).
+
+    A walk that leaves ``model_ids`` ends at that model's stored root (``known_roots``) if known.
+    """
     parent: dict[str, str] = {}
     for e in sorted(edges, key=lambda e: (e.child, -e.confidence, e.parent)):
         if not e.contradicted and e.child not in parent:
@@ -80,7 +95,7 @@ def compute_roots(edges: list[Edge], model_ids: list[str]) -> dict[str, str]:
         while cur in parent and parent[cur] not in seen:
             cur = parent[cur]
             seen.add(cur)
-        roots[m] = cur
+        roots[m] = (known_roots or {}).get(cur, cur)
     return roots
 
 
@@ -116,27 +131,24 @@ def model_props(rec: ModelRecord, sketch: Sketch | None, root: str | None) -> di
 
 def write_graph(
     conn, records: dict[str, ModelRecord], sketches: dict[str, Sketch], failures: list[Failure],
-    recovery: Recovery, license_texts: dict[str, str] | None = None,
-) -> int:
-    """Write models (with imputed metadata), failures and edges; returns stale edges deleted."""
-    from lineage_index.schema.graph import ensure_schema
-    from lineage_index.schema.writer import GraphWriter
+    recovery: Recovery, license_texts: dict[str, str] | None = None, *,
+    graph_load: str | None = None, known_roots: dict[str, str] | None = None,
+):
+    """Write models (with imputed metadata), failures and edges; returns the ``bulk.GraphLoad``.
 
-    driver = conn.driver()
-    ensure_schema(driver, conn.database)
-    writer = GraphWriter(driver, conn.database)
-    roots = compute_roots(recovery.edges, list(records))
+    ``graph_load``: auto | bulk | bolt (``schema.bulk.choose_method``: the initial load of a large
+    index into the empty managed Neo4j goes through neo4j-admin's bulk importer, the rest through
+    the batched Bolt writer).
+    """
+    from lineage_index.schema.bulk import load_graph
+
+    roots = compute_roots(recovery.edges, list(records), known_roots)
     imp = imputed_props(impute(records, recovery.edges, license_texts))
     rows = [{"id": m, "props": {**model_props(r, sketches.get(m), roots.get(m)), **imp.get(m, {})}}
             for m, r in records.items()]
     rows += [{"id": f.model_id, "props": {"status": "failed", "failure": f.kind, "failure_message": f.message}}
              for f in failures]
-    writer.upsert_models(rows)
-    deleted, _ = writer.replace_edges_for_children(list(records), recovery.edges)
-    from lineage_index.queries import licenses
-
-    licenses.refresh(driver, conn.database)  # catalogue + inherited licences along the new edges
-    return deleted
+    return load_graph(conn, rows, recovery.edges, child_ids=list(records), method=graph_load)
 
 
 def ingest(
@@ -145,27 +157,65 @@ def ingest(
     store: SketchStore | None = None,
     conn=None,
     show_progress: bool = False,
+    ray: bool | str = False,
+    graph_load: str | None = None,
+    full: bool = False,
 ) -> IngestSummary:
-    """Run sources -> sketch -> recover and, when ``conn`` is given, write the graph."""
+    """Run sources -> sketch -> recover and, when ``conn`` is given, write the graph.
+
+    ``ray``: read the sketches as Ray tasks (True: a local Ray started on demand; a string: the
+    cluster address). With a graph, only models whose graph entry is stale (new, re-read, other
+    sha or status) and the families they touch are recovered and rewritten (``full``: all).
+    """
     store = store if store is not None else SketchStore()
-    run_records, report = sketch_all(source.iter_records(), source.open_reader, store, show_progress=show_progress)
-    records, sketches = index_scope(store, run_records, report.sketches)
-    recovery = recover(records, sketches)
-    deleted = 0
+    fanout = None
+    if ray:
+        from lineage_index.indexer.fanout import make_sketcher
+
+        fanout = make_sketcher(source, address=ray if isinstance(ray, str) else None)
+    try:
+        run_records, report = sketch_all(source_records(source, store), source.open_reader, store,
+                                         show_progress=show_progress, fanout=fanout)
+    finally:
+        if fanout is not None:
+            fanout.close()
+    changed = set(run_records)
+    writer = None
     if conn is not None:
-        deleted = write_graph(conn, records, sketches, report.failures, recovery,
-                              read_license_texts(source, run_records.values()))
+        from lineage_index.schema.writer import GraphWriter
+
+        writer = GraphWriter(conn.driver(), conn.database)
+        if not full:
+            changed = changed_models(run_records, report, writer.model_state(list(run_records)))
+    scope = incremental_scope(store, run_records, report.sketches, changed)
+    recovery = recover(scope.records, scope.sketches, context_records=scope.context_records,
+                       context_sketches=scope.context_sketches)
+    load = None
+    edges = recovery.edges
+    if writer is not None:
+        outside = {e.parent for e in recovery.edges if e.parent not in scope.records}
+        if scope.records or report.failures:
+            load = write_graph(conn, scope.records, scope.sketches, report.failures, recovery,
+                               read_license_texts(source, run_records.values()), graph_load=graph_load,
+                               known_roots=writer.model_roots(sorted(outside)))
+        skipped = [m for m in run_records if m not in scope.records]
+        if skipped:  # unchanged models: their edges as the graph holds them
+            edges = sorted(edges + GraphWriter(conn.driver(), conn.database).read_edges(skipped),
+                           key=lambda e: (e.child, e.parent))
     return IngestSummary(
         models=len(run_records) + len([f for f in report.failures if f.model_id not in run_records]),
         sketched=len(report.sketches) - report.from_store,
         from_store=report.from_store,
         failures=report.failures,
-        edges=recovery.edges,
+        edges=edges,
         bytes_read=report.bytes_read,
         requests=report.requests,
-        graph_written=conn is not None,
-        deleted_edges=deleted,
+        graph_written=load is not None,
+        deleted_edges=load.deleted if load is not None else 0,
         roots=recovery.roots,
+        graph_load=load.method if load is not None else None,
+        rewritten=sorted(scope.records),
+        reverified_families=recovery.families,
     )
 
 

@@ -87,3 +87,11 @@ ENV_IMPORT_OFFHEAP = "LINEAGE_INDEX_IMPORT_OFFHEAP"  # its --max-off-heap-memory
 DEFAULT_BULK_MIN_ROWS = 200_000
 DEFAULT_IMPORT_HEAP = "1g"
 DEFAULT_IMPORT_OFFHEAP = "2g"
+
+# --- Ray fan-out of the sketch reads (lineage_index.indexer.fanout) --------------------------
+FANOUT_LOCAL_CPUS = max(1, min(os.cpu_count() or 1, 4))  # a local Ray started on demand
+FANOUT_OBJECT_STORE_BYTES = 200 * 1024 * 1024  # small: the machine's RAM is shared
+FANOUT_MAX_PER_HOST = 8  # tasks reading from one Hub host at once
+FANOUT_MAX_IN_FLIGHT = 64  # tasks submitted and not yet collected
+FANOUT_MAX_RETRIES = 3  # re-runs of a task whose worker died (Ray)
+FANOUT_APP_RETRIES = 3  # re-tries of a transient read error inside a task

@@ -71,13 +71,22 @@ def ingest(
     neo4j_uri: NeoUri = None,
     no_graph: Annotated[bool, typer.Option("--no-graph", help="Recover edges without writing Neo4j.")] = False,
     edges_out: Annotated[Path | None, typer.Option(help="Also write the edges as JSON here.")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Read the sketches as Ray tasks (a local Ray "
+                                      "started on demand unless --ray-address).")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to fan out to (implies --ray), "
+                                                    "e.g. ray://head:10001 or auto.")] = None,
+    graph_load: Annotated[str | None, typer.Option(help="auto | bulk | bolt (else LINEAGE_INDEX_GRAPH_LOAD, "
+                                                   "auto: bulk import for a large first load).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Re-verify and rewrite every listed model, "
+                                       "not only those changed since the graph was written.")] = False,
 ) -> None:
     """List models, sketch their weights by range reads, recover lineage, write Neo4j."""
     source = api.make_source(org=org, search=search, models=models, directory=directory,
                              hf_cache=hf_cache, endpoint=endpoint, token=os.environ.get("HF_TOKEN"),
                              everything=everything)
     conn = None if no_graph else _connect(neo4j_uri)
-    summary = api.ingest(source, store=SketchStore(store) if store else None, conn=conn, show_progress=True)
+    summary = api.ingest(source, store=SketchStore(store) if store else None, conn=conn, show_progress=True,
+                         ray=ray_address or ray, graph_load=graph_load, full=full)
     _print_summary(summary)
     if edges_out:
         edges_out.write_text(json.dumps([e.__dict__ for e in summary.edges], indent=2))
@@ -95,7 +104,12 @@ def _print_summary(s: api.IngestSummary) -> None:
     if s.failures:
         rows = [{"model": f.model_id, "kind": f.kind, "message": f.message[:120]} for f in s.failures]
         emit(rows, ["model", "kind", "message"], "table", title="Failures")
-    console.print("graph written" if s.graph_written else "graph not written (--no-graph)")
+    if s.graph_written:
+        console.print(f"graph written ({s.graph_load}): {len(s.rewritten)} models rewritten, "
+                      f"families re-verified: {len(s.reverified_families)}")
+    else:
+        console.print("graph unchanged (nothing new)" if s.rewritten == [] and s.models else
+                      "graph not written (--no-graph)")
 
 
 EDGE_COLUMNS = ["child", "parent", "relation", "source", "confidence", "closeness"]

@@ -1,9 +1,16 @@
 """The whole flow of DESIGN.md as library calls: records -> sketches -> edges (-> graph).
 
 ``sketch_all`` fills the sketch store (reading only planned byte ranges, skipping models
-whose (id, sha) is already stored); ``recover`` turns sketches into directed typed edges
+whose (id, sha) is already stored), here or as Ray tasks (``fanout``: ``ingest --ray``; the
+results are the same either way); ``recover`` turns sketches into directed typed edges
 (candidates -> verify -> assemble -> adapters -> declared reconciliation). Failures are
 collected per model; nothing here raises for one bad model. The CLI only calls these.
+
+Incremental re-index: ``changed_models`` names the models of a run whose graph entry is stale
+(new, newly read, or another sha / status in the graph than now), ``incremental_scope`` takes
+them plus the indexed members of the families they touch (and declared parents as read-only
+context), so a re-ingest after a few commits re-verifies only those families and rewrites
+only their part of the graph.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class SketchReport:
     from_store: int = 0
     bytes_read: int = 0
     requests: int = 0
+    fresh: list[str] = field(default_factory=list)  # ids read (sketched) in this run
 
 
 def _progress(enabled: bool) -> Progress:
@@ -41,6 +49,47 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
+def source_records(source, store: SketchStore | None) -> Iterable[ModelRecord | Failure]:
+    """The records of ``source``, without reading a Hub model again whose (id, sha) is known.
+
+    A Hub listing names each model's commit sha; when the store holds that model's record at
+    that sha (same endpoint), the record is taken from the store and no byte of the repository
+    is read (headers and small files included). Other sources are read as they are (their
+    records come from local files). Hub settings changed without a commit (gating) are picked
+    up by a full re-ingest.
+    """
+    if store is None or not (hasattr(source, "iter_infos") and hasattr(source, "record")):
+        return source.iter_records()
+    from lineage_index.indexer.sources_hub import ordered_map
+
+    known = store.records()
+
+    def one(info):
+        if (not isinstance(info, Failure) and not getattr(info, "disabled", False)
+                and getattr(info, "sha", None) and getattr(info, "siblings", None) is not None):
+            rec = known.get(info.id)
+            if (rec is not None and rec.sha == info.sha and rec.source == source.name
+                    and rec.location == source.endpoint):
+                return rec
+        return source.record(info)
+
+    return ordered_map(one, source.iter_infos(), source.max_workers)
+
+
+def sketch_one(record: ModelRecord, open_reader: Callable[[ModelRecord], object]) -> Sketch | Failure:
+    """Sketch one record through a reader of its own; a read error becomes a ``Failure``."""
+    try:
+        reader = open_reader(record)
+        try:
+            return sketch_model(record, reader)
+        finally:
+            close = getattr(reader, "close", None)
+            if close is not None:
+                close()
+    except LineageIndexError as exc:
+        return Failure(record.id, getattr(exc, "kind", "error"), str(exc))
+
+
 def sketch_all(
     records: Iterable[ModelRecord | Failure],
     open_reader: Callable[[ModelRecord], object],
@@ -48,44 +97,71 @@ def sketch_all(
     *,
     show_progress: bool = False,
     total: int | None = None,
+    fanout=None,
 ) -> tuple[dict[str, ModelRecord], SketchReport]:
-    """Sketch every record (or take its sketch from the store). Returns (records, report)."""
+    """Sketch every record (or take its sketch from the store). Returns (records, report).
+
+    ``fanout`` (an ``indexer.fanout.RaySketcher``) runs the reads as Ray tasks instead of
+    here; the report is the same, in the same order (results are put in listing order).
+    """
     out = SketchReport()
     recs: dict[str, ModelRecord] = {}
+    slots: list[tuple[str, object]] = []  # ("failure", Failure) | ("store", Sketch) | ("read", id)
+    results: dict[str, Sketch | Failure] = {}
+
+    def finish(model_id: str, result: Sketch | Failure) -> None:
+        results[model_id] = result
+        if store is not None and isinstance(result, Sketch):
+            store.put(result)
+
     with _progress(show_progress) as progress:
         task = progress.add_task("sketching", total=total)
         for item in records:
-            progress.advance(task)
             if isinstance(item, Failure):
-                out.failures.append(item)
+                slots.append(("failure", item))
+                progress.advance(task)
                 continue
             recs[item.id] = item
             if store is not None:
                 store.put_record(item)
             cached = store.get(item.id, item.sha) if store is not None else None
             if cached is not None:
-                out.sketches[item.id] = cached
-                out.from_store += 1
+                slots.append(("store", cached))
+                progress.advance(task)
                 continue
             if not item.tensors:
-                out.failures.append(Failure(item.id, "no_weights", f"no safetensors weights ({item.weight_format})"))
+                slots.append(("failure", Failure(item.id, "no_weights",
+                                                 f"no safetensors weights ({item.weight_format})")))
+                progress.advance(task)
                 continue
-            try:
-                reader = open_reader(item)
-                try:
-                    sk = sketch_model(item, reader)
-                finally:
-                    close = getattr(reader, "close", None)
-                    if close is not None:
-                        close()
-            except LineageIndexError as exc:
-                out.failures.append(Failure(item.id, getattr(exc, "kind", "error"), str(exc)))
+            slots.append(("read", item.id))
+            if fanout is None:
+                finish(item.id, sketch_one(item, open_reader))
+                progress.advance(task)
+            else:
+                for model_id, result in fanout.submit(item):
+                    finish(model_id, result)
+                    progress.advance(task)
+        if fanout is not None:
+            for model_id, result in fanout.finish():
+                finish(model_id, result)
+                progress.advance(task)
+    for kind, value in slots:
+        if kind == "failure":
+            out.failures.append(value)  # type: ignore[arg-type]
+        elif kind == "store":
+            sk = value
+            out.sketches[sk.model_id] = sk  # type: ignore[attr-defined]
+            out.from_store += 1
+        else:
+            result = results[value]  # type: ignore[index]
+            if isinstance(result, Failure):
+                out.failures.append(result)
                 continue
-            out.sketches[item.id] = sk
-            out.bytes_read += sk.bytes_read
-            out.requests += sk.requests
-            if store is not None:
-                store.put(sk)
+            out.sketches[result.model_id] = result
+            out.fresh.append(result.model_id)
+            out.bytes_read += result.bytes_read
+            out.requests += result.requests
     return recs, out
 
 
@@ -98,8 +174,14 @@ def index_scope(
     the whole index of each touched family, not only this run's listing. Adapters come along
     when their declared base is in scope.
     """
+    return _family_scope(store, {**store.records(), **records}, records, sketches)
+
+
+def _family_scope(
+    store: SketchStore, all_records: dict[str, ModelRecord], records: dict[str, ModelRecord],
+    sketches: dict[str, Sketch],
+) -> tuple[dict[str, ModelRecord], dict[str, Sketch]]:
     families = {s.family for s in sketches.values()}
-    all_records = {**store.records(), **records}
     scope_recs = dict(records)
     scope_sketches = dict(sketches)
     adapters = []
@@ -117,6 +199,59 @@ def index_scope(
         if any(p in scope_sketches for p in declared_parents(rec)):
             scope_recs[rec.id], scope_sketches[rec.id] = rec, sk
     return scope_recs, scope_sketches
+
+
+def changed_models(
+    records: dict[str, ModelRecord], report: SketchReport, graph_state: dict[str, tuple[str | None, str | None]]
+) -> set[str]:
+    """Models of this run whose graph entry is stale: read in this run, absent from the graph,
+    or stored there with another sha or status (``graph_state``: id -> (sha, status))."""
+    out = set(report.fresh)
+    for m, rec in records.items():
+        status = "indexed" if m in report.sketches else "metadata-only"
+        if graph_state.get(m) != (rec.sha, status):
+            out.add(m)
+    return out
+
+
+@dataclass
+class Scope:
+    """What an incremental re-index recovers and writes, and what it may only look at.
+
+    ``records``/``sketches``: the changed models, every indexed member of the families they
+    touch, and adapters whose declared base is among them: their nodes and edges are
+    rewritten. ``context_records``/``context_sketches``: declared parents outside that set,
+    read (to check a declaration or an adapter's fit) but neither verified again nor written.
+    """
+
+    records: dict[str, ModelRecord]
+    sketches: dict[str, Sketch]
+    context_records: dict[str, ModelRecord]
+    context_sketches: dict[str, Sketch]
+    families: set[str]
+
+
+def incremental_scope(
+    store: SketchStore, records: dict[str, ModelRecord], sketches: dict[str, Sketch], changed: set[str]
+) -> Scope:
+    """The part of the index a re-ingest with ``changed`` models must recover again."""
+    known = {**store.records(), **records}
+    scope_recs, scope_sketches = _family_scope(
+        store, known, {m: r for m, r in records.items() if m in changed},
+        {m: s for m, s in sketches.items() if m in changed})
+    ctx_recs: dict[str, ModelRecord] = {}
+    ctx_sketches: dict[str, Sketch] = {}
+    for rec in list(scope_recs.values()):
+        for parent in declared_parents(rec):
+            if parent in scope_recs or parent in ctx_recs or parent not in known:
+                continue
+            prec = known[parent]
+            ctx_recs[parent] = prec
+            sk = sketches.get(parent) or store.get(parent, prec.sha)
+            if sk is not None:
+                ctx_sketches[parent] = sk
+    families = {s.family for s in scope_sketches.values() if s.kind == "full"}
+    return Scope(scope_recs, scope_sketches, ctx_recs, ctx_sketches, families)
 
 
 def declared_parents(rec: ModelRecord) -> tuple[str, ...]:
@@ -148,17 +283,30 @@ def _adapter_fits(adapter: ModelRecord, base: ModelRecord) -> bool:
 class Recovery:
     edges: list[Edge]
     roots: list[str]
+    families: list[str] = field(default_factory=list)  # families verified (candidates + verify)
+    pairs: int = 0  # candidate pairs compared
 
 
 def recover(
-    records: dict[str, ModelRecord], sketches: dict[str, Sketch], *, k: int = DEFAULT_K
+    records: dict[str, ModelRecord], sketches: dict[str, Sketch], *, k: int = DEFAULT_K,
+    context_records: dict[str, ModelRecord] | None = None,
+    context_sketches: dict[str, Sketch] | None = None,
 ) -> Recovery:
-    """Directed, typed edges from sketches, reconciled with the declared base models."""
+    """Directed, typed edges from sketches, reconciled with the declared base models.
+
+    Edges are recovered for ``records``/``sketches``; ``context_*`` (declared parents outside
+    them, see ``Scope``) are looked at to judge a declaration or an adapter's fit, never
+    verified again.
+    """
+    all_records = {**(context_records or {}), **records}
+    all_sketches = {**(context_sketches or {}), **sketches}
     full = [s for s in sketches.values() if s.kind == "full"]
     declared = {m: declared_parents(r) for m, r in records.items()}
     edges: list[Edge] = []
     roots: list[str] = []
-    for _family, members in sorted(group_by_family(full).items()):
+    families: list[str] = []
+    n_pairs = 0
+    for family, members in sorted(group_by_family(full).items()):
         members.sort(key=lambda s: s.model_id)
         cands = candidate_pairs(members, declared, k=k)
         by_id = {s.model_id: s for s in members}
@@ -166,24 +314,33 @@ def recover(
         result = assemble_family(members, pairs, records)
         edges.extend(result.edges)
         roots.extend(result.roots)
+        families.append(family)
+        n_pairs += len(pairs)
     for s in sketches.values():  # adapters: the base is declared; the weights' shapes must fit it
         if s.kind != "adapter":
             continue
         rec = records.get(s.model_id)
         for parent in declared.get(s.model_id, ()):
-            base = records.get(parent)
-            if rec is not None and base is not None and parent in sketches and _adapter_fits(rec, base):
+            base = all_records.get(parent)
+            if rec is not None and base is not None and parent in all_sketches and _adapter_fits(rec, base):
                 edges.append(Edge(s.model_id, parent, "adapter", "both", 0.9, None,
                                   evidence="adapter: LoRA shapes fit the declared base"))
                 break
-    edges = reconcile_declared(edges, records, sketches)
-    return Recovery(edges, roots)
+    edges = reconcile_declared(edges, records, sketches, context_records, context_sketches)
+    return Recovery(edges, roots, families, n_pairs)
 
 
 def reconcile_declared(
-    edges: list[Edge], records: dict[str, ModelRecord], sketches: dict[str, Sketch]
+    edges: list[Edge], records: dict[str, ModelRecord], sketches: dict[str, Sketch],
+    context_records: dict[str, ModelRecord] | None = None,
+    context_sketches: dict[str, Sketch] | None = None,
 ) -> list[Edge]:
-    """Mark recovered edges the card also declares (``both``); keep and flag the others."""
+    """Mark recovered edges the card also declares (``both``); keep and flag the others.
+
+    Declarations of ``records`` are judged; ``context_*`` only supply the parents' side.
+    """
+    all_records = {**(context_records or {}), **records}
+    sketches = {**(context_sketches or {}), **sketches}
     recovered = {(e.child, e.parent): e for e in edges}
     parents_of: dict[str, list[str]] = {}
     for e in edges:
@@ -203,7 +360,7 @@ def reconcile_declared(
             found = parents_of.get(child, [])
             a, b = sketches[child], sketches[parent]
             if a.kind == "adapter":
-                base = records.get(parent)
+                base = all_records.get(parent)
                 why = ("the LoRA shapes fit it, but another declared base was taken"
                        if base is not None and _adapter_fits(rec, base) else "the LoRA shapes do not fit it")
             elif a.family != b.family:

@@ -340,6 +340,30 @@ class GraphWriter:
         )
         return dict(records[0]["p"]) if records else None
 
+    def model_state(self, model_ids: Iterable[str]) -> dict[str, tuple[Any, Any]]:
+        """``id -> (sha, status)`` of those of ``model_ids`` that are Model nodes (incremental re-index)."""
+        out: dict[str, tuple[Any, Any]] = {}
+        for batch in _batches(model_ids, self.batch_rows):
+            records, _, _ = self.driver.execute_query(
+                "UNWIND $ids AS id MATCH (m:Model {id: id}) RETURN m.id AS id, m.sha AS sha, "
+                "m.status AS status",
+                ids=batch, database_=self.database, routing_="r",
+            )
+            out.update({r["id"]: (r["sha"], r["status"]) for r in records})
+        return out
+
+    def model_roots(self, model_ids: Iterable[str]) -> dict[str, str]:
+        """``id -> root`` as stored, for those of ``model_ids`` that have one."""
+        out: dict[str, str] = {}
+        for batch in _batches(model_ids, self.batch_rows):
+            records, _, _ = self.driver.execute_query(
+                "UNWIND $ids AS id MATCH (m:Model {id: id}) WHERE m.root IS NOT NULL "
+                "RETURN m.id AS id, m.root AS root",
+                ids=batch, database_=self.database, routing_="r",
+            )
+            out.update({r["id"]: r["root"] for r in records})
+        return out
+
     def counts(self) -> dict[str, int]:
         """Node and relationship counts by label / type (from Neo4j's count store)."""
         out: dict[str, int] = {}
