@@ -1,9 +1,17 @@
 """Sketch store on disk, keyed by (model id, commit sha, sketch version).
 
-One ``.npz`` file per sketch (numeric arrays + a JSON meta string, loaded with
-``allow_pickle=False``), written atomically (temporary file + ``os.replace``), so an
-interrupted run never leaves a partial sketch. Re-ingesting an unchanged model finds its
-sketch here and reads no weight bytes. This module does no network I/O.
+Two layouts, read through the same ``SketchStore`` API (``has``, ``get``, ``latest``,
+``records``):
+
+* per model (what ``ingest`` writes): one ``.npz`` file per sketch (numeric arrays + a JSON
+  meta string, loaded with ``allow_pickle=False``) and one JSON record per model, each written
+  atomically (temporary file + ``os.replace``), so an interrupted run never leaves a partial
+  sketch. Re-ingesting an unchanged model finds its sketch here and reads no weight bytes.
+* packed (bulk: simulated hubs, millions of models): ``_packed/`` shards, written by
+  ``store_packed.PackedWriter`` and read by ``store_packed.PackedIndex`` (format described
+  there); ``get``/``has``/``latest``/``records`` fall back to them.
+
+This module does no network I/O.
 """
 
 from __future__ import annotations
@@ -15,11 +23,15 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lineage_index.config import SKETCH_VERSION, sketch_store_dir
 from lineage_index.records import FileEntry, ModelRecord, Sketch, TensorInfo, TensorSample
+
+if TYPE_CHECKING:
+    from lineage_index.indexer.store_packed import PackedIndex
 
 
 def _file_name(model_id: str, sha: str | None, version: int) -> str:
@@ -33,12 +45,22 @@ class SketchStore:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else sketch_store_dir()
+        self._packed: PackedIndex | None = None
 
     def path_for(self, model_id: str, sha: str | None, version: int = SKETCH_VERSION) -> Path:
         return self.root / model_id.split("/", 1)[0] / _file_name(model_id, sha, version)
 
     def has(self, model_id: str, sha: str | None, version: int = SKETCH_VERSION) -> bool:
-        return self.path_for(model_id, sha, version).exists()
+        return self.path_for(model_id, sha, version).exists() or self.packed.find(model_id, sha, version) is not None
+
+    @property
+    def packed(self) -> PackedIndex:
+        """The packed shards (bulk layout) of this store; empty when there are none."""
+        from lineage_index.indexer.store_packed import PACKED_DIR, PackedIndex
+
+        if self._packed is None or self._packed.stale():
+            self._packed = PackedIndex(self.root / PACKED_DIR)
+        return self._packed
 
     def put(self, sketch: Sketch) -> Path:
         path = self.path_for(sketch.model_id, sketch.sha, sketch.version)
@@ -88,7 +110,7 @@ class SketchStore:
     def get(self, model_id: str, sha: str | None, version: int = SKETCH_VERSION) -> Sketch | None:
         path = self.path_for(model_id, sha, version)
         if not path.exists():
-            return None
+            return self.packed.get(model_id, sha, version)
         return load_sketch(path)
 
     def latest(self, model_id: str, version: int = SKETCH_VERSION) -> Sketch | None:
@@ -96,7 +118,9 @@ class SketchStore:
         safe = model_id.replace("/", "--")
         folder = self.root / model_id.split("/", 1)[0]
         paths = [p for p in folder.glob(f"{safe}@*.v{version}.npz") if load_meta_id(p) == model_id]
-        return load_sketch(max(paths, key=lambda p: p.stat().st_mtime_ns)) if paths else None
+        if paths:
+            return load_sketch(max(paths, key=lambda p: p.stat().st_mtime_ns))
+        return self.packed.get(model_id, None, version, any_sha=True)
 
     def __iter__(self) -> Iterator[Path]:
         return iter(sorted(self.root.glob("*/*.npz")))
@@ -120,8 +144,8 @@ class SketchStore:
             raise
 
     def records(self) -> dict[str, ModelRecord]:
-        """Every stored ModelRecord, by model id."""
-        out: dict[str, ModelRecord] = {}
+        """Every stored ModelRecord, by model id (packed ones first, per-model JSON ones win)."""
+        out: dict[str, ModelRecord] = dict(self.packed.records())
         for path in sorted((self.root / "_records").glob("*.json")):
             try:
                 rec = record_from_dict(json.loads(path.read_text()))
@@ -178,3 +202,4 @@ def load_sketch(path: Path) -> Sketch:
         dtypes=tuple(meta["dtypes"]),
         quant=meta["quant"],
     )
+
