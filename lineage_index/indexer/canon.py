@@ -25,6 +25,7 @@ class CanonRules:
     quant_aux_suffixes: dict[str, str]
     adapter_markers: tuple[str, ...]
     vocab_roles: tuple[str, ...]
+    head_roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ def rules() -> CanonRules:
         quant_aux_suffixes=dict(data["quant_aux_suffixes"]),
         adapter_markers=tuple(data["adapter_markers"]),
         vocab_roles=tuple(data["vocab_roles"]),
+        head_roles=tuple(data.get("head_roles", ())),
     )
 
 
@@ -85,13 +87,19 @@ def is_vocab_role(role: str) -> bool:
     return first in rules().vocab_roles or any(role.startswith(v + ".") for v in rules().vocab_roles)
 
 
+def is_head_role(role: str) -> bool:
+    """A task head (classifier output layer) of a model: ``head.weight``, ``classifier.bias``..."""
+    return role.split(".", 1)[0] in rules().head_roles
+
+
 def family_signature(tensors: tuple[TensorInfo, ...] | list[TensorInfo]) -> tuple[str, str]:
     """(hash, readable description) of the architecture, from names and shapes only.
 
     Only the repeated blocks (tensors with a layer index) count when there are any: task heads,
     poolers and vocabulary matrices differ between a base model and its fine-tunes. Dtypes and
     quantisation aux tensors are left out too, so an fp16 copy, an int8 quantisation or a
-    fine-tune with a new head or a resized vocabulary stay in the family.
+    fine-tune with a new head or a resized vocabulary stay in the family. Task heads
+    (``head_roles``) are left out too: a transfer to another label space changes only them.
     """
     roles: dict[str, set[tuple[int, ...]]] = {}
     layers: set[int] = set()
@@ -99,6 +107,8 @@ def family_signature(tensors: tuple[TensorInfo, ...] | list[TensorInfo]) -> tupl
         if quant_aux_kind(t.name) or is_adapter_tensor(t.name):
             continue
         c = canonical(t.name)
+        if c.layer is None and is_head_role(c.role):
+            continue
         shape = tuple(t.shape)
         if is_vocab_role(c.role) and len(shape) == 2:
             shape = (-1, shape[1])
