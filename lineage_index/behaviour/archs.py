@@ -17,7 +17,8 @@ Behaviour is probed in a continuous *walk space*: the input itself for vectors a
 input word embeddings for text (token ids are discrete, so closeness walks the embeddings and the
 attention mask stays fixed). ``walk_inputs`` maps raw inputs to (walk-space points, fixed context)
 and ``walk_logits`` evaluates a module there. This module builds modules; it trains nothing and
-reads no files except the packaged MiniLM configuration and weights.
+reads no files except the packaged MiniLM configuration and weights. Every class has
+``features(x)`` (what the ``head`` reads), so a new head can be fitted on fixed features.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ class MLP(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(width, classes)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.flatten(1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x.flatten(1)))
+        return self.head(self.features(x))
 
 
 class SmallCNN(nn.Module):
@@ -64,8 +68,11 @@ class SmallCNN(nn.Module):
         )
         self.head = nn.Linear(2 * width, classes)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        return self.head(self.features(x))
 
 
 class ViTBlock(nn.Module):
@@ -106,12 +113,15 @@ class SmallViT(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.patch(x).flatten(2).transpose(1, 2)
         tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1) + self.pos
         for block in self.blocks:
             tokens = block(tokens)
-        return self.head(self.norm(tokens[:, 0]))
+        return self.norm(tokens[:, 0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
 
 # --- text: a BERT encoder (MiniLM configuration) with a classification head ------------------
@@ -160,13 +170,19 @@ class TextClassifier(nn.Module):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.bert.embeddings.word_embeddings(ids)
 
-    def classify(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def pooled(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden = self.bert(inputs_embeds=z, attention_mask=mask).last_hidden_state
         m = mask.unsqueeze(-1).to(hidden.dtype)
-        return self.head((hidden * m).sum(1) / m.sum(1).clamp_min(1.0))
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def classify(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pooled(z, mask))
+
+    def features(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.pooled(self.embed(ids), self.mask(ids))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.embed(ids), self.mask(ids))
+        return self.head(self.features(ids))
 
 
 def minilm_body(module: TextClassifier) -> TextClassifier:

@@ -24,55 +24,91 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lineage_index.behaviour.models import Classifier, train
+from lineage_index.behaviour.archs import TextClassifier, walk_inputs, walk_logits
+from lineage_index.behaviour.models import Classifier
 from lineage_index.behaviour.probes import ProbeSet
 
 BATCH = 8192
+TEXT_BATCH = 512
+# Coarse grid points and bisection rounds of the boundary walk (text: each step is an encoder pass).
+WALK_STEPS = {"default": (16, 8), "text": (10, 6)}
+
+
+def _batch(module: nn.Module) -> int:
+    return TEXT_BATCH if isinstance(module, TextClassifier) else BATCH
+
+
+def walk_steps(module: nn.Module) -> tuple[int, int]:
+    return WALK_STEPS["text" if isinstance(module, TextClassifier) else "default"]
 
 
 @torch.no_grad()
 def predict(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Predicted labels, in batches."""
-    return torch.cat([module(x[i:i + BATCH]).argmax(1) for i in range(0, len(x), BATCH)]) if len(x) else \
+    b = _batch(module)
+    return torch.cat([module(x[i:i + b]).argmax(1) for i in range(0, len(x), b)]) if len(x) else \
         torch.zeros(0, dtype=torch.long)
 
 
+@torch.no_grad()
+def predict_walk(module: nn.Module, z: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+    """Predicted labels at walk-space points (``context``: the text attention mask), in batches."""
+    b = _batch(module)
+    out = [walk_logits(module, z[i:i + b], None if context is None else context[i:i + b]).argmax(1)
+           for i in range(0, len(z), b)]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
 def directions(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """sign(∇ₓ CE(f(x), f(x)'s label)) per point (the source's own gradient)."""
-    xg = x.clone().requires_grad_(True)
-    out = module(xg)
-    loss = nn.functional.cross_entropy(out, out.argmax(1).detach(), reduction="sum")
-    (grad,) = torch.autograd.grad(loss, xg)
-    return grad.sign()
+    """sign(∇ CE(f(x), f(x)'s label)) per point in the walk space (the source's own gradient;
+    for text the gradient with respect to the input word embeddings)."""
+    out_dirs = []
+    b = _batch(module) // 2 or 1
+    for i in range(0, len(x), b):
+        with torch.no_grad():
+            z, ctx = walk_inputs(module, x[i:i + b])
+        z = z.detach().clone().requires_grad_(True)
+        out = walk_logits(module, z, ctx)
+        loss = nn.functional.cross_entropy(out, out.argmax(1).detach(), reduction="sum")
+        (grad,) = torch.autograd.grad(loss, z)
+        out_dirs.append(grad.sign())
+    return torch.cat(out_dirs)
 
 
 @torch.no_grad()
 def walk(module: nn.Module, x: torch.Tensor, direction: torch.Tensor, cap: float,
          coarse: int = 16, refine: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Boundary distance along ``direction``: (d in units of cap, label beyond, crossed within cap)."""
-    n = len(x)
-    base = predict(module, x)
+    """Boundary distance along ``direction`` from the raw inputs ``x`` (walked in ``module``'s own
+    walk space): (d in units of cap, label beyond, crossed within cap)."""
+    z, ctx = walk_inputs(module, x)
+    n = len(z)
+    base = predict_walk(module, z, ctx)
     steps = torch.linspace(cap / coarse, cap, coarse)
-    shape = (1, coarse) + (1,) * (x.dim() - 1)
-    grid = (x.unsqueeze(1) + steps.reshape(shape) * direction.unsqueeze(1)).reshape(n * coarse, *x.shape[1:])
-    labels = predict(module, grid).reshape(n, coarse)
+    shape = (1, coarse) + (1,) * (z.dim() - 1)
+    grid = (z.unsqueeze(1) + steps.reshape(shape) * direction.unsqueeze(1)).reshape(n * coarse, *z.shape[1:])
+    grid_ctx = None if ctx is None else ctx.repeat_interleave(coarse, dim=0)
+    labels = predict_walk(module, grid, grid_ctx).reshape(n, coarse)
     changed = labels != base.unsqueeze(1)
     crossed = changed.any(1)
     first = torch.where(crossed, changed.float().argmax(1), torch.full((n,), coarse - 1))
     hi = steps[first]
     lo = torch.where(first > 0, steps[(first - 1).clamp_min(0)], torch.zeros(n))
-    view = (n,) + (1,) * (x.dim() - 1)
+    view = (n,) + (1,) * (z.dim() - 1)
     for _ in range(refine):
         mid = (lo + hi) / 2
-        moved = predict(module, x + mid.reshape(view) * direction) != base
+        moved = predict_walk(module, z + mid.reshape(view) * direction, ctx) != base
         hi, lo = torch.where(moved, mid, hi), torch.where(moved, lo, mid)
-    beyond = predict(module, x + hi.reshape(view) * direction)
+    beyond = predict_walk(module, z + hi.reshape(view) * direction, ctx)
     return hi / cap, beyond, crossed
 
 
 @dataclass
 class Profile:
-    """The source's side of the measurement on a probe set (reusable for every suspect)."""
+    """The source's side of the measurement on a probe set (reusable for every suspect).
+
+    ``x`` holds the raw probe inputs (token ids for text), ``direction`` the walk direction in the
+    walk space, ``cap`` the distance cap there, ``coarse``/``refine`` the walk's resolution.
+    """
 
     x: torch.Tensor
     direction: torch.Tensor
@@ -81,25 +117,36 @@ class Profile:
     beyond: torch.Tensor
     crossed: torch.Tensor
     cap: float
+    coarse: int = 16
+    refine: int = 8
 
 
 def default_cap(x: torch.Tensor) -> float:
-    """Distance cap in input units: the probe data's standard deviation (the walk's 'domain')."""
-    return float(x.std().clamp_min(1e-6))
+    """Distance cap in walk-space units: the standard deviation of the probe points there (the
+    walk's 'domain')."""
+    return float(x.float().std().clamp_min(1e-6))
+
+
+def walk_cap(module: nn.Module, x: torch.Tensor) -> float:
+    """``default_cap`` of the probe points in ``module``'s walk space (text: non-padding tokens)."""
+    with torch.no_grad():
+        z, ctx = walk_inputs(module, x[:2048])
+    return default_cap(z[ctx.bool()] if ctx is not None else z)
 
 
 def profile(source: nn.Module, probes: ProbeSet, cap: float | None = None) -> Profile:
     """Walk every probe point on the source model."""
     x = probes.x
-    cap = cap if cap is not None else default_cap(x)
+    cap = cap if cap is not None else walk_cap(source, x)
+    coarse, refine = walk_steps(source)
     direction = directions(source, x)
-    d, beyond, crossed = walk(source, x, direction, cap)
-    return Profile(x, direction, predict(source, x), d, beyond, crossed, cap)
+    d, beyond, crossed = walk(source, x, direction, cap, coarse, refine)
+    return Profile(x, direction, predict(source, x), d, beyond, crossed, cap, coarse, refine)
 
 
 def match(prof: Profile, suspect: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Per point: matched (Eq. 4 within the cap) and |d_f − d_g| (in units of the cap)."""
-    d, beyond, crossed = walk(suspect, prof.x, prof.direction, prof.cap)
+    d, beyond, crossed = walk(suspect, prof.x, prof.direction, prof.cap, prof.coarse, prof.refine)
     same = (predict(suspect, prof.x) == prof.label) & (beyond == prof.beyond) & crossed & prof.crossed
     return same, (d - prof.d).abs().clamp(max=1.0)
 
@@ -131,19 +178,24 @@ def select(prof: Profile, lineage: list[nn.Module], independent: list[nn.Module]
         idx = order[: max(k, len(idx))]
     if len(idx) <= k:
         return idx
-    flat = prof.x[idx].flatten(1)
+    # mutually distant points: in the input space, or (token ids) by their walk directions
+    flat = (prof.x[idx] if prof.x.is_floating_point() else prof.direction[idx]).flatten(1).float()
     spread = torch.cdist(flat, flat).sum(1)
     return idx[torch.argsort(spread, descending=True, stable=True)[:k]]
 
 
 def subset(prof: Profile, idx: torch.Tensor) -> Profile:
     return Profile(prof.x[idx], prof.direction[idx], prof.label[idx], prof.d[idx], prof.beyond[idx],
-                   prof.crossed[idx], prof.cap)
+                   prof.crossed[idx], prof.cap, prof.coarse, prof.refine)
 
 
 def rehead(source: Classifier, x: torch.Tensor, labels: torch.Tensor, classes: int, *, seed: int = 0,
            steps: int = 300) -> Classifier:
-    """Indirect mode: the source with a new last layer trained on another label space."""
+    """Indirect mode: the source with a new last layer fitted to another label space.
+
+    The head is trained on the source's fixed features of the probe points (``features``), so
+    re-heading even a large encoder costs one pass over the probes.
+    """
     state = {k: v for k, v in source.state().items() if not k.startswith("head.")}
     kwargs = dict(source.arch_kwargs, classes=classes)
     from lineage_index.behaviour.models import ARCHS
@@ -152,8 +204,20 @@ def rehead(source: Classifier, x: torch.Tensor, labels: torch.Tensor, classes: i
     module = ARCHS[source.arch](**kwargs)
     module.load_state_dict(state, strict=False)
     module.eval()
-    model = Classifier(module, source.arch, kwargs, None, f"{source.name}-reheaded")
-    return train(model, ProbeSet(x, labels), steps=steps, seed=seed, params=list(module.head.parameters()))
+    with torch.no_grad():
+        b = _batch(module)
+        feats = torch.cat([module.features(x[i:i + b]) for i in range(0, len(x), b)])  # type: ignore[operator]
+    head: nn.Linear = module.head  # type: ignore[assignment]
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, len(feats), (min(256, len(feats)),), generator=g)
+        loss = nn.functional.cross_entropy(head(feats[idx]), labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    meta = {k: v for k, v in source.meta.items() if k in ("dir", "input_norm")}
+    return Classifier(module, source.arch, kwargs, None, f"{source.name}-reheaded", meta)
 
 
 @dataclass(frozen=True)
@@ -223,7 +287,8 @@ def save_profile(path: Path, prof: Profile, thr: Threshold) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"x": prof.x, "direction": prof.direction, "label": prof.label, "d": prof.d,
                "beyond": prof.beyond, "crossed": prof.crossed.to(torch.uint8)}
-    meta = {"cap": json.dumps(prof.cap), "threshold": json.dumps(asdict(thr))}
+    meta = {"cap": json.dumps(prof.cap), "threshold": json.dumps(asdict(thr)),
+            "walk": json.dumps([prof.coarse, prof.refine])}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
 
 
@@ -240,8 +305,9 @@ def load_profile(path: Path) -> tuple[Profile, Threshold] | None:
         thr = json.loads(meta["threshold"])
         thr = Threshold(thr["value"], tuple(thr["lineage_scores"]), tuple(thr["independent_scores"]),
                         thr["separated"], thr["how"])
+        coarse, refine = json.loads(meta.get("walk", "[16, 8]"))
         return Profile(t["x"], t["direction"], t["label"], t["d"], t["beyond"], t["crossed"].bool(),
-                       json.loads(meta["cap"])), thr
+                       json.loads(meta["cap"]), int(coarse), int(refine)), thr
     except Exception:  # a damaged cache entry is recomputed, never trusted
         return None
 

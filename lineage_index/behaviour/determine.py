@@ -15,29 +15,64 @@ another basin, which is why the closeness score exists. This module only compute
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
+from lineage_index.behaviour.archs import TextClassifier
 from lineage_index.behaviour.closeness import Threshold, threshold_between
 from lineage_index.behaviour.models import ARCHS, Classifier, aux_data, make_aux
 from lineage_index.behaviour.probes import ProbeSet, synthetic_probes
 from lineage_index.errors import UsageError
 
 BATCH = 4096
+STATISTIC = "loss"
+DEFAULT_PROBES = {"text": 256}  # synthetic probe points when none are given (default 1000)
 
 
 @dataclass(frozen=True)
 class PathCurve:
-    """Loss and error along the linear path, and the two barriers."""
+    """Loss and error along the linear path, and the barriers.
+
+    ``ensemble_loss``: the loss of the endpoints' output mixture (1−t)·p_A + t·p_B at each t;
+    ``ensemble_barrier`` = max_t L(θ(t)) − L(mixture_t): how much worse weight interpolation is
+    than output interpolation. It is never below the classic barrier (the mixture's loss is below
+    the chord, by convexity) and stays meaningful when one endpoint is confidently wrong on the
+    probes, where the chord itself is high and the classic barrier vanishes.
+    """
 
     t: tuple[float, ...]
     loss: tuple[float, ...]
     error: tuple[float, ...]
     loss_barrier: float
     error_barrier: float
+    ensemble_loss: tuple[float, ...] = ()
+    ensemble_barrier: float = 0.0
+
+    def statistic(self, name: str) -> float:
+        """The barrier a verdict is taken on: ``loss``, ``error`` or ``ensemble``."""
+        return {"loss": self.loss_barrier, "error": self.error_barrier, "ensemble": self.ensemble_barrier}[name]
+
+
+def make_curve(ts: list[float], losses: list[float], errors: list[float], lp0: torch.Tensor,
+               lp1: torch.Tensor) -> PathCurve:
+    """The curve from per-t loss/error and the endpoints' log-probabilities of the probe targets."""
+    ens = []
+    for t in ts:
+        if t <= 0.0:
+            mix = lp0
+        elif t >= 1.0:
+            mix = lp1
+        else:
+            mix = torch.logaddexp(lp0 + math.log(1 - t), lp1 + math.log(t))
+        ens.append(float(-mix.mean()))
+    gap = max(v - e for v, e in zip(losses, ens, strict=True))
+    return PathCurve(tuple(ts), tuple(round(v, 6) for v in losses), tuple(round(v, 6) for v in errors),
+                     round(barrier(losses, ts), 6), round(barrier(errors, ts), 6),
+                     tuple(round(v, 6) for v in ens), round(max(0.0, gap), 6))
 
 
 @dataclass(frozen=True)
@@ -48,7 +83,7 @@ class DetermineResult:
     b: str
     loss_barrier: float
     error_barrier: float
-    threshold: float  # on the loss barrier
+    threshold: float  # on the barrier named by ``statistic``
     verdict: str  # "same basin" | "different basins"
     curve: PathCurve
     calibration: Threshold
@@ -57,6 +92,8 @@ class DetermineResult:
     fixed_head: bool
     seconds: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    statistic: str = "loss"
+    ensemble_barrier: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -80,6 +117,15 @@ def _aligned(a: Classifier, b: Classifier) -> tuple[dict[str, torch.Tensor], dic
     return sa, sb, fixed_head
 
 
+def barrier(values: list[float], ts: list[float]) -> float:
+    """max_t v(t) − ((1−t)·v(0) + t·v(1)): how far the path rises above the straight line."""
+    return max(values[i] - ((1 - t) * values[0] + t * values[-1]) for i, t in enumerate(ts))
+
+
+def _batch(module: nn.Module) -> int:
+    return 256 if isinstance(module, TextClassifier) else BATCH
+
+
 @torch.no_grad()
 def _reestimate_bn(module: nn.Module, x: torch.Tensor) -> None:
     """Recompute BatchNorm running statistics on ``x`` (cumulative average)."""
@@ -94,14 +140,18 @@ def _reestimate_bn(module: nn.Module, x: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def _evaluate(module: nn.Module, probes: ProbeSet) -> tuple[float, float]:
-    loss, wrong = 0.0, 0
-    for i in range(0, len(probes), BATCH):
-        out = module(probes.x[i:i + BATCH])
-        y = probes.y[i:i + BATCH]  # type: ignore[index]
-        loss += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+def _evaluate(module: nn.Module, probes: ProbeSet) -> tuple[float, float, torch.Tensor]:
+    """(mean cross-entropy, error rate, log-probability of each probe's label)."""
+    wrong = 0
+    b = _batch(module)
+    lps = []
+    for i in range(0, len(probes), b):
+        out = module(probes.x[i:i + b])
+        y = probes.y[i:i + b]  # type: ignore[index]
+        lps.append(torch.log_softmax(out.float(), dim=1).gather(1, y[:, None]).squeeze(1))
         wrong += int((out.argmax(1) != y).sum())
-    return loss / len(probes), wrong / len(probes)
+    lp = torch.cat(lps)
+    return float(-lp.mean()), wrong / len(probes), lp
 
 
 def path_curve(a: Classifier, b: Classifier, probes: ProbeSet, points: int = 11) -> tuple[PathCurve, bool, bool]:
@@ -110,64 +160,65 @@ def path_curve(a: Classifier, b: Classifier, probes: ProbeSet, points: int = 11)
     module = ARCHS[a.arch](**a.arch_kwargs)
     bn = a.has_batchnorm
     ts = [i / (points - 1) for i in range(points)]
-    losses, errors = [], []
+    losses, errors, lps = [], [], []
     for t in ts:
         state = {k: ((1 - t) * v + t * sb[k]) if v.is_floating_point() else v for k, v in sa.items()}
         module.load_state_dict(state)
         if bn:
             _reestimate_bn(module, probes.x)
         module.eval()
-        loss, err = _evaluate(module, probes)
+        loss, err, lp = _evaluate(module, probes)
         losses.append(loss)
         errors.append(err)
-
-    def barrier(v: list[float]) -> float:
-        return max(v[i] - ((1 - t) * v[0] + t * v[-1]) for i, t in enumerate(ts))
-
-    curve = PathCurve(tuple(ts), tuple(round(v, 6) for v in losses), tuple(round(v, 6) for v in errors),
-                      round(barrier(losses), 6), round(barrier(errors), 6))
-    return curve, bn, fixed_head
+        lps.append(lp)
+    return make_curve(ts, losses, errors, lps[0], lps[-1]), bn, fixed_head
 
 
 def calibrate(a: Classifier, probes: ProbeSet, *, derived: list[Classifier] | None = None,
-              independent: list[Classifier] | None = None, n_aux: int = 2, seed: int = 0) -> Threshold:
-    """Loss-barrier threshold for A: derived pairs (A, fine-tune) vs independent pairs (A, re-training)."""
+              independent: list[Classifier] | None = None, n_aux: int = 2, seed: int = 0,
+              statistic: str = STATISTIC) -> Threshold:
+    """Barrier threshold for A: derived pairs (A, fine-tune) vs independent pairs (A, re-training)."""
     derived, independent = derived or [], independent or []
     if not derived or not independent:
         made_d, made_i = make_aux(a, aux_data(a, probes), n_lineage=n_aux, n_independent=n_aux, seed=seed + 50)
         derived, independent = derived or made_d, independent or made_i
-    d = [path_curve(a, m, probes)[0].loss_barrier for m in derived]
-    i = [path_curve(a, m, probes)[0].loss_barrier for m in independent]
+    d = [path_curve(a, m, probes)[0].statistic(statistic) for m in derived]
+    i = [path_curve(a, m, probes)[0].statistic(statistic) for m in independent]
     return threshold_between(d, i, higher_is_lineage=False)
 
 
 def determine(a: Classifier, b: Classifier, probes: ProbeSet | None = None, *, points: int = 11,
               derived_aux: list[Classifier] | None = None, independent_aux: list[Classifier] | None = None,
-              n_aux: int = 2, seed: int = 0, threshold: Threshold | None = None) -> DetermineResult:
+              n_aux: int = 2, seed: int = 0, threshold: Threshold | None = None,
+              statistic: str = STATISTIC) -> DetermineResult:
     """Loss/error barrier between A and B and the calibrated same-basin verdict.
 
     Probe labels: the probe data's ``y`` when present, else A's own predictions (stated in notes).
-    ``threshold`` skips calibration (e.g. one calibration reused for many B against one A).
+    ``threshold`` skips calibration (e.g. one calibration reused for many B against one A); it
+    must have been calibrated on the same ``statistic`` (``loss``: the classic barrier, default;
+    ``ensemble``: against the endpoints' output mixture; ``error``).
     """
     t0 = time.perf_counter()
     notes: list[str] = []
     if probes is None:
         if a.task is None:
             raise UsageError(f"{a.name} names no synthetic task: pass probe data (--probe)")
-        probes = synthetic_probes(a.task, 1000, seed=4242 + seed)
+        probes = synthetic_probes(a.task, DEFAULT_PROBES.get(a.arch, 1000), seed=4242 + seed)
     if probes.y is None:
+        b = _batch(a.module)
         with torch.no_grad():
-            labels = torch.cat([a.module(probes.x[i:i + BATCH]).argmax(1) for i in range(0, len(probes), BATCH)])
-        probes = ProbeSet(probes.x, labels, probes.origin)
+            labels = torch.cat([a.module(probes.x[i:i + b]).argmax(1) for i in range(0, len(probes), b)])
+        probes = ProbeSet(probes.x, labels, probes.origin, probes.texts)
         notes.append("probe data has no labels: A's predictions are the labels")
     curve, bn, fixed_head = path_curve(a, b, probes, points)
     if threshold is None:
-        threshold = calibrate(a, probes, derived=derived_aux, independent=independent_aux, n_aux=n_aux, seed=seed)
+        threshold = calibrate(a, probes, derived=derived_aux, independent=independent_aux, n_aux=n_aux, seed=seed,
+                              statistic=statistic)
     if not threshold.separated:
         notes.append("calibration groups overlap: the verdict is uncertain")
     if fixed_head:
         notes.append("different heads: shared body compared with A's head fixed")
-    verdict = "same basin" if curve.loss_barrier < threshold.value else "different basins"
+    verdict = "same basin" if curve.statistic(statistic) < threshold.value else "different basins"
     return DetermineResult(a.name, b.name, curve.loss_barrier, curve.error_barrier, threshold.value, verdict,
                            curve, threshold, len(probes), bn, fixed_head,
-                           round(time.perf_counter() - t0, 4), tuple(notes))
+                           round(time.perf_counter() - t0, 4), tuple(notes), statistic, curve.ensemble_barrier)

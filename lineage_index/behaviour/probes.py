@@ -299,8 +299,10 @@ def synthetic_probes(spec: TaskSpec, n: int = 512, seed: int = 12_345) -> ProbeS
     return task_data(spec, n, seed)
 
 
-def load_probes(path: str | Path, input_shape: tuple[int, ...] | None = None) -> ProbeSet:
-    """Read a user's probe file (``.safetensors`` / ``.npz`` / ``.npy``), never by unpickling."""
+def load_probes(path: str | Path, input_shape: tuple[int, ...] | None = None, *, token_ids: bool = False) -> ProbeSet:
+    """Read a user's probe file (``.safetensors`` / ``.npz`` / ``.npy``), never by unpickling.
+
+    ``x`` becomes float32, or int64 token ids with ``token_ids`` (text classifiers)."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"probe data not found: {p}")
@@ -320,7 +322,13 @@ def load_probes(path: str | Path, input_shape: tuple[int, ...] | None = None) ->
         raise UsageError(f"{p}: probe data must be .safetensors (tensor 'x', optional 'y'), .npz or .npy")
     if "x" not in arrays:
         raise UsageError(f"{p}: no tensor named 'x' (found: {', '.join(sorted(arrays)) or 'none'})")
-    x = torch.as_tensor(arrays["x"]).float()
+    x = torch.as_tensor(arrays["x"])
+    if token_ids:
+        if x.is_floating_point() or x.dim() != 2:
+            raise UsageError(f"{p}: a text classifier needs 'x' as integer token ids of shape (points, tokens)")
+        x = x.long()
+    else:
+        x = x.float()
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
         if math.prod(x.shape[1:]) == math.prod(input_shape):
             x = x.reshape(x.shape[0], *input_shape)
@@ -338,3 +346,23 @@ def save_probes(probes: ProbeSet, path: str | Path) -> None:
     if probes.y is not None:
         tensors["y"] = probes.y.contiguous()
     save_file(tensors, str(path))
+
+
+def probes_for(model: Any, path: str | Path) -> ProbeSet:
+    """A user's probe data read for ``model`` (a ``models.Classifier``): a folder of images for an
+    image classifier, a text file for a text classifier, else a tensor file (see ``load_probes``)."""
+    p = Path(path)
+    kind, shape = model.kind, model.input_shape
+    if p.is_dir():
+        if kind != "images" or shape is None:
+            raise UsageError(f"{p} is a folder: image folders are probes for image classifiers, and "
+                             f"{model.name} reads {kind}")
+        norm = model.meta.get("input_norm")
+        return load_image_folder(p, shape[0], shape[-1], tuple(norm) if norm else None)
+    if p.suffix.lower() in (".txt", ".text"):
+        if kind != "text":
+            raise UsageError(f"{p} is a text file: text probes are for text classifiers, and {model.name} "
+                             f"reads {kind}")
+        length = model.task.length if model.task is not None else 32
+        return load_text_probes(p, text_tokenizer(model.meta.get("dir")), max_length=max(length, 8))
+    return load_probes(p, shape, token_ids=kind == "text")
