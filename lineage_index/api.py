@@ -8,7 +8,7 @@ calls one of these and formats the result; everything is scriptable from Python.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ class IngestSummary:
     graph_load: str | None = None  # "bulk" | "bolt" | None (nothing written)
     rewritten: list[str] = field(default_factory=list)  # models whose nodes and edges were rewritten
     reverified_families: list[str] = field(default_factory=list)
+    behaviour: Any = None  # behaviour.tier.TierResult when the opt-in behaviour tier ran
 
     def edges_by(self, attr: str) -> dict[str, int]:
         return dict(Counter(getattr(e, attr) for e in self.edges))
@@ -133,17 +134,19 @@ def write_graph(
     conn, records: dict[str, ModelRecord], sketches: dict[str, Sketch], failures: list[Failure],
     recovery: Recovery, license_texts: dict[str, str] | None = None, *,
     graph_load: str | None = None, known_roots: dict[str, str] | None = None,
+    impute_records: dict[str, ModelRecord] | None = None,
 ):
     """Write models (with imputed metadata), failures and edges; returns the ``bulk.GraphLoad``.
 
     ``graph_load``: auto | bulk | bolt (``schema.bulk.choose_method``: the initial load of a large
     index into the empty managed Neo4j goes through neo4j-admin's bulk importer, the rest through
-    the batched Bolt writer).
+    the batched Bolt writer). ``impute_records``: the records imputation sees (hub-wide votes),
+    when more than ``records`` (an incremental re-index writes fewer models than it lists).
     """
     from lineage_index.schema.bulk import load_graph
 
     roots = compute_roots(recovery.edges, list(records), known_roots)
-    imp = imputed_props(impute(records, recovery.edges, license_texts))
+    imp = imputed_props(impute({**(impute_records or {}), **records}, recovery.edges, license_texts))
     rows = [{"id": m, "props": {**model_props(r, sketches.get(m), roots.get(m)), **imp.get(m, {})}}
             for m, r in records.items()]
     rows += [{"id": f.model_id, "props": {"status": "failed", "failure": f.kind, "failure_message": f.message}}
@@ -160,12 +163,16 @@ def ingest(
     ray: bool | str = False,
     graph_load: str | None = None,
     full: bool = False,
+    behaviour: Any = None,
 ) -> IngestSummary:
     """Run sources -> sketch -> recover and, when ``conn`` is given, write the graph.
 
     ``ray``: read the sketches as Ray tasks (True: a local Ray started on demand; a string: the
     cluster address). With a graph, only models whose graph entry is stale (new, re-read, other
     sha or status) and the families they touch are recovered and rewritten (``full``: all).
+    ``behaviour`` (True or ``behaviour.tier.BehaviourOptions``): the opt-in behaviour tier runs on
+    every listed model (as with ``full``) whose full weights are at hand locally; without it the
+    graph is exactly the weight tier's.
     """
     store = store if store is not None else SketchStore()
     fanout = None
@@ -185,11 +192,21 @@ def ingest(
         from lineage_index.schema.writer import GraphWriter
 
         writer = GraphWriter(conn.driver(), conn.database)
-        if not full:
+        if not full and not behaviour:
             changed = changed_models(run_records, report, writer.model_state(list(run_records)))
     scope = incremental_scope(store, run_records, report.sketches, changed)
     recovery = recover(scope.records, scope.sketches, context_records=scope.context_records,
                        context_sketches=scope.context_sketches)
+    tier = None
+    if behaviour:
+        from lineage_index.behaviour.tier import BehaviourOptions, run_tier
+
+        opts = behaviour if isinstance(behaviour, BehaviourOptions) else BehaviourOptions()
+        if opts.cache_dir is None:
+            opts = replace(opts, cache_dir=store.root)
+        tier = run_tier({**scope.context_records, **scope.records}, recovery.edges, opts, show_progress=show_progress)
+        recovery = replace(recovery, edges=tier.edges)
+        graph_load = "bolt"  # the bulk importer's edge columns carry no behaviour properties
     load = None
     edges = recovery.edges
     if writer is not None:
@@ -197,7 +214,7 @@ def ingest(
         if scope.records or report.failures:
             load = write_graph(conn, scope.records, scope.sketches, report.failures, recovery,
                                read_license_texts(source, run_records.values()), graph_load=graph_load,
-                               known_roots=writer.model_roots(sorted(outside)))
+                               known_roots=writer.model_roots(sorted(outside)), impute_records=run_records)
         skipped = [m for m in run_records if m not in scope.records]
         if skipped:  # unchanged models: their edges as the graph holds them
             edges = sorted(edges + GraphWriter(conn.driver(), conn.database).read_edges(skipped),
@@ -216,6 +233,7 @@ def ingest(
         graph_load=load.method if load is not None else None,
         rewritten=sorted(scope.records),
         reverified_families=recovery.families,
+        behaviour=tier,
     )
 
 
