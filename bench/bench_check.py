@@ -1,16 +1,23 @@
-"""Benchmark: `lineage-index check` on a zoo (every model against all the others) and on a
-synthetic 7B-shaped checkpoint against an index of 1,000 sketches.
+"""Benchmark: `lineage-index check` on zoos held out from its calibration, and a synthetic
+7B-shaped checkpoint against an index of 1,000 sketches.
 
-    python bench/bench_check.py --zoo /path/to/zoo [--no-seven-b]
+    python bench/bench_check.py --zoo /path/to/zoo [--zoo ...] [--out DIR] [--no-seven-b]
 
-Zoo part: the index holds every model's sketch; each model is checked against the others
-(its own sketch is excluded), with the collection's records as a registry would have them.
-Prints top-1 parent accuracy, verdict-class accuracy, the number of independent models
-(roots and distilled students) given a lineage verdict pointing outside their own tree
-(goal 0), and a calibration table (predicted probability against observed frequency),
-also written as an SVG picture next to the zoo's truth (calibration.svg in the current dir).
+Zoo part, per zoo (its seed should not be one the shipped calibration was fitted on; the
+script says when it is): the index holds every model's sketch and record; each model is
+checked against all the others (its own sketch left out). Prints top-1 parent accuracy and
+verdict-class accuracy over non-root models, how many independently trained models (roots and
+distilled students) got any lineage verdict naming a model outside their weight tree, and the
+calibration of the probabilities: Brier score, expected calibration error and a reliability
+table, for the verdict probability (is the verdict right?) and for every candidate's
+P(parent). Then the hard guarantee on every model: each is checked against an index holding
+only the *other* weight trees of the zoo (same architectures, independently trained): any
+lineage verdict there is a false claim (goal 0). The reliability diagram and the histogram of
+predicted probabilities are written as calibration.svg (and .png) in --out.
+
 7B part: a sparse Llama-2-7B-shaped checkpoint whose planned sample ranges hold real values,
-checked against 1,000 stored sketches (100 of its family, one of them its parent).
+checked against 1,000 stored sketches (100 of its family, one of them its parent); prints the
+time, the verdict and the bytes read (the same range-read plan as ingest).
 """
 
 from __future__ import annotations
@@ -26,77 +33,133 @@ from pathlib import Path
 import numpy as np
 
 from lineage_index.indexer.check import check
+from lineage_index.indexer.check_calibration import (
+    ZooTruth,
+    brier,
+    expected_calibration_error,
+    load_calibration,
+    reliability,
+)
 from lineage_index.indexer.pipeline import sketch_all
 from lineage_index.indexer.sketch import _byte_range, plan_reads
 from lineage_index.indexer.sources import DirSource
-from lineage_index.indexer.store import SketchStore
+from lineage_index.indexer.store import SketchStore, load_meta_id
 
 LINEAGE = {"copy", "quantized", "adapter", "finetune", "merge", "prune"}
 
 
-def bench_zoo(zoo: Path) -> None:
-    truth = json.loads((zoo / "truth.json").read_text())
+def bench_zoo(zoo: Path) -> dict:
+    raw = json.loads((zoo / "truth.json").read_text())
+    truth = ZooTruth.from_json(raw)
+    trained_on = {(z.get("size"), z.get("seed")) for z in load_calibration().provenance.get("zoos", [])}
+    meta = raw["zoo"]
+    held_out = (meta.get("size"), meta.get("seed")) not in trained_on
+    out = {"verdict_p": [], "verdict_ok": [], "cand_p": [], "cand_ok": []}
     with tempfile.TemporaryDirectory() as tmp:
-        store = SketchStore(Path(tmp))
+        store = SketchStore(Path(tmp) / "all")
         src = DirSource(zoo)
         records, report = sketch_all(src.iter_records(), src.open_reader, store)
-        parents: dict[str, set[str]] = {}
-        relation: dict[str, str] = {}
-        for e in truth["edges"]:
-            parents.setdefault(e["child"], set()).add(e["parent"])
-            relation[e["child"]] = e["relation"]
+        indexed = set(report.sketches)
         top1 = n_top = cls_ok = n_cls = false_claims = n_indep = 0
-        calib: list[tuple[float, bool]] = []
+        bytes_read: list[int] = []
         t0 = time.perf_counter()
-        for m, info in sorted(truth["models"].items()):
-            r = check(str(zoo / m), store, model_id=m, records=records)
-            rel = relation.get(m)
-            tree = info.get("weight_root") or info["root"]
-            if rel is None or rel == "distill":  # independent weights: roots and distilled students
+        for m in sorted(raw["models"]):
+            if m not in indexed:
+                continue
+            r = check(str(zoo / m), store, model_id=m, records=records, save=False)
+            bytes_read.append(r.bytes_read)
+            ok = truth.verdict_right(m, r.verdict, r.parents, indexed - {m})
+            out["verdict_p"].append(r.probability)
+            out["verdict_ok"].append(ok)
+            for c in r.candidates:
+                out["cand_p"].append(c.probability)
+                out["cand_ok"].append(truth.pair_label(m, c.model_id) == "parent")
+            if not truth.parents.get(m):  # independent weights: roots and distilled students
                 n_indep += 1
-                named = [p for p in r.parents if (truth["models"].get(p, {}).get("weight_root") or p) != tree]
-                if r.verdict in LINEAGE and named:
-                    false_claims += 1
+                outside = [p for p in r.parents if truth.tree.get(p, p) != truth.tree[m]]
+                false_claims += bool(r.verdict in LINEAGE and outside)
                 continue
             n_cls += 1
-            cls_ok += r.verdict == rel
+            cls_ok += r.verdict == truth.relation[m]
             n_top += 1
-            hit = bool(r.parents) and r.parents[0] in parents[m]
-            top1 += hit
-            calib.append((r.probability, hit and r.verdict == rel))
+            top1 += bool(r.parents) and r.parents[0] in truth.parents[m]
         secs = time.perf_counter() - t0
-    print(f"zoo {zoo}: {len(truth['models'])} models checked in {secs:.1f} s ({secs / len(truth['models']):.2f} s each)")
-    print(f"  top-1 parent accuracy: {top1}/{n_top} = {top1 / max(1, n_top):.3f}")
-    print(f"  verdict-class accuracy: {cls_ok}/{n_cls} = {cls_ok / max(1, n_cls):.3f}")
-    print(f"  independent models given a lineage verdict outside their tree: {false_claims} of {n_indep} (goal 0)")
-    bins = np.linspace(0, 1, 6)
-    rows = []
-    print("  calibration: predicted probability bin -> observed frequency (n)")
-    for lo, hi in zip(bins[:-1], bins[1:], strict=True):
-        sel = [ok for p, ok in calib if lo <= p < hi or (hi == 1 and p == 1)]
-        if sel:
-            rows.append(((lo + hi) / 2, float(np.mean(sel)), len(sel)))
-            print(f"    [{lo:.1f}, {hi:.1f}): {np.mean(sel):.3f} ({len(sel)})")
-    write_svg(Path("calibration.svg"), rows)
-    print("  picture: calibration.svg")
+        n = len(out["verdict_p"])
+        print(f"zoo {zoo} ({meta.get('size')}, seed {meta.get('seed')}, "
+              f"{'held out from' if held_out else 'USED IN'} the calibration): {n} models checked in {secs:.1f} s "
+              f"({secs / max(1, n):.2f} s each), {int(np.median(bytes_read)):,} bytes read per model (median)")
+        print(f"  top-1 parent accuracy: {top1}/{n_top} = {top1 / max(1, n_top):.3f}")
+        print(f"  verdict-class accuracy: {cls_ok}/{n_cls} = {cls_ok / max(1, n_cls):.3f}")
+        print(f"  verdicts right (class and parents, every model): {sum(out['verdict_ok'])}/{n}")
+        print(f"  independent models given a lineage verdict outside their weight tree: {false_claims} of {n_indep}"
+              " (goal 0)")
+        _calibration_lines(out)
+        out["guarantee"] = guarantee(zoo, raw, truth, store, records, Path(tmp))
+    return out
 
 
-def write_svg(path: Path, rows: list[tuple[float, float, int]]) -> None:
-    size, pad = 300, 30
-    def xy(p: float, f: float) -> tuple[float, float]:
-        return pad + p * (size - 2 * pad), size - pad - f * (size - 2 * pad)
-    pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(p, f) for p, f, _ in rows))
-    dots = "".join(f'<circle cx="{xy(p, f)[0]:.1f}" cy="{xy(p, f)[1]:.1f}" r="{2 + n ** 0.5:.1f}" fill="#1f77b4"/>'
-                   for p, f, n in rows)
-    (x0, y0), (x1, y1) = xy(0, 0), xy(1, 1)
-    path.write_text(
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}">'
-        f'<rect width="100%" height="100%" fill="white"/>'
-        f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y1}" stroke="#aaa" stroke-dasharray="4"/>'
-        f'<polyline points="{pts}" fill="none" stroke="#1f77b4"/>{dots}'
-        f'<text x="{size / 2}" y="{size - 5}" text-anchor="middle" font-size="11">predicted probability</text>'
-        f'<text x="10" y="{size / 2}" font-size="11" transform="rotate(-90 10 {size / 2})" '
-        f'text-anchor="middle">observed frequency</text></svg>')
+def guarantee(zoo: Path, raw: dict, truth: ZooTruth, full: SketchStore, records: dict, tmp: Path) -> tuple[int, int]:
+    """Every model against an index of only the other weight trees: lineage verdicts there are false."""
+    by_tree: dict[str, list[Path]] = {}
+    for p in full:
+        by_tree.setdefault(truth.tree.get(load_meta_id(p), "?"), []).append(p)
+    claims = checked = 0
+    for tree in sorted(by_tree):
+        store = SketchStore(tmp / f"without-{abs(hash(tree))}")
+        for other, paths in by_tree.items():
+            if other != tree:
+                for p in paths:
+                    (store.root / p.parent.name).mkdir(parents=True, exist_ok=True)
+                    (store.root / p.parent.name / p.name).symlink_to(p)
+        for m in sorted(x for x in raw["models"] if truth.tree.get(x) == tree and x not in truth.adapters):
+            r = check(str(zoo / m), store, model_id=m, records=records, save=False)
+            checked += 1
+            if r.verdict in LINEAGE and r.parents:
+                claims += 1
+                print(f"    FALSE CLAIM: {m} -> {r.verdict} of {r.parents}")
+    print(f"  every model against the other weight trees only: {claims} lineage verdicts of {checked} (goal 0)")
+    return claims, checked
+
+
+def _calibration_lines(out: dict) -> None:
+    for name, p, y in (("verdict probability", out["verdict_p"], out["verdict_ok"]),
+                       ("candidate P(parent)", out["cand_p"], out["cand_ok"])):
+        print(f"  {name}: Brier {brier(p, y):.4f}, ECE {expected_calibration_error(p, y):.3f}, "
+              f"n {len(p)}; predicted probability bin -> observed frequency (n):")
+        for lo, mean_p, freq, k in reliability(p, y, bins=10):
+            print(f"    [{lo:.1f}, {lo + 0.1:.1f}): mean p {mean_p:.3f} -> {freq:.3f} ({k})")
+
+
+def write_picture(out_dir: Path, runs: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    merged = {k: [v for r in runs for v in r[k]] for k in ("verdict_p", "verdict_ok", "cand_p", "cand_ok")}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    ax = axes[0]
+    ax.plot([0, 1], [0, 1], "--", color="#999", lw=1)
+    for name, pk, yk, colour in (("verdict", "verdict_p", "verdict_ok", "#1f77b4"),
+                                 ("candidate P(parent)", "cand_p", "cand_ok", "#d62728")):
+        rows = reliability(merged[pk], merged[yk], bins=10)
+        ax.plot([r[1] for r in rows], [r[2] for r in rows], "o-", color=colour,
+                label=f"{name} (Brier {brier(merged[pk], merged[yk]):.3f})")
+        for _, mp, fr, k in rows:
+            ax.annotate(str(k), (mp, fr), textcoords="offset points", xytext=(4, -10), fontsize=7, color=colour)
+    ax.set(xlabel="predicted probability", ylabel="observed frequency", xlim=(0, 1), ylim=(-0.02, 1.02),
+           title="reliability (held-out zoos)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax = axes[1]
+    ax.hist([merged["verdict_p"], merged["cand_p"]], bins=np.linspace(0, 1, 21), color=["#1f77b4", "#d62728"],
+            label=["verdict", "candidate P(parent)"], log=True)
+    ax.set(xlabel="predicted probability", ylabel="count (log)", title="spread of the probabilities")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_dir / "calibration.svg")
+    fig.savefig(out_dir / "calibration.png", dpi=90)
+    print(f"picture: {out_dir / 'calibration.svg'}")
 
 
 def bench_seven_b() -> None:
@@ -138,19 +201,26 @@ def bench_seven_b() -> None:
             store.put(dataclasses.replace(target, model_id=f"bench/other-{i:03d}", sha="x", family=f"other{i % 7}",
                                           samples=tiny, derived={}))
         t0 = time.perf_counter()
-        r = check(str(repo), store, model_id="synthetic/llama-2-7b-shaped")
+        r = check(str(repo), store, model_id="synthetic/llama-2-7b-shaped", save=False)
         secs = time.perf_counter() - t0
     print(f"7B-shaped check against 1,000 stored sketches: {secs:.2f} s, verdict {r.verdict} "
-          f"(parents {r.parents[:1]}), bytes read {r.bytes_read:,}, requests {r.requests}")
+          f"(parents {r.parents[:1]}, p {r.probability:.2f}), bytes read {r.bytes_read:,} of "
+          f"{target.model_bytes:,}, requests {r.requests}; load average {os.getloadavg()[0]:.2f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--zoo", type=Path)
+    ap.add_argument("--zoo", type=Path, action="append", default=[])
+    ap.add_argument("--out", type=Path, default=Path("."))
     ap.add_argument("--no-seven-b", action="store_true")
     args = ap.parse_args()
-    if args.zoo:
-        bench_zoo(args.zoo)
+    runs = [bench_zoo(z) for z in args.zoo]
+    if len(runs) > 1:
+        merged = {k: [v for r in runs for v in r[k]] for k in ("verdict_p", "verdict_ok", "cand_p", "cand_ok")}
+        print("all zoos together:")
+        _calibration_lines(merged)
+    if runs:
+        write_picture(args.out, runs)
     if not args.no_seven_b:
         bench_seven_b()
 

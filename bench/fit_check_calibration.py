@@ -5,7 +5,7 @@
 For every zoo (built with `lineage-index zoo build OUT --size S --seed N`; each has truth.json):
 the zoo is sketched into a temporary index, and every model is checked against all the others
 (its own sketch left out), with the calibration switched off (check's rules do not depend on
-it). Every candidate check compared is one labelled pair, featurised exactly as check
+it), twice: with the index's records (upload times, declarations) and from the weights alone. Every candidate check compared is one labelled pair, featurised exactly as check
 featurises it (check_features: z-scores against the index's own background of unrelated pairs
 of the architecture, direction votes, 0 = no evidence):
 
@@ -15,11 +15,12 @@ of the architecture, direction votes, 0 = no evidence):
 
 Three L2-penalised logistic models are fitted (numpy/scipy): P(related) on all pairs,
 P(parent | related) on the pairs that pass check's z gate, and P(verdict right) on the
-verdicts, from their group and the fitted pair probabilities behind them. Coefficients,
+verdicts, from their group and the fitted pair probabilities behind them (with one right and
+one wrong pseudo-verdict per group: Laplace's rule, so no group is ever certain). Coefficients,
 feature names and provenance (zoo sizes and seeds, counts, date, this command) are written
 to lineage_index/indexer/data/check_calibration.json. It also prints leave-one-zoo-out Brier
-scores, so the fit is judged on zoos it did not see. --rows keeps (or reuses) the collected
-rows, so the fit can be redone without re-checking.
+scores, so the fit is judged on zoos it did not see. --rows DIR keeps (or reuses) the rows
+collected per zoo, so the fit can be redone without re-checking.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from lineage_index.indexer.check_calibration import (
     PARENT_FEATURES,
     RELATED_FEATURES,
     VERDICT_FEATURES,
+    VERDICT_GROUPS,
     Calibration,
     ZooTruth,
     brier,
@@ -70,16 +72,34 @@ def collect(zoo: Path) -> dict:
         for m in sorted(raw["models"]):
             if m not in indexed:
                 continue
-            r = check(str(zoo / m), store, model_id=m, records=records, calibration=neutral, save=False)
-            targets.append({
-                "target": m, "verdict": r.verdict, "parents": r.parents,
-                "merge_base": (r.merge or {}).get("base"),
-                "right": truth.verdict_right(m, r.verdict, r.parents, indexed - {m}),
-                "candidates": [{"id": c.model_id, "gate": c.passes_gate, "x": c.features,
-                                "label": truth.pair_label(m, c.model_id)} for c in r.candidates],
-            })
+            # as a registry runs it (the index's cards: upload times, declarations) and from the
+            # weights alone (no records): the fit sees both, so a missing signal stays neutral
+            for recs in (records, {}):
+                r = check(str(zoo / m), store, model_id=m, records=recs, calibration=neutral, save=False)
+                targets.append({
+                    "target": m, "metadata": bool(recs), "verdict": r.verdict, "parents": r.parents,
+                    "merge_base": (r.merge or {}).get("base"),
+                    "right": truth.verdict_right(m, r.verdict, r.parents, indexed - {m}),
+                    "candidates": [{"id": c.model_id, "gate": c.passes_gate, "x": c.features,
+                                    "label": truth.pair_label(m, c.model_id)} for c in r.candidates],
+                })
     print(f"  {zoo}: {len(targets)} targets checked in {time.perf_counter() - t0:.0f} s", flush=True)
     return {"zoo": str(zoo), "size": raw["zoo"].get("size"), "seed": raw["zoo"].get("seed"), "targets": targets}
+
+
+def collect_cached(zoo: Path, rows: Path | None) -> dict:
+    """``collect``, kept in (and reused from) ``rows``/<size>-s<seed>.json when a folder is given."""
+    if rows is None:
+        return collect(zoo)
+    meta = json.loads((zoo / "truth.json").read_text())["zoo"]
+    path = rows / f"{meta.get('size')}-s{meta.get('seed')}.json"
+    if path.exists():
+        print(f"  {zoo}: rows from {path}")
+        return json.loads(path.read_text())
+    out = collect(zoo)
+    rows.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out))
+    return out
 
 
 def _matrix(rows: list[dict], names: tuple[str, ...]) -> np.ndarray:
@@ -96,7 +116,17 @@ def fit(zoos: list[dict]) -> tuple[Calibration, dict]:
     cal = Calibration(related, parent, Calibration.neutral().verdict)
     vrows = [(verdict_features(cal, t), t["right"]) for z in zoos for t in z["targets"]]
     xv = np.array([[x[n] for n in VERDICT_FEATURES] for x, _ in vrows])
-    verdict = fit_logistic(xv, np.array([y for _, y in vrows]), VERDICT_FEATURES, L2)
+    yv = np.array([y for _, y in vrows], dtype=float)
+    # Laplace's rule of succession per verdict group: one right and one wrong pseudo-verdict at
+    # the group's mean features, so a group the zoos never got wrong gets (n+1)/(n+2), not 1
+    prior = []
+    for g in VERDICT_GROUPS:
+        sel = xv[:, VERDICT_FEATURES.index(f"group_{g}")] == 1.0
+        if sel.any():
+            prior += [(xv[sel].mean(axis=0), 1.0), (xv[sel].mean(axis=0), 0.0)]
+    xp = np.vstack([xv, np.array([p for p, _ in prior])]) if prior else xv
+    yp = np.concatenate([yv, [y for _, y in prior]])
+    verdict = fit_logistic(xp, yp, VERDICT_FEATURES, L2)
     counts = {"pairs": len(pairs), "parent": sum(c["label"] == "parent" for c in pairs),
               "related": sum(c["label"] == "related" for c in pairs),
               "unrelated": sum(c["label"] == "unrelated" for c in pairs), "gated_pairs": len(gated),
@@ -131,19 +161,13 @@ def evaluate(cal: Calibration, zoos: list[dict]) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", type=Path, action="append", default=[], help="a generated zoo (repeat)")
-    ap.add_argument("--rows", type=Path, help="JSON of collected rows: reused when present, else written")
+    ap.add_argument("--rows", type=Path, help="folder of collected rows per zoo: reused when present, else written")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args()
-    if args.rows and args.rows.exists():
-        zoos = json.loads(args.rows.read_text())
-        print(f"rows from {args.rows}")
-    else:
-        if not args.zoo:
-            ap.error("name at least one --zoo (or an existing --rows file)")
-        print("checking every model of each zoo against the others (calibration off)")
-        zoos = [collect(z) for z in args.zoo]
-        if args.rows:
-            args.rows.write_text(json.dumps(zoos))
+    if not args.zoo:
+        ap.error("name at least one --zoo")
+    print("checking every model of each zoo against the others (calibration off)")
+    zoos = [collect_cached(z, args.rows) for z in args.zoo]
     cal, counts = fit(zoos)
     print(f"pairs: {counts}")
     for name, model in (("related", cal.related), ("parent", cal.parent), ("verdict", cal.verdict)):

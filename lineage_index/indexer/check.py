@@ -133,6 +133,7 @@ class CheckResult:
     graph: str = ""  # what --add did to the graph
     lineage: list[tuple[str, str, str]] = field(default_factory=list)  # (child, parent, relation) around it
     license: str | None = None  # the target's declared licence
+    node_licenses: dict[str, str | None] = field(default_factory=dict)  # of the lineage's models, from cards
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -298,7 +299,7 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
     else:
         d = Decision("no_relative", [], evidence=["no stored sketch of this architecture"])
     evidence += d.evidence
-    scores, vfeat = _score(sk, d, feats, zs, bg, cal, recs)
+    scores, vfeat = _score(sk, d, feats, zs, bg, cal, recs, load, cmp)
     prob = cal.verdict(vfeat)
     claim = judge_claim(sk, declared, d.verdict, d.parents, find, lambda f: calibrated_z(f, bg))
     chain = license_chain(d.parents, recs)
@@ -308,6 +309,7 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
     lineage += [(c, rec.id, "child") for c in sorted(d.children)]
     if claim.status == "contradicted":
         lineage += [(rec.id, b, "declared, contradicted") for b in declared if b not in d.parents]
+    node_lic = {m: (recs[m].license_name or recs[m].license) for e in lineage for m in e[:2] if m in recs}
     if add:
         store.put(sk)
         store.put_record(rec)
@@ -315,7 +317,8 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
         rec.id, sk.family, d.verdict, round(prob, 4), d.parents, [round(c, 4) for c in d.coefficients], scores,
         evidence, bg, claim, code, chain, failures, sk.bytes_read, sk.requests, round(time.perf_counter() - t0, 3),
         add, _merge_dict(d.merge, sk, find), {k: round(v, 4) for k, v in vfeat.items()}, _provenance(cal), layers,
-        rec.location, sk.family_desc, lineage=lineage, license=rec.license_name or rec.license)
+        rec.location, sk.family_desc, lineage=lineage, license=rec.license_name or rec.license,
+        node_licenses=node_lic)
     if add and conn is not None:
         from lineage_index.indexer.check_graph import add_to_graph
 
@@ -330,14 +333,17 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
 
 
 def _score(sk: Sketch, d: Decision, feats: dict[str, PairFeatures], zs: dict[str, float], bg: Background,
-           cal: Calibration, recs: dict[str, ModelRecord]) -> tuple[list[CandidateScore], dict[str, float]]:
+           cal: Calibration, recs: dict[str, ModelRecord], load: Callable[[str], Sketch],
+           cmp: PairCache) -> tuple[list[CandidateScore], dict[str, float]]:
     """Per-candidate probabilities from the fitted models, and the verdict's features."""
     me = sk.model_id
     gate = {c: f.related and zs[c] >= RELATED_Z for c, f in feats.items()}
-    positive = [f.dist for c, f in feats.items() if gate[c] and f.dist > 0]
-    nearest = min(positive) if positive else None
+    ahead = [f.dist for c, f in feats.items() if gate[c] and c not in d.children]
+    nearest = min(ahead) if ahead else None
+    twins = _twins(feats, gate, load, cmp)
     x = {c: {**related_vector(f, bg), **parent_vector(f, c, me, nearest_dist=nearest, merge=d.merge,
-                                                       child_of_target=c in d.merge_children, recs=recs)}
+                                                       child_of_target=c in d.merge_children, recs=recs,
+                                                       twins=twins.get(c, ()))}
          for c, f in feats.items()}
     p_rel, p_par, vfeat = score_verdict(cal, x, gate, d.verdict, d.parents, d.merge.base if d.merge else None)
     scores = [CandidateScore(c, d.relation_of.get(c, "unrelated"), round(p_par[c], 4), round(p_rel[c], 4),
@@ -345,6 +351,19 @@ def _score(sk: Sketch, d: Decision, feats: dict[str, PairFeatures], zs: dict[str
                              describe(f, me), gate[c], {k: round(v, 4) for k, v in x[c].items()})
               for c, f in sorted(feats.items(), key=lambda t: (-p_par[t[0]], t[1].dist, t[0]))]
     return scores, vfeat
+
+
+def _twins(feats: dict[str, PairFeatures], gate: dict[str, bool], load: Callable[[str], Sketch],
+           cmp: PairCache) -> dict[str, tuple[str, ...]]:
+    """Related candidates that are bit-identical to each other (equal distance to the target first)."""
+    out: dict[str, list[str]] = {}
+    rel = [c for c in feats if gate[c]]
+    for i, a in enumerate(rel):
+        for b in rel[i + 1:]:
+            if feats[a].dist == feats[b].dist and cmp(load(a), load(b)).copy_child == "same":
+                out.setdefault(a, []).append(b)
+                out.setdefault(b, []).append(a)
+    return {c: tuple(v) for c, v in out.items()}
 
 
 def _merge_dict(fit: MergeFit | None, sk: Sketch, find: Callable[[str], Sketch | None]) -> dict[str, Any] | None:
@@ -357,7 +376,7 @@ def _merge_dict(fit: MergeFit | None, sk: Sketch, find: Callable[[str], Sketch |
     base = find(fit.base) if fit.base else None
     parents = [p for p in (find(m) for m in fit.parents) if p is not None]
     if fit.method == "sparse" and base is not None and len(parents) == len(fit.parents):
-        out["mergekit_method"], out["density"], out["trim_ratio"] = sparse_method(sk, base, parents)
+        out["mergekit_method"], out["density"], out["trim_ratio"], out["kept_share"] = sparse_method(sk, base, parents)
     return out
 
 

@@ -36,7 +36,7 @@ VERDICT_GROUPS = ("structural", "finetune", "merge", "adapter", "unresolved", "n
 GROUP_OF = {"copy": "structural", "quantized": "structural", "prune": "structural", "finetune": "finetune",
             "merge": "merge", "adapter": "adapter", "family_unresolved": "unresolved", "no_relative": "none",
             "insufficient": "insufficient"}
-VERDICT_FEATURES = tuple(f"group_{g}" for g in VERDICT_GROUPS) + ("score", "margin")
+VERDICT_FEATURES = tuple(f"group_{g}" for g in VERDICT_GROUPS) + ("score", "margin", "time", "undated_twin")
 LOGIT_CAP = 12.0  # |logit| beyond this (p within 6e-6 of 0 or 1) says nothing more
 CALIBRATION_FILE = "check_calibration.json"
 
@@ -147,19 +147,24 @@ def score_verdict(cal: Calibration, x: dict[str, dict[str, float]], gate: dict[s
     p_rel, p_par = candidate_probabilities(cal, x, gate, verdict)
     claimed = [p_par[c] for c in parents if c in p_par]
     others = [p for c, p in p_par.items() if c not in parents and c != merge_base]
-    return p_rel, p_par, verdict_vector(verdict, claimed, others, list(p_rel.values()))
+    return p_rel, p_par, verdict_vector(verdict, claimed, others, list(p_rel.values()),
+                                        [x[c] for c in parents if c in x])
 
 
 # --- verdict-level features -----------------------------------------------------------------
 
 
-def verdict_vector(verdict: str, parent_p: list[float], other_p: list[float], related_p: list[float]) -> dict[str, float]:
+def verdict_vector(verdict: str, parent_p: list[float], other_p: list[float], related_p: list[float],
+                   parent_x: list[dict[str, float]] | None = None) -> dict[str, float]:
     """Features of one verdict: its group, the pair probability behind it, and the competition.
 
     ``parent_p``: probabilities of the claimed parents; ``other_p``: of the other candidates;
-    ``related_p``: P(related) of every candidate. ``score`` is the logit of what the verdict
-    rests on (the weakest claimed parent; for 'unresolved' the best relative; for 'none' that
-    no candidate is related); ``margin`` how far the claimed parents stand above the rest.
+    ``related_p``: P(related) of every candidate; ``parent_x``: the claimed parents' feature
+    vectors. ``score`` is the logit of what the verdict rests on (the weakest claimed parent;
+    for 'unresolved' the best relative; for 'none' that no candidate is related); ``margin`` how
+    far the claimed parents stand above the rest; ``time`` the weakest upload-time vote of a
+    claimed parent (0: no times); ``undated_twin`` 1 when a claimed parent is bit-identical to
+    the target and no upload time says which of the two is the original.
     """
     group = GROUP_OF.get(verdict, "insufficient")
     x = {f"group_{g}": 1.0 if g == group else 0.0 for g in VERDICT_GROUPS}
@@ -172,6 +177,9 @@ def verdict_vector(verdict: str, parent_p: list[float], other_p: list[float], re
     elif group in ("none", "insufficient"):
         score = logit(math.prod(1.0 - p for p in related_p)) if related_p else 0.0
     x["score"], x["margin"] = score, margin
+    px = parent_x or []
+    x["time"] = min((v.get("time", 0.0) for v in px), default=0.0)
+    x["undated_twin"] = 1.0 if any(v.get("same_copy") and not v.get("time") for v in px) else 0.0
     return x
 
 
@@ -179,25 +187,23 @@ def verdict_vector(verdict: str, parent_p: list[float], other_p: list[float], re
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], l2: float = 1.0,
-                 penalise: tuple[bool, ...] | None = None) -> Logistic:
+                 weight: np.ndarray | None = None) -> Logistic:
     """L2-penalised logistic regression (intercept free), by L-BFGS on the exact gradient.
 
-    ``penalise[i]`` False leaves feature i unpenalised (default: all penalised). The penalty
-    keeps coefficients finite where the zoo separates the classes perfectly.
+    The penalty keeps coefficients finite where the zoo separates the classes perfectly;
+    ``weight`` weighs rows (pseudo-observations of a prior, see the fit bench).
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     n, d = x.shape
-    pen = np.array([1.0 if p else 0.0 for p in (penalise or (True,) * d)])
+    wt = np.ones(n) if weight is None else np.asarray(weight, dtype=np.float64)
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
         z = w[0] + x @ w[1:]
-        # log(1 + e^z) - y z, stably
-        ll = np.logaddexp(0.0, z) - y * z
-        p = 1.0 / (1.0 + np.exp(-z))
-        g = p - y
-        grad = np.concatenate([[g.sum()], x.T @ g + l2 * pen * w[1:]])
-        return float(ll.sum() + 0.5 * l2 * np.sum(pen * w[1:] ** 2)), grad
+        ll = np.logaddexp(0.0, z) - y * z  # log(1 + e^z) - y z, stably
+        g = wt * (1.0 / (1.0 + np.exp(-z)) - y)
+        grad = np.concatenate([[g.sum()], x.T @ g + l2 * w[1:]])
+        return float(np.sum(wt * ll) + 0.5 * l2 * np.sum(w[1:] ** 2)), grad
 
     res = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B")
     return Logistic(names, float(res.x[0]), tuple(float(v) for v in res.x[1:]))

@@ -28,10 +28,11 @@ from lineage_index.records import ModelRecord, Sketch
 
 BACKGROUND_PAIRS = 24  # random stored pairs of the family tried for the null
 MIN_BACKGROUND = 3  # fewer unrelated pairs than this: fall back to the theoretical null
-NEARNESS_CAP = 5.0  # log distance ratio beyond which "farther" says nothing more
+NEARNESS_CAP = 5.0  # |log distance ratio| beyond which "farther" (or nearer) says nothing more
+DIST_FLOOR = 1e-7  # distances below this are bit-identical for the ratio
 
 RELATED_FEATURES = ("z_cos", "z_cos_min")
-PARENT_FEATURES = ("structural", "same_copy", "growth", "kurtosis", "time", "nearness",
+PARENT_FEATURES = ("structural", "same_copy", "original", "growth", "kurtosis", "time", "nearest", "nearness",
                    "merge_input", "merge_base")
 
 
@@ -106,8 +107,17 @@ def structural_child(f: PairFeatures) -> str | None:
 
 def parent_vector(f: PairFeatures, cand: str, target: str, *, nearest_dist: float | None,
                   merge: MergeFit | None, child_of_target: bool,
-                  recs: dict[str, ModelRecord]) -> dict[str, float]:
-    """Votes that ``cand`` is ``target``'s parent (+) or not (-); 0 where the signal is missing."""
+                  recs: dict[str, ModelRecord], twins: tuple[str, ...] = ()) -> dict[str, float]:
+    """Votes that ``cand`` is ``target``'s parent (+) or not (-); 0 where the signal is missing.
+
+    ``nearest_dist``: the distance of the nearest related candidate not shown to be the
+    target's child (None: no such candidate); ``nearest`` marks it, ``nearness`` is the log
+    ratio of the candidate's distance to it (a parent is the nearest ancestor).
+
+    ``twins``: stored candidates bit-identical to ``cand`` (re-uploads): ``original`` is -1
+    when one of them was uploaded earlier (``cand`` is the re-upload), else 0 (``cand`` is the
+    oldest, or there are no twins, or their times are unknown).
+    """
     child = structural_child(f)
     structural = 1.0 if child == target else -1.0 if (child == cand or child_of_target) else 0.0
     same = f.copy_child == "same"
@@ -117,15 +127,26 @@ def parent_vector(f: PairFeatures, cand: str, target: str, *, nearest_dist: floa
     kc, kt = (f.kurt_a, f.kurt_b) if f.a == cand else (f.kurt_b, f.kurt_a)
     kurt = math.copysign(1.0, kc - kt) if abs(kc - kt) > 1e-6 and not structural and not same else 0.0
     near = 0.0
-    if nearest_dist is not None and nearest_dist > 0 and f.dist > 0:
-        near = min(NEARNESS_CAP, max(0.0, math.log(f.dist / nearest_dist)))
+    if nearest_dist is not None:
+        ratio = math.log(max(f.dist, DIST_FLOOR) / max(nearest_dist, DIST_FLOOR))
+        near = min(NEARNESS_CAP, max(-NEARNESS_CAP, ratio))
     return {
         "structural": structural,
         "same_copy": 1.0 if same else 0.0,
+        "original": _original(cand, twins, recs),
         "growth": growth,
         "kurtosis": kurt,
         "time": _time_vote(cand, target, recs),
+        "nearest": 1.0 if nearest_dist is not None and math.isclose(f.dist, nearest_dist, rel_tol=1e-9,
+                                                                     abs_tol=1e-12) else 0.0,
         "nearness": near,
         "merge_input": 1.0 if merge is not None and cand in merge.parents else 0.0,
         "merge_base": 1.0 if merge is not None and merge.base == cand else 0.0,
     }
+
+
+def _original(cand: str, twins: tuple[str, ...], recs: dict[str, ModelRecord]) -> float:
+    times = {m: recs[m].created_at for m in (cand, *twins) if m in recs and recs[m].created_at}
+    if not twins or len(times) != len(twins) + 1:
+        return 0.0
+    return 0.0 if min(times, key=lambda m: (times[m], m)) == cand else -1.0

@@ -6,7 +6,7 @@ scaled task vectors (``task_arithmetic``), or a base whose exact values the merg
 deltas were trimmed or dropped (``sparse``). A sparse merge is TIES when the deltas it dropped
 are the small ones (magnitude trimming) and DARE when they are as large as the kept ones
 (random drops); ``sparse_method`` measures that on the sampled elements, and the density from
-the share of elements that left the base. Coefficients are estimates from the sample, and the
+the share of elements that left the base (an element leaves it when any input kept it). Coefficients are estimates from the sample, and the
 YAML says so in a comment. No I/O here; the YAML is produced with pyyaml.
 """
 
@@ -30,13 +30,16 @@ def _matrices(s: Sketch) -> dict[str, np.ndarray]:
     return {k: v.values.astype(np.float64) for k, v in s.samples.items() if len(v.shape) >= 2}
 
 
-def sparse_method(child: Sketch, base: Sketch, parents: list[Sketch]) -> tuple[str, float, float]:
-    """(``ties`` | ``dare_ties``, density, magnitude ratio) of a sparse merge over ``base``."""
+def sparse_method(child: Sketch, base: Sketch, parents: list[Sketch]) -> tuple[str, float, float, float]:
+    """(``ties`` | ``dare_ties``, density, magnitude ratio, kept share) of a sparse merge over ``base``.
+
+    The kept share is the fraction of changed elements that left the base (kept by any input).
+    """
     mc, mb = _matrices(child), _matrices(base)
     keys = [k for k in mc if k in mb and mb[k].shape == mc[k].shape
             and all(k in p.samples and p.samples[k].values.shape == mc[k].shape for p in parents)]
     if not keys:
-        return "ties", 1.0, float("nan")
+        return "ties", 1.0, float("nan"), 1.0
     c = np.concatenate([mc[k].ravel() for k in keys])
     b = np.concatenate([mb[k].ravel() for k in keys])
     deltas = [np.concatenate([p.samples[k].values.astype(np.float64).ravel() for k in keys]) - b for p in parents]
@@ -44,12 +47,12 @@ def sparse_method(child: Sketch, base: Sketch, parents: list[Sketch]) -> tuple[s
     kept = (c != b) & changed
     dropped = (c == b) & changed
     if not kept.any() or not dropped.any():
-        return "ties", 1.0, float("nan")
+        return "ties", 1.0, float("nan"), 1.0
     mag = np.mean(np.stack([np.abs(d) for d in deltas]), axis=0)
     ratio = float(mag[dropped].mean() / max(mag[kept].mean(), 1e-30))
     share = float(kept.sum() / changed.sum())
     density = 1.0 - (1.0 - share) ** (1.0 / max(1, len(parents)))  # kept if any parent kept it
-    return ("ties" if ratio < TRIM_RATIO else "dare_ties"), round(density, 3), round(ratio, 3)
+    return ("ties" if ratio < TRIM_RATIO else "dare_ties"), round(density, 3), round(ratio, 3), round(share, 3)
 
 
 def mergekit_config(target: str, merge: dict[str, Any] | None, dtype: str | None = None) -> dict[str, Any]:
@@ -64,8 +67,10 @@ def mergekit_config(target: str, merge: dict[str, Any] | None, dtype: str | None
         params: dict[str, Any] = {"weight": round(float(w), 3)}
         if method in ("ties", "dare_ties") and density:
             params["density"] = density
-            if method == "dare_ties":  # mergekit rescales kept deltas by 1/density itself
-                params["weight"] = round(float(w) * density, 3)
+            if method == "dare_ties":
+                # the fit's weight on kept elements is w_mergekit / density (mergekit's rescale) times
+                # density / kept share (each input kept only part of the elements the fit sees)
+                params["weight"] = round(float(w) * float(merge.get("kept_share", density)), 3)
         models.append({"model": p, "parameters": params})
     cfg: dict[str, Any] = {"merge_method": method}
     if merge.get("base") and method != "linear":

@@ -46,7 +46,8 @@ def _tree(result: dict[str, Any], context: dict[str, Any] | None) -> Lineage:
     """The lineage picture: the target at depth 0, parents above, children below."""
     target = result["target"]
     edges: list[tuple[str, str, str]] = [tuple(e) for e in result.get("lineage", [])]  # type: ignore[misc]
-    lic = {m: lc for m, lc in result.get("license_chain", [])}
+    lic = {m: lc for m, lc in result.get("node_licenses", {}).items() if lc}
+    lic.update({m: lc for m, lc in result.get("license_chain", []) if lc})
     lic[target] = result.get("license")
     if context:
         edges += [tuple(e) for e in context.get("edges", [])]  # type: ignore[misc]
