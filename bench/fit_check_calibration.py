@@ -48,6 +48,7 @@ from lineage_index.indexer.check_calibration import (
     expected_calibration_error,
     fit_logistic,
     score_verdict,
+    verdict_probability,
 )
 from lineage_index.indexer.pipeline import sketch_all
 from lineage_index.indexer.sources import DirSource
@@ -114,7 +115,7 @@ def fit(zoos: list[dict]) -> tuple[Calibration, dict]:
     parent = fit_logistic(_matrix(gated, PARENT_FEATURES), np.array([c["label"] == "parent" for c in gated]),
                           PARENT_FEATURES, L2)
     cal = Calibration(related, parent, Calibration.neutral().verdict)
-    vrows = [(verdict_features(cal, t), t["right"]) for z in zoos for t in z["targets"]]
+    vrows = [(verdict_features(cal, t), t["right"]) for z in zoos for t in z["targets"] if t["verdict"] != "insufficient"]
     xv = np.array([[x[n] for n in VERDICT_FEATURES] for x, _ in vrows])
     yv = np.array([y for _, y in vrows], dtype=float)
     # Laplace's rule of succession per verdict group: one right and one wrong pseudo-verdict at
@@ -147,8 +148,8 @@ def evaluate(cal: Calibration, zoos: list[dict]) -> dict[str, float]:
         for t in z["targets"]:
             x = {c["id"]: c["x"] for c in t["candidates"]}
             gate = {c["id"]: c["gate"] for c in t["candidates"]}
-            _, p_par, vx = score_verdict(cal, x, gate, t["verdict"], t["parents"], t["merge_base"])
-            pv.append(cal.verdict(vx))
+            p_rel, p_par, vx = score_verdict(cal, x, gate, t["verdict"], t["parents"], t["merge_base"])
+            pv.append(verdict_probability(cal, t["verdict"], vx, list(p_rel.values())))
             yv.append(t["right"])
             for c in t["candidates"]:
                 pc.append(p_par[c["id"]])

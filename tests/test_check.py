@@ -291,13 +291,15 @@ def test_shipped_calibration_is_a_fitted_model_with_provenance() -> None:
     rel = dict(zip(cal.related.features, cal.related.coef, strict=True))
     par = dict(zip(cal.parent.features, cal.parent.coef, strict=True))
     assert rel["z_cos"] > 0  # farther above the background: more likely related
-    assert par["structural"] > 0 and par["time"] > 0 and par["nearness"] < 0 and par["merge_input"] > 0
-    # probabilities are spread: an unrelated-looking pair, a far relative, a near structural parent
+    assert par["structural"] > 0 and par["time"] > 0 and par["nearest"] > 0 and par["merge_input"] > 0
+    assert par["nearness"] < 0 and par["original"] > 0  # a re-upload (original = -1) is less likely the parent
+    # probabilities are spread: an unrelated-looking pair, a far older relative, a nearest structural source
     low = cal.related({"z_cos": 0.5, "z_cos_min": -1.0})
     assert low < 0.05 and cal.related({"z_cos": 4.0, "z_cos_min": 4.0}) > 0.95
     far = cal.parent({"nearness": 2.0, "time": 1.0})
-    near = cal.parent({"structural": 1.0, "time": 1.0})
+    near = cal.parent({"structural": 1.0, "time": 1.0, "nearest": 1.0})
     assert far < 0.5 < near
+    assert cal.parent({"nearest": 1.0, "time": -1.0, "growth": -1.0}) < 0.5  # nearest, but newer and smaller
 
 
 def test_missing_signals_are_no_evidence() -> None:

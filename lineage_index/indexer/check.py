@@ -36,6 +36,7 @@ from lineage_index.indexer.check_calibration import (
     Calibration,
     load_calibration,
     score_verdict,
+    verdict_probability,
 )
 from lineage_index.indexer.check_features import (
     Background,
@@ -300,7 +301,7 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
         d = Decision("no_relative", [], evidence=["no stored sketch of this architecture"])
     evidence += d.evidence
     scores, vfeat = _score(sk, d, feats, zs, bg, cal, recs, load, cmp)
-    prob = cal.verdict(vfeat)
+    prob = verdict_probability(cal, d.verdict, vfeat, [c.p_related for c in scores])
     claim = judge_claim(sk, declared, d.verdict, d.parents, find, lambda f: calibrated_z(f, bg))
     chain = license_chain(d.parents, recs)
     code, failures = exit_code(d.verdict, d.parents, claim, chain, fail_on_license, fail_on_undeclared)

@@ -151,6 +151,14 @@ def score_verdict(cal: Calibration, x: dict[str, dict[str, float]], gate: dict[s
                                         [x[c] for c in parents if c in x])
 
 
+def verdict_probability(cal: Calibration, verdict: str, vx: dict[str, float], related_p: list[float]) -> float:
+    """P(the verdict is right). 'insufficient' claims nothing the zoos can score: its number is
+    P(no candidate is related) from the fitted pair model, 1/2 when there is no candidate at all."""
+    if verdict == "insufficient":
+        return math.prod(1.0 - p for p in related_p) if related_p else 0.5
+    return cal.verdict(vx)
+
+
 # --- verdict-level features -----------------------------------------------------------------
 
 
