@@ -231,13 +231,33 @@ class Threshold:
     how: str
 
 
-def threshold_between(lineage: list[float], independent: list[float], *, higher_is_lineage: bool = True) -> Threshold:
-    """Midpoint of the gap between the two groups (or of their means when they overlap)."""
+def threshold_between(lineage: list[float], independent: list[float], *, higher_is_lineage: bool = True,
+                      spread_floor: float | None = None) -> Threshold:
+    """A threshold between the calibration groups.
+
+    Default: the midpoint of the gap between the groups (of their means when they overlap). With
+    ``spread_floor`` (the measurement noise of one score): the equal-z point, where the threshold
+    lies as many standard deviations from each group's mean (each group's deviation at least the
+    floor) - it leans towards the tighter group, e.g. towards the independent models when the
+    lineage group spans mild and strong modifications.
+    """
     lo_group, hi_group = (independent, lineage) if higher_is_lineage else (lineage, independent)
     if not lineage or not independent:
         raise ValueError("calibration needs at least one lineage and one independent model")
     gap = min(hi_group) - max(lo_group)
-    if gap > 0:
+    if spread_floor is not None:
+        def mean_sd(v: list[float]) -> tuple[float, float]:
+            mu = sum(v) / len(v)
+            sd = (sum((x - mu) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+            return mu, max(sd, spread_floor)
+
+        (mu_lo, sd_lo), (mu_hi, sd_hi) = mean_sd(lo_group), mean_sd(hi_group)
+        value = (mu_lo * sd_hi + mu_hi * sd_lo) / (sd_lo + sd_hi)
+        if gap > 0 and not max(lo_group) < value < min(hi_group):
+            value = (min(hi_group) + max(lo_group)) / 2  # never outside the gap the groups leave
+        how = (f"equal-z point between the groups (mean±sd {mu_hi:.3f}±{sd_hi:.3f} vs {mu_lo:.3f}±{sd_lo:.3f}, "
+               f"sd at least the score noise {spread_floor:.3f})")
+    elif gap > 0:
         value, how = (min(hi_group) + max(lo_group)) / 2, "midpoint of the gap between the groups"
     else:
         value = (sum(hi_group) / len(hi_group) + sum(lo_group) / len(lo_group)) / 2
@@ -280,20 +300,23 @@ def profile_key(source: Classifier, probes: ProbeSet, k: int, extra: str = "") -
     return h.hexdigest()[:32]
 
 
-def save_profile(path: Path, prof: Profile, thr: Threshold) -> None:
-    """Cache a selected profile and its threshold as safetensors (+ JSON metadata)."""
+def save_profile(path: Path, profs: Profile | list[Profile], thr: Threshold) -> None:
+    """Cache the selected profiles (one per fold) and their threshold as safetensors (+ JSON metadata)."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {"x": prof.x, "direction": prof.direction, "label": prof.label, "d": prof.d,
-               "beyond": prof.beyond, "crossed": prof.crossed.to(torch.uint8)}
-    meta = {"cap": json.dumps(prof.cap), "threshold": json.dumps(asdict(thr)),
-            "walk": json.dumps([prof.coarse, prof.refine])}
+    tensors: dict[str, torch.Tensor] = {}
+    for i, prof in enumerate(profs if isinstance(profs, list) else [profs]):
+        tensors.update({f"{i}.x": prof.x, f"{i}.direction": prof.direction, f"{i}.label": prof.label,
+                        f"{i}.d": prof.d, f"{i}.beyond": prof.beyond, f"{i}.crossed": prof.crossed.to(torch.uint8)})
+    first = profs[0] if isinstance(profs, list) else profs
+    meta = {"cap": json.dumps(first.cap), "threshold": json.dumps(asdict(thr)),
+            "walk": json.dumps([first.coarse, first.refine])}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
 
 
-def load_profile(path: Path) -> tuple[Profile, Threshold] | None:
-    """A cached profile, or None when absent or unreadable."""
+def load_profile(path: Path) -> tuple[list[Profile], Threshold] | None:
+    """Cached profiles and threshold, or None when absent or unreadable."""
     from safetensors import safe_open
 
     if not path.is_file():
@@ -306,30 +329,84 @@ def load_profile(path: Path) -> tuple[Profile, Threshold] | None:
         thr = Threshold(thr["value"], tuple(thr["lineage_scores"]), tuple(thr["independent_scores"]),
                         thr["separated"], thr["how"])
         coarse, refine = json.loads(meta.get("walk", "[16, 8]"))
-        return Profile(t["x"], t["direction"], t["label"], t["d"], t["beyond"], t["crossed"].bool(),
-                       json.loads(meta["cap"]), int(coarse), int(refine)), thr
+        cap = json.loads(meta["cap"])
+        folds = sorted({int(k.split(".", 1)[0]) for k in t})
+        profs = [Profile(t[f"{i}.x"], t[f"{i}.direction"], t[f"{i}.label"], t[f"{i}.d"], t[f"{i}.beyond"],
+                         t[f"{i}.crossed"].bool(), cap, int(coarse), int(refine)) for i in folds]
+        return (profs, thr) if profs else None
     except Exception:  # a damaged cache entry is recomputed, never trusted
         return None
 
 
-def _split(models: list[Classifier]) -> tuple[list[Classifier], list[Classifier]]:
-    """Half of the auxiliary models select probes, the other half calibrate (both when only one)."""
-    if len(models) < 2:
-        return models, models
-    return models[0::2], models[1::2]
+def background(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """As many points as ``x`` off the data but within its range.
+
+    Float inputs: each feature drawn from a Gaussian with that feature's mean and standard
+    deviation over ``x``. Token ids: every probe with its content tokens (all but the first and
+    the last real token) replaced by tokens drawn from the probes' own token frequencies.
+    """
+    g = torch.Generator().manual_seed(50_000 + seed)
+    if x.is_floating_point():
+        return x.mean(0) + x.std(0) * torch.randn(x.shape, generator=g)
+    real = x != 0
+    last = real.long().cumsum(1).argmax(1)
+    content = real.clone()
+    content[:, 0] = False
+    content[torch.arange(len(x)), last] = False
+    tokens = x[content]
+    if len(tokens) == 0:
+        return x.clone()
+    out = x.clone()
+    out[content] = tokens[torch.randint(0, len(tokens), (int(content.sum()),), generator=g)]
+    return out
+
+
+def _folds(lin: list[Classifier], ind: list[Classifier]) -> list[tuple[list[nn.Module], ...]]:
+    """Cross-fitting: (select lineage, select independent, calibrate lineage, calibrate independent)
+    per fold; two folds with swapped halves when each group has two models or more."""
+    lm, im = [m.module for m in lin], [m.module for m in ind]
+    if len(lm) < 2 or len(im) < 2:
+        return [(lm, im, lm, im)]
+    return [(lm[0::2], im[0::2], lm[1::2], im[1::2]), (lm[1::2], im[1::2], lm[0::2], im[0::2])]
+
+
+def calibrate_profiles(f: nn.Module, pool: ProbeSet, lin: list[Classifier], ind: list[Classifier],
+                       k: int) -> tuple[list[Profile], Threshold]:
+    """Walk the pool on the source ``f``, select K points per fold and calibrate the threshold.
+
+    In each fold one half of the auxiliary models selects the points (paper step 1 and 2) and the
+    other half is scored on them; the calibration scores of both folds set the threshold (the
+    equal-z point, with the binomial noise of a match rate on K points as the smallest spread).
+    """
+    full = profile(f, pool)
+    profs: list[Profile] = []
+    lin_scores: list[float] = []
+    ind_scores: list[float] = []
+    for sel_l, sel_i, cal_l, cal_i in _folds(lin, ind):
+        prof = subset(full, select(full, sel_l, sel_i, k))
+        profs.append(prof)
+        lin_scores += [score(prof, m)[0] for m in cal_l]
+        ind_scores += [score(prof, m)[0] for m in cal_i]
+    n = sum(len(p.x) for p in profs) / len(profs)
+    thr = threshold_between(lin_scores, ind_scores, spread_floor=0.5 / max(1.0, n) ** 0.5)
+    return profs, thr
 
 
 def closeness(source: Classifier, suspect: Classifier, probes: ProbeSet | None = None, *, k: int = 100,
               pool: int = 512, lineage_aux: list[Classifier] | None = None,
               independent_aux: list[Classifier] | None = None, n_aux: int = 4, cache_dir: Path | None = None,
-              seed: int = 0) -> ClosenessResult:
+              seed: int = 0, background_points: bool = True) -> ClosenessResult:
     """Closeness of ``suspect`` to ``source`` with a threshold calibrated for this source.
 
-    ``probes``: the probe pool (default: ``pool`` points of the source's synthetic task). Auxiliary
+    ``probes``: the probe data (default: ``pool`` points of the source's synthetic task); with
+    ``background_points`` as many points off the data (``background``) join the pool, so that
+    selection can also find points whose boundaries only a model's own lineage shares. Auxiliary
     models are the user's when given, else ``n_aux`` fine-tunes and ``n_aux`` independent
-    re-trainings made here; half select the probes, the other half calibrate the threshold. A
-    suspect with another number of classes is measured indirectly: the source (and every
-    auxiliary model) is re-headed on the suspect's labels of the probe points first.
+    re-trainings made here; in two cross-fitted folds half of them select the K probes and the
+    other half calibrates the threshold; the score is the mean over the folds. A suspect with
+    another number of classes is measured indirectly: the source (and every auxiliary model) is
+    re-headed on the suspect's labels of the probe data first. For text the walk is in the input
+    word-embedding space (``archs.walk_inputs``).
     """
     from lineage_index.behaviour.models import aux_data, make_aux
     from lineage_index.behaviour.probes import synthetic_probes
@@ -341,20 +418,23 @@ def closeness(source: Classifier, suspect: Classifier, probes: ProbeSet | None =
         if source.task is None:
             raise UsageError(f"{source.name} names no synthetic task: pass probe data (--probe)")
         probes = synthetic_probes(source.task, pool, seed=12_345 + seed)
+    if source.kind != suspect.kind:
+        raise UsageError(f"{source.name} reads {source.kind} and {suspect.name} reads {suspect.kind}: "
+                         "closeness needs the same input space")
     indirect = suspect.classes != source.classes
-    key = profile_key(source, probes, k, f"{seed}|{n_aux}")
+    key = profile_key(source, probes, k, f"{seed}|{n_aux}|{background_points}|v2")
     cached = None if (cache_dir is None or indirect or lineage_aux or independent_aux) \
         else load_profile(Path(cache_dir) / f"{key}.safetensors")
     if cached is not None:
-        prof, thr = cached
-        notes.append("source profile and threshold from cache")
+        profs, thr = cached
+        notes.append("source profiles and threshold from cache")
     else:
         lin, ind = lineage_aux or [], independent_aux or []
         if not lin or not ind:
-            made_lin, made_ind = make_aux(source, aux_data(source, probes), n_lineage=n_aux,
-                                          n_independent=n_aux, seed=seed)
+            made_lin, made_ind = make_aux(source, aux_data(source, probes), n_lineage=0 if lin else n_aux,
+                                          n_independent=0 if ind else n_aux, seed=seed)
             lin, ind = lin or made_lin, ind or made_ind
-            notes.append(f"auxiliary models made by the tool: {len(made_lin)} fine-tunes, "
+            notes.append(f"auxiliary models made by the tool: {len(made_lin)} derivations, "
                          f"{len(made_ind)} independent re-trainings")
         f = source
         if indirect:
@@ -363,17 +443,22 @@ def closeness(source: Classifier, suspect: Classifier, probes: ProbeSet | None =
             lin = [rehead(m, probes.x, labels, suspect.classes, seed=seed) for m in lin]
             ind = [rehead(m, probes.x, labels, suspect.classes, seed=seed) for m in ind]
             notes.append(f"indirect mode: source re-headed on the suspect's {suspect.classes} labels")
-        lin_sel, lin_cal = _split(lin)
-        ind_sel, ind_cal = _split(ind)
-        full = profile(f.module, probes)
-        prof = subset(full, select(full, [m.module for m in lin_sel], [m.module for m in ind_sel], k))
-        thr = threshold_between([score(prof, m.module)[0] for m in lin_cal],
-                                [score(prof, m.module)[0] for m in ind_cal])
+        pool_set = probes
+        if background_points:
+            pool_set = ProbeSet(torch.cat([probes.x, background(probes.x, seed)]), None, probes.origin)
+        profs, thr = calibrate_profiles(f.module, pool_set, lin, ind, k)
         if cache_dir is not None and not indirect and not (lineage_aux or independent_aux):
-            save_profile(Path(cache_dir) / f"{key}.safetensors", prof, thr)
-    s, mr, dbar, matched = score(prof, suspect.module)
+            save_profile(Path(cache_dir) / f"{key}.safetensors", profs, thr)
+    parts = [score(p, suspect.module) for p in profs]
+    s = sum(p[0] for p in parts) / len(parts)
+    mr = sum(p[1] for p in parts) / len(parts)
+    dbar = sum(p[2] for p in parts) / len(parts)
+    matched = sum(p[3] for p in parts)
+    if len(profs) > 1:
+        notes.append(f"score = mean over {len(profs)} cross-fitted folds of {len(profs[0].x)} probe points each")
     if not thr.separated:
         notes.append("calibration groups overlap: the verdict is uncertain")
-    return ClosenessResult(source.name, suspect.name, round(s, 6), round(mr, 6), round(dbar, 6), len(prof.x),
-                           matched, thr.value, "lineage" if s >= thr.value else "no lineage", thr,
-                           prof.cap, indirect, round(time.perf_counter() - t0, 4), tuple(notes))
+    return ClosenessResult(source.name, suspect.name, round(s, 6), round(mr, 6), round(dbar, 6),
+                           sum(len(p.x) for p in profs), matched, thr.value,
+                           "lineage" if s >= thr.value else "no lineage", thr, profs[0].cap, indirect,
+                           round(time.perf_counter() - t0, 4), tuple(notes))

@@ -459,14 +459,25 @@ def aux_data(source: Classifier, probes: ProbeSet | None, n: int = 2000, seed: i
 AUX_STEPS = {"mlp": (1.0, 300), "cnn": (1.0, 300), "vit": (1.0, 400), "text": (0.2, 150)}
 
 
+def _sample_for(source: Classifier, data: ProbeSet, seed: int) -> ProbeSet:
+    """Training data of one auxiliary model: a fresh sample of the source's synthetic task, else a
+    bootstrap resample of ``data`` (independent models of the real world see different data)."""
+    if source.task is not None:
+        return task_data(source.task, len(data), seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    return data.subset(torch.randint(0, len(data), (len(data),), generator=g))
+
+
 def make_aux(source: Classifier, data: ProbeSet, *, n_lineage: int, n_independent: int,
              seed: int = 0, steps: int | None = None) -> tuple[list[Classifier], list[Classifier]]:
     """Cheap derivations of the source (lineage) and same-arch re-trainings (no lineage).
 
     Lineage models cycle through a mild full fine-tune, a strong full fine-tune, a last-layer
     fine-tune and 30% magnitude pruning, so that calibration sees modifications of several
-    strengths. Independent models are the source's architecture trained from scratch on the same
-    data (other seeds). Text encoders get shorter fine-tunes (each step is expensive).
+    strengths. Independent models are the source's architecture trained from scratch (other
+    seeds). Each auxiliary model trains on its own sample of the data (``_sample_for``): models
+    sharing one training sample share its quirks, and would make independent models look less
+    alike than independently made ones are. Text encoders get shorter fine-tunes.
     """
     scale, fresh_steps = AUX_STEPS.get(source.arch, (1.0, 300))
     steps = steps if steps is not None else fresh_steps
@@ -478,13 +489,13 @@ def make_aux(source: Classifier, data: ProbeSet, *, n_lineage: int, n_independen
         if i % 4 == 3:
             lineage.append(prune(source, 0.3, name=f"aux-prune{i}"))
         else:
-            lineage.append(finetune(source, data, seed=seed + 101 + i, name=f"aux-ft{i}",
-                                    **recipes[i % 4]))  # type: ignore[arg-type]
+            lineage.append(finetune(source, _sample_for(source, data, seed + 501 + i), seed=seed + 101 + i,
+                                    name=f"aux-ft{i}", **recipes[i % 4]))  # type: ignore[arg-type]
     independent = []
     for i in range(n_independent):
         model = build(source.arch, seed=seed + 9001 + i, task=source.task, name=f"aux-ind{i}",
                       **source.arch_kwargs)
         model.meta.update({k: v for k, v in source.meta.items() if k in ("dir", "input_norm")})
-        independent.append(train(model, data, steps=steps, seed=seed + 9001 + i,
-                                 lr=LR.get(source.arch, (1e-2, 3e-3))[0]))
+        independent.append(train(model, _sample_for(source, data, seed + 7001 + i), steps=steps,
+                                 seed=seed + 9001 + i, lr=LR.get(source.arch, (1e-2, 3e-3))[0]))
     return lineage, independent
