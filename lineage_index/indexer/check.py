@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +52,7 @@ from lineage_index.indexer.check_verdict import (
     Decision,
     PairCache,
     adapter_verdict,
+    copy_sources,
     decide,
     declared_ancestry,
     describe,
@@ -63,7 +64,7 @@ from lineage_index.indexer.pipeline import declared_parents
 from lineage_index.indexer.reader import LocalReader
 from lineage_index.indexer.sketch import sketch_model
 from lineage_index.indexer.sources import dir_sha, list_files, local_record, open_reader
-from lineage_index.indexer.store import SketchStore, load_sketch
+from lineage_index.indexer.store import SketchStore, load_sketch, record_from_dict
 from lineage_index.indexer.verify import RELATED_Z, MergeFit, PairFeatures, matrix_cosines
 from lineage_index.records import Failure, ModelRecord, Sketch
 
@@ -238,6 +239,33 @@ class _Loader:
         return self.cache[model_id]
 
 
+class _StoredRecords(Mapping[str, ModelRecord]):
+    """The store's records, read one by one when asked (an index can hold millions)."""
+
+    def __init__(self, store: SketchStore, extra: dict[str, ModelRecord]) -> None:
+        self.store, self.extra, self.cache = store, extra, {}
+
+    def __getitem__(self, model_id: str) -> ModelRecord:
+        if model_id in self.extra:
+            return self.extra[model_id]
+        if model_id not in self.cache:
+            path = self.store._record_path(model_id)  # the store's own naming of a record file
+            try:
+                self.cache[model_id] = record_from_dict(json.loads(path.read_text())) if path.is_file() else None
+            except (ValueError, KeyError, TypeError):
+                self.cache[model_id] = None  # a damaged entry is as good as none
+        rec = self.cache[model_id]
+        if rec is None:
+            raise KeyError(model_id)
+        return rec
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.store.records() | self.extra)
+
+    def __len__(self) -> int:
+        return len(self.store.records() | self.extra)
+
+
 # --- check --------------------------------------------------------------------------------
 
 
@@ -259,9 +287,8 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
     cal = calibration or load_calibration()
     rec = resolve_target(target, model_id=model_id, endpoint=endpoint, token=token)
     sk = sketch_target(rec, token)
-    recs = dict(store.records() if records is None else records)
-    recs.pop(rec.id, None)
-    recs[rec.id] = rec
+    recs: Mapping[str, ModelRecord] = _StoredRecords(store, {rec.id: rec}) if records is None \
+        else {**records, rec.id: rec}
     declared = declared_parents(rec)
     entries = [] if sk.kind == "adapter" else stored_family(store, sk.family, rec.id)
     load = _Loader(entries)
@@ -334,37 +361,25 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
 
 
 def _score(sk: Sketch, d: Decision, feats: dict[str, PairFeatures], zs: dict[str, float], bg: Background,
-           cal: Calibration, recs: dict[str, ModelRecord], load: Callable[[str], Sketch],
+           cal: Calibration, recs: Mapping[str, ModelRecord], load: Callable[[str], Sketch],
            cmp: PairCache) -> tuple[list[CandidateScore], dict[str, float]]:
     """Per-candidate probabilities from the fitted models, and the verdict's features."""
     me = sk.model_id
     gate = {c: f.related and zs[c] >= RELATED_Z for c, f in feats.items()}
-    ahead = [f.dist for c, f in feats.items() if gate[c] and c not in d.children]
+    related = [c for c in feats if gate[c]]
+    reupload = {c for c in related if copy_sources(c, related, load, recs, cmp)}
+    # the nearest original that is not the target's child: where a parent is expected
+    ahead = [feats[c].dist for c in related if c not in d.children and c not in reupload]
     nearest = min(ahead) if ahead else None
-    twins = _twins(feats, gate, load, cmp)
-    x = {c: {**related_vector(f, bg), **parent_vector(f, c, me, nearest_dist=nearest, merge=d.merge,
-                                                       child_of_target=c in d.merge_children, recs=recs,
-                                                       twins=twins.get(c, ()))}
-         for c, f in feats.items()}
+    x = {c: {**related_vector(f, bg), **parent_vector(
+        f, c, me, nearest_dist=nearest, merge=d.merge, child_of_target=c in d.merge_children, recs=recs,
+        reupload=c in reupload)} for c, f in feats.items()}
     p_rel, p_par, vfeat = score_verdict(cal, x, gate, d.verdict, d.parents, d.merge.base if d.merge else None)
     scores = [CandidateScore(c, d.relation_of.get(c, "unrelated"), round(p_par[c], 4), round(p_rel[c], 4),
                              round(f.cos_median, 5), round(zs[c], 2), round(f.dist, 5), f.n_matrices,
                              describe(f, me), gate[c], {k: round(v, 4) for k, v in x[c].items()})
               for c, f in sorted(feats.items(), key=lambda t: (-p_par[t[0]], t[1].dist, t[0]))]
     return scores, vfeat
-
-
-def _twins(feats: dict[str, PairFeatures], gate: dict[str, bool], load: Callable[[str], Sketch],
-           cmp: PairCache) -> dict[str, tuple[str, ...]]:
-    """Related candidates that are bit-identical to each other (equal distance to the target first)."""
-    out: dict[str, list[str]] = {}
-    rel = [c for c in feats if gate[c]]
-    for i, a in enumerate(rel):
-        for b in rel[i + 1:]:
-            if feats[a].dist == feats[b].dist and cmp(load(a), load(b)).copy_child == "same":
-                out.setdefault(a, []).append(b)
-                out.setdefault(b, []).append(a)
-    return {c: tuple(v) for c, v in out.items()}
 
 
 def _merge_dict(fit: MergeFit | None, sk: Sketch, find: Callable[[str], Sketch | None]) -> dict[str, Any] | None:

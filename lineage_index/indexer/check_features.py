@@ -17,7 +17,7 @@ Pure functions; no I/O beyond loading stored sketches through the given loader.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,16 +107,16 @@ def structural_child(f: PairFeatures) -> str | None:
 
 def parent_vector(f: PairFeatures, cand: str, target: str, *, nearest_dist: float | None,
                   merge: MergeFit | None, child_of_target: bool,
-                  recs: dict[str, ModelRecord], twins: tuple[str, ...] = ()) -> dict[str, float]:
+                  recs: Mapping[str, ModelRecord], reupload: bool = False) -> dict[str, float]:
     """Votes that ``cand`` is ``target``'s parent (+) or not (-); 0 where the signal is missing.
 
-    ``nearest_dist``: the distance of the nearest related candidate not shown to be the
-    target's child (None: no such candidate); ``nearest`` marks it, ``nearness`` is the log
-    ratio of the candidate's distance to it (a parent is the nearest ancestor).
+    ``nearest_dist``: the distance of the nearest related original (no re-upload) not shown to
+    be the target's child (None: none); ``nearest`` marks it, ``nearness`` is the log ratio of
+    the candidate's distance to it (a parent is the nearest ancestor).
 
-    ``twins``: stored candidates bit-identical to ``cand`` (re-uploads): ``original`` is -1
-    when one of them was uploaded earlier (``cand`` is the re-upload), else 0 (``cand`` is the
-    oldest, or there are no twins, or their times are unknown).
+    ``reupload``: ``cand`` is a copy of another candidate (``check_verdict.copy_sources``: a
+    rounded, re-typed or quantised copy, or a bit-identical twin uploaded later): ``original``
+    is then -1, else 0 (an original, or no way to tell).
     """
     child = structural_child(f)
     structural = 1.0 if child == target else -1.0 if (child == cand or child_of_target) else 0.0
@@ -133,7 +133,7 @@ def parent_vector(f: PairFeatures, cand: str, target: str, *, nearest_dist: floa
     return {
         "structural": structural,
         "same_copy": 1.0 if same else 0.0,
-        "original": _original(cand, twins, recs),
+        "original": -1.0 if reupload else 0.0,
         "growth": growth,
         "kurtosis": kurt,
         "time": _time_vote(cand, target, recs),
@@ -144,9 +144,3 @@ def parent_vector(f: PairFeatures, cand: str, target: str, *, nearest_dist: floa
         "merge_base": 1.0 if merge is not None and merge.base == cand else 0.0,
     }
 
-
-def _original(cand: str, twins: tuple[str, ...], recs: dict[str, ModelRecord]) -> float:
-    times = {m: recs[m].created_at for m in (cand, *twins) if m in recs and recs[m].created_at}
-    if not twins or len(times) != len(twins) + 1:
-        return 0.0
-    return 0.0 if min(times, key=lambda m: (times[m], m)) == cand else -1.0

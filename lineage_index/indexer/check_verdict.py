@@ -9,7 +9,7 @@ be is ``check_calibration``'s job (fitted, not written here). No I/O and no prin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from lineage_index.indexer.assemble import MERGE_NEIGHBOURS, direction_score
@@ -91,7 +91,7 @@ def adapter_verdict(rec: ModelRecord, find: Find) -> Decision:
 
 
 def decide(sk: Sketch, related: list[str], feats: dict[str, PairFeatures], load: Load,
-           recs: dict[str, ModelRecord], declared: tuple[str, ...], cmp: Compare = compare) -> Decision:
+           recs: Mapping[str, ModelRecord], declared: tuple[str, ...], cmp: Compare = compare) -> Decision:
     """The verdict on the target from its related candidates (nearest first).
 
     Structural signatures first (the target is a copy / quantised / pruned child of one
@@ -155,24 +155,47 @@ def _mark_children(d: Decision) -> Decision:
     return d
 
 
-def _dated(a: str, b: str, recs: dict[str, ModelRecord]) -> bool:
+def _dated(a: str, b: str, recs: Mapping[str, ModelRecord]) -> bool:
     return bool(recs.get(a) and recs[a].created_at and recs.get(b) and recs[b].created_at)
 
 
-def _older(a: str, b: str, recs: dict[str, ModelRecord]) -> bool:
+def _older(a: str, b: str, recs: Mapping[str, ModelRecord]) -> bool:
     ta, tb = (recs[m].created_at if m in recs else None for m in (a, b))
     return bool(ta and tb and ta < tb)
 
 
-def _prefer(c: str, pool: list[str], load: Load, declared: tuple[str, ...], recs: dict[str, ModelRecord],
+def copy_sources(c: str, pool: list[str], load: Load, recs: Mapping[str, ModelRecord],
+                 cmp: Compare = compare) -> list[str]:
+    """Candidates in ``pool`` of which ``c`` is a re-upload: ``c`` is their rounded, re-typed or
+    quantised copy (the weights say so), or a bit-identical twin uploaded later (times say so)."""
+    out = []
+    for o in pool:
+        if o == c:
+            continue
+        f = cmp(load(o), load(c))
+        if f.copy_child == c or f.quant_child == c or (f.copy_child == "same" and _older(o, c, recs)):
+            out.append(o)
+    return out
+
+
+def _prefer(c: str, pool: list[str], load: Load, declared: tuple[str, ...], recs: Mapping[str, ModelRecord],
             cmp: Compare = compare) -> str:
-    """Among ``c`` and its bit-identical copies in ``pool``: the declared one, else the oldest, else ``c``."""
+    """The original behind ``c``: models are derived from originals, not from their re-uploads.
+
+    Follows ``copy_sources`` (declared first, else the oldest, else the nearest) while ``c`` is
+    a copy of another candidate; then among bit-identical twins with unknown times, the declared
+    one, else ``c``.
+    """
+    seen = {c}
+    while src := [o for o in copy_sources(c, pool, load, recs, cmp) if o not in seen]:
+        dated = sorted((recs[m].created_at or "", m) for m in src if m in recs and recs[m].created_at)
+        c = next((d for d in declared if d in src), dated[0][1] if dated else src[0])
+        seen.add(c)
     same = [c] + [o for o in pool if o != c and cmp(load(c), load(o)).copy_child == "same"]
     for d in declared:
         if d in same:
             return d
-    dated = [m for m in same if m in recs and recs[m].created_at]
-    return min(dated, key=lambda m: recs[m].created_at or "") if dated else c
+    return c
 
 
 def _merge_inputs(cands: list[str], load: Load, cmp: Compare = compare) -> list[str]:
@@ -228,7 +251,7 @@ def judge_claim(sk: Sketch, declared: tuple[str, ...], verdict: str, parents: li
     return Claim(declared, "cannot_judge", "no declared base is in the index")
 
 
-def license_chain(parents: list[str], recs: dict[str, ModelRecord]) -> list[tuple[str, str | None]]:
+def license_chain(parents: list[str], recs: Mapping[str, ModelRecord]) -> list[tuple[str, str | None]]:
     """Licences up the recovered parents, then their declared parents, as far as records go."""
     chain: list[tuple[str, str | None]] = []
     todo, seen = list(parents), set()
@@ -244,7 +267,7 @@ def license_chain(parents: list[str], recs: dict[str, ModelRecord]) -> list[tupl
     return chain
 
 
-def declared_ancestry(parents: list[str], recs: dict[str, ModelRecord], limit: int = 20) -> list[tuple[str, str, str]]:
+def declared_ancestry(parents: list[str], recs: Mapping[str, ModelRecord], limit: int = 20) -> list[tuple[str, str, str]]:
     """(child, declared base, 'declared') up the recovered parents' cards, as far as records go."""
     edges: list[tuple[str, str, str]] = []
     todo, seen = list(parents), set()
