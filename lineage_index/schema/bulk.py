@@ -33,6 +33,7 @@ the delimiter, a key with a type other than its column's) are set over Bolt afte
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import shutil
@@ -215,6 +216,25 @@ def bolt_load(conn, models, edges, *, child_ids: Iterable[str] | None = None, re
 
 
 # --- CSV cells ---------------------------------------------------------------------------------
+#
+# Rows go through the C ``csv`` writer with QUOTE_NONNUMERIC: strings are quoted (quotes doubled),
+# numbers are not. A missing property must be an *unquoted* empty field (a quoted "" is the empty
+# string), so ``None`` is written as ``_NULL``, an int whose text is empty. Booleans travel as
+# "true"/"false" (the importer reads True as false), arrays as one string joined by U+001F.
+
+
+class _Null(int):
+    def __str__(self) -> str:
+        return ""
+
+    __repr__ = __str__
+
+
+_NULL = _Null(0)
+_PYTYPE = {"string": str, "boolean": bool, "long": int, "double": float}
+_KIND_OF_TYPE = {str: "string", bool: "boolean", int: "long", float: "double"}
+_EMPTY_MARKER = "__bulk_empty_lists"  # keys whose value is [] (set server-side after the import)
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63
 
 
 def _kind(value: Any) -> str | None:
@@ -222,16 +242,16 @@ def _kind(value: Any) -> str | None:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
-        return "long" if -(2**63) <= value < 2**63 else None
+        return "long" if _LONG_MIN <= value < _LONG_MAX else None
     if isinstance(value, float):
         return "double" if math.isfinite(value) else None
     if isinstance(value, str):
         return "string"
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         if not value:
             return None  # Neo4j stores [], an empty cell stores nothing
         kinds = {_kind(v) for v in value}
-        if len(kinds) != 1 or next(iter(kinds)) not in ("boolean", "long", "double", "string"):
+        if len(kinds) != 1 or next(iter(kinds)) not in _PYTYPE:
             return None
         kind = kinds.pop()
         if kind == "string" and any(not v or ARRAY_DELIMITER in v for v in value):
@@ -240,70 +260,99 @@ def _kind(value: Any) -> str | None:
     return None
 
 
-def _quote(s: str) -> str:
-    return '"' + s.replace('"', '""') + '"'
-
-
-def _scalar(value: Any, kind: str) -> str:
-    if kind == "string":
-        return _quote(value)
+def _text(value: Any, kind: str) -> Any:
+    """The csv field of a value of ``kind`` (checked by the caller)."""
     if kind == "boolean":
         return "true" if value else "false"
     if kind == "double":
-        return float.__repr__(float(value))
-    return str(int(value))
+        return float(value)
+    if kind == "long":
+        return int(value)
+    return str(value)
 
 
-def _cell(value: Any, kind: str) -> str:
-    if value is None:
-        return ""
+def _field(value: Any, kind: str) -> Any:
     if kind.endswith("[]"):
         base = kind[:-2]
-        if base == "string":
-            return _quote(ARRAY_DELIMITER.join(value))
-        return ARRAY_DELIMITER.join(_scalar(v, base) for v in value)
-    return _scalar(value, kind)
+        return ARRAY_DELIMITER.join(str(_text(v, base)) for v in value)
+    return _text(value, kind)
 
 
-def _multiline(line: str) -> bool:
-    return "\n" in line or "\r" in line
+def _has_newline(value: str) -> bool:
+    return "\n" in value or "\r" in value
 
 
 class _Group:
     """One importer input group: a header file and one or two data files (plain, multiline)."""
 
-    def __init__(self, folder: Path, name: str, id_columns: list[str], columns: dict[str, str]) -> None:
+    def __init__(self, folder: Path, name: str, id_columns: list[str], columns: dict[str, str],
+                 marker: bool = False) -> None:
         self.name = name
-        self.columns = columns
+        self.columns = dict(columns)
+        self._cols = [(k, t, _PYTYPE.get(t.removesuffix("[]")), t.endswith("[]")) for k, t in columns.items()]
+        self._colset = frozenset(columns)
+        self.marker = marker
         self.header = folder / f"{name}.header.csv"
         self.data = folder / f"{name}.csv"
         self.multi = folder / f"{name}.multiline.csv"
         head = id_columns + [f"{k}:{t}" for k, t in columns.items()]
+        if marker:
+            head.append(f"{_EMPTY_MARKER}:string[]")
         self.header.write_text(",".join(head) + "\n", encoding="utf-8")
         self._out: TextIO = open(self.data, "w", encoding="utf-8", newline="")
+        self._w = csv.writer(self._out, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
         self._multi_out: TextIO | None = None
+        self._mw = None
         self.rows = 0
+        self.empty_lists = 0
 
-    def write(self, id_cells: list[str], props: Mapping[str, Any]) -> dict[str, Any]:
+    def write(self, ids: list[str], props: Mapping[str, Any]) -> dict[str, Any]:
         """Write one row; returns the props it could not carry (for the Bolt fixup)."""
-        cells = list(id_cells)
+        vals: list[Any] = list(ids)
+        multiline = any(_has_newline(i) for i in ids)
         rest: dict[str, Any] = {}
-        for key, kind in self.columns.items():
-            value = props.get(key)
-            if value is not None and _kind(value) != kind:
-                rest[key] = value
-                value = None
-            cells.append(_cell(value, kind))
-        for key, value in props.items():
-            if key not in self.columns and value is not None:
-                rest[key] = value
-        line = ",".join(cells) + "\n"
-        if _multiline(line[:-1]):
-            if self._multi_out is None:
+        empty: list[str] = []
+        for key, kind, pytype, is_list in self._cols:
+            v = props.get(key)
+            if v is None:
+                vals.append(_NULL)
+                continue
+            t = type(v)
+            if t is pytype and not is_list:  # the common case, checked without _kind
+                if t is str:
+                    multiline = multiline or _has_newline(v)
+                    vals.append(v)
+                    continue
+                if t is bool:
+                    vals.append("true" if v else "false")
+                    continue
+                if t is float and math.isfinite(v) or t is int and _LONG_MIN <= v < _LONG_MAX:
+                    vals.append(v)
+                    continue
+            elif is_list and t in (list, tuple) and not v and self.marker:
+                empty.append(key)
+                vals.append(_NULL)
+                continue
+            if _kind(v) == kind:
+                f = _field(v, kind)
+                multiline = multiline or (isinstance(f, str) and _has_newline(f))
+                vals.append(f)
+                continue
+            rest[key] = list(v) if t is tuple else v
+            vals.append(_NULL)
+        for key in props.keys() - self._colset:
+            if props[key] is not None:
+                rest[key] = props[key]
+        if self.marker:
+            vals.append(ARRAY_DELIMITER.join(empty) if empty else _NULL)
+            self.empty_lists += bool(empty)
+        if multiline:
+            if self._mw is None:
                 self._multi_out = open(self.multi, "w", encoding="utf-8", newline="")
-            self._multi_out.write(line)
+                self._mw = csv.writer(self._multi_out, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+            self._mw.writerow(vals)
         else:
-            self._out.write(line)
+            self._w.writerow(vals)
         self.rows += 1
         return rest
 
@@ -319,16 +368,36 @@ class _Group:
         return [self.multi] if self._multi_out is not None else []
 
 
-def _columns(kinds: dict[str, Counter]) -> dict[str, str]:
+def _columns(kinds: Mapping[tuple[str, str], int]) -> dict[str, str]:
     """Each key's column type: the type most of its values have (the rest become fixups)."""
-    out = {}
-    for key in sorted(kinds):
-        if any(c in _BAD_KEY_CHARS for c in key) or key.startswith(":"):
+    best: dict[str, tuple[int, str]] = {}
+    for (key, kind), n in kinds.items():
+        if kind is None or any(c in _BAD_KEY_CHARS for c in key) or key.startswith(":") or key == _EMPTY_MARKER:
             continue
-        ranked = [(n, k) for k, n in kinds[key].items() if k is not None]
-        if ranked:
-            out[key] = max(ranked)[1]
-    return out
+        if key not in best or (n, kind) > best[key]:
+            best[key] = (n, kind)
+    return {k: best[k][1] for k in sorted(best)}
+
+
+def _count_kinds(counts: Counter, props: Mapping[str, Any]) -> bool:
+    """Count each value's importer type into ``counts``; True when a list value is empty."""
+    empty = False
+    for key, v in props.items():
+        if v is None:
+            continue
+        t = type(v)
+        kind = _KIND_OF_TYPE.get(t)
+        if kind is None:
+            if t is list or t is tuple:
+                if not v:
+                    empty = True
+                    continue
+                first = _KIND_OF_TYPE.get(type(v[0]))
+                kind = first + "[]" if first else None
+            else:
+                kind = _kind(v)
+        counts[(key, kind)] += 1
+    return empty
 
 
 # --- the import files ------------------------------------------------------------------------
@@ -348,14 +417,22 @@ class ImportFiles:
     organizations: int
     fixups: dict[str, list[dict[str, Any]]]  # label -> [{"id": .., "props": {..}}]
     csv_bytes: int
+    empty_lists: int = 0  # Model nodes whose [] values are set after the import (server-side)
 
 
-def _model_stream(models_f) -> Iterator[tuple[str, dict[str, Any]]]:
+_FAST_TYPES = frozenset({str, bool, int, float, list, type(None)})
+
+
+def _model_stream(models_f) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(id, props) of every row; rows with unusual values are checked like the Bolt writer does."""
     for row in models_f():
         model_id = row.get("id")
         if not isinstance(model_id, str) or not model_id:
             raise ValueError(f"a model row needs a non-empty string id, got {model_id!r}")
-        yield model_id, _check_props(model_id, row.get("props") or {})
+        props = row.get("props") or {}
+        if "id" in props or not all(type(v) in _FAST_TYPES for v in props.values()):
+            props = _check_props(model_id, props)
+        yield model_id, props
 
 
 def _edge_key(e: Edge) -> tuple[str, str]:
@@ -384,49 +461,51 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
     cat = catalogue()
 
     # pass 1: column types, duplicate ids, licence inputs, edge endpoints
-    kinds: dict[str, Counter] = {}
+    kinds: Counter = Counter()
     seen: set[str] = set()
     dups: set[str] = set()
     lic_rows: dict[str, dict[str, Any]] = {}
     n_rows = 0
+    any_empty = False
     for model_id, props in _model_stream(models_f):
         n_rows += 1
         if model_id in seen:
             dups.add(model_id)
         seen.add(model_id)
-        for key, value in props.items():
-            if value is not None:
-                kinds.setdefault(key, Counter())[_kind(value)] += 1
-        if any(k in props for k in _LICENSE_KEYS):
+        any_empty = _count_kinds(kinds, props) or any_empty
+        if not props.keys().isdisjoint(_LICENSE_KEYS):
             state = lic_rows.setdefault(model_id, {"id": model_id})
             state.update({k: props[k] for k in _LICENSE_KEYS if k in props})
+    for key, _ in kinds:
+        _check_props("a model row", {key: None})  # property names: non-empty strings without NUL
     last: dict[tuple[str, str], int] = {}
     n_edge_rows = 0
     for i, e in enumerate(edges_f()):
-        last[_edge_key(e)] = i
+        last[(e.child, e.parent)] = i
         n_edge_rows = i + 1
     stubs: set[str] = set()
     lic_edges: list[tuple[str, str, float]] = []
     for i, e in enumerate(edges_f()):
-        if last[_edge_key(e)] != i:
+        if last[(e.child, e.parent)] != i:
             continue
-        for end in (e.child, e.parent):
-            if end not in seen:
-                stubs.add(end)
+        if e.child not in seen:
+            stubs.add(e.child)
+        if e.parent not in seen:
+            stubs.add(e.parent)
         if not e.contradicted and e.child != e.parent:
             lic_edges.append((e.child, e.parent, float(e.confidence or 0.0)))
     effective_of = _licence_state(cat, lic_rows, lic_edges)
-    del lic_edges
+    del lic_edges, lic_rows
 
     model_cols = _columns(kinds)
     for key in ("license_effective", "license_source", "license_inherited_from", "license_family",
                 "updated_at"):
-        model_cols.setdefault(key, "string")
+        model_cols[key] = "string"
     fixups: dict[str, list[dict[str, Any]]] = {"Model": [], "License": []}
     groups: list[tuple[str, _Group]] = []  # (--nodes / --relationships=TYPE, group)
 
     # pass 2: models (duplicates merged first: later keys win, None removes, as SET += does)
-    g_models = _Group(folder, "models", ["id:ID(Model)", ":LABEL"], model_cols)
+    g_models = _Group(folder, "models", ["id:ID(Model)", ":LABEL"], model_cols, marker=any_empty)
     groups.append(("nodes", g_models))
     g_pub = _Group(folder, "published_by", [":START_ID(Model)", ":END_ID(Organization)"], {})
     groups.append(("relationships=PUBLISHED_BY", g_pub))
@@ -436,36 +515,38 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
     orgs: set[str] = set()
     licence_ids: set[str] = set()
     merged: dict[str, dict[str, Any]] = {}
+    labels_of = {f.id: ARRAY_DELIMITER.join(("Model", f.label)) for f in cat.families.values()}
 
-    def emit_model(model_id: str, props: dict[str, Any]) -> None:
+    def emit_model(model_id: str, props: Mapping[str, Any]) -> None:
         eff = effective_of(model_id)
         family = cat.family_of(eff.license)
-        props = {**props, "license_effective": eff.license, "license_source": eff.source,
-                 "license_inherited_from": eff.origin, "license_family": family.id, "updated_at": now}
-        rest = g_models.write([_quote(model_id), _quote(ARRAY_DELIMITER.join(("Model", family.label)))],
-                              props)
+        props = dict(props)
+        props.update(license_effective=eff.license, license_source=eff.source,
+                     license_inherited_from=eff.origin, license_family=family.id, updated_at=now)
+        rest = g_models.write([model_id, labels_of[family.id]], props)
         if rest:
             fixups["Model"].append({"id": model_id, "props": rest})
         org = org_of(model_id)
         if org is not None:
             orgs.add(org)
-            g_pub.write([_quote(model_id), _quote(org)], {})
-        raw = props.get("license") if isinstance(props.get("license"), str) else None
+            g_pub.write([model_id, org], {})
+        raw = props.get("license") if type(props.get("license")) is str else None
         if raw is not None:
             licence_ids.add(raw)
-            link = {"effective": True, "source": eff.source} if raw == eff.license else {
-                "effective": False, "source": "declared"}
-            g_lic_rel.write([_quote(model_id), _quote(raw)], link)
+            if raw == eff.license:
+                g_lic_rel.write([model_id, raw], {"effective": True, "source": eff.source})
+            else:
+                g_lic_rel.write([model_id, raw], {"effective": False, "source": "declared"})
         if eff.license is not None and eff.license != raw:
             licence_ids.add(eff.license)
-            g_lic_rel.write([_quote(model_id), _quote(eff.license)], {"effective": True, "source": eff.source})
+            g_lic_rel.write([model_id, eff.license], {"effective": True, "source": eff.source})
 
     n_models = 0
     for model_id, props in _model_stream(models_f):
         if model_id in dups:
             merged.setdefault(model_id, {}).update(props)
             continue
-        emit_model(model_id, {k: v for k, v in props.items() if v is not None})
+        emit_model(model_id, props)
         n_models += 1
     for model_id, props in merged.items():
         emit_model(model_id, {k: v for k, v in props.items() if v is not None})
@@ -473,6 +554,7 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
     for model_id in sorted(stubs):
         emit_model(model_id, {})
         n_models += 1
+    del seen, merged
 
     # edges (the last row of a repeated (child, parent) wins, as in the writer)
     edge_cols = {"relation": "string", "source": "string", "confidence": "double", "closeness": "double",
@@ -482,9 +564,11 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
     groups.append(("relationships=DERIVED_FROM", g_edges))
     n_edges = 0
     for i, e in enumerate(edges_f()):
-        if last[_edge_key(e)] != i:
+        if last[(e.child, e.parent)] != i:
             continue
-        rest = g_edges.write([_quote(e.child), _quote(e.parent)], {**edge_props(e), "updated_at": now})
+        props = edge_props(e)
+        props["updated_at"] = now
+        rest = g_edges.write([e.child, e.parent], props)
         if rest:
             raise GraphError(f"edge {e.child} -> {e.parent}: properties {sorted(rest)} do not fit their columns")
         n_edges += 1
@@ -494,7 +578,7 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
     g_orgs = _Group(folder, "organizations", ["id:ID(Organization)", ":LABEL"], {})
     groups.append(("nodes", g_orgs))
     for org in sorted(orgs):
-        g_orgs.write([_quote(org), "Organization"], {})
+        g_orgs.write([org, "Organization"], {})
     fields = ("name", "category", "family", "spdx", "url", "clause", "decidable", "named",
               "adapter_strict", "derivatives_model_type")
     lic_props = {}
@@ -502,25 +586,22 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
         props = {k: getattr(lic, k) for k in fields} | {"rank": cat.category_rank[lic.category],
                                                         "catalogue_version": cat.version, "updated_at": now}
         lic_props[lic.id] = _check_props(lic.id, props)
-    lic_kinds: dict[str, Counter] = {}
+    lic_kinds: Counter = Counter()
     for props in lic_props.values():
-        for key, value in props.items():
-            if value is not None:
-                lic_kinds.setdefault(key, Counter())[_kind(value)] += 1
+        _count_kinds(lic_kinds, props)
     g_lics = _Group(folder, "licenses", ["id:ID(License)", ":LABEL"], _columns(lic_kinds))
     groups.append(("nodes", g_lics))
     for lid in sorted(set(lic_props) | licence_ids):
         info = cat.licenses.get(lid)
         labels = ("License", cat.families[info.family].label) if info is not None else ("License",)
-        props = {k: v for k, v in lic_props.get(lid, {}).items() if v is not None}
-        rest = g_lics.write([_quote(lid), _quote(ARRAY_DELIMITER.join(labels))], props)
+        rest = g_lics.write([lid, ARRAY_DELIMITER.join(labels)], lic_props.get(lid, {}))
         if rest:
             fixups["License"].append({"id": lid, "props": rest})
     g_rules = _Group(folder, "allows_derivative_under", [":START_ID(License)", ":END_ID(License)"],
                      {"code": "string", "catalogue_version": "string"})
     groups.append(("relationships=ALLOWS_DERIVATIVE_UNDER", g_rules))
     for (a, b), code in sorted(cat.rules().items()):
-        g_rules.write([_quote(a), _quote(b)], {"code": code, "catalogue_version": cat.version})
+        g_rules.write([a, b], {"code": code, "catalogue_version": cat.version})
 
     args: list[str] = []
     multiline: list[Path] = []
@@ -534,7 +615,16 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
         args += ["--multiline-fields-format=v2", f"--multiline-fields={','.join(str(p) for p in multiline)}"]
     csv_bytes = sum(p.stat().st_size for _, g in groups for p in g.files())
     return ImportFiles(folder, args, n_models, n_edges, n_rows, n_edge_rows, g_lics.rows, g_orgs.rows,
-                       fixups, csv_bytes)
+                       fixups, csv_bytes, g_models.empty_lists)
+
+
+_SET_EMPTY_LISTS = f"""
+MATCH (m:Model) WHERE m.{_EMPTY_MARKER} IS NOT NULL
+CALL (m) {{
+  FOREACH (key IN m.{_EMPTY_MARKER} | SET m[key] = [])
+  REMOVE m.{_EMPTY_MARKER}
+}} IN TRANSACTIONS OF 20000 ROWS
+"""
 
 
 def _apply_fixups(driver, database: str, fixups: dict[str, list[dict[str, Any]]]) -> int:
@@ -580,6 +670,10 @@ def bulk_load(conn, models, edges, *, home: Path | str | None = None, reason: st
     ensure_schema(driver, conn.database)
     t3 = time.monotonic()
     fixed = _apply_fixups(driver, conn.database, files.fixups)
+    if files.empty_lists:
+        with driver.session(database=conn.database) as session:  # CALL IN TRANSACTIONS: auto-commit
+            session.run(_SET_EMPTY_LISTS).consume()
+        fixed += files.empty_lists
     t4 = time.monotonic()
     records, _, _ = driver.execute_query("MATCH (m:Model) RETURN count(m) AS n", database_=conn.database)
     if int(records[0]["n"]) != files.models:

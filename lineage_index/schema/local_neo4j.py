@@ -534,8 +534,9 @@ def import_full(
     ports it ran on (else the configured ports). The whole sequence holds the home's lock, so
     no other process starts or stops this server meanwhile. ``args`` are the importer's options
     (``--nodes=...``, ``--relationships=...``, ...); the database is overwritten, so callers
-    must make sure it may be (``schema.bulk`` only imports into an empty database). Raises
-    ``ManagedNeo4jError`` with the importer's log tail when it fails.
+    must make sure it may be (``schema.bulk`` only imports into an empty database). When the
+    importer fails, the half-written database is removed (the server starts with an empty one)
+    and ``ManagedNeo4jError`` carries the importer's log tail.
     """
     home_p = _home(home)
     with _locked(home_p):
@@ -567,6 +568,9 @@ def import_full(
                     proc.wait(timeout=0.2)
         seconds = time.monotonic() - t1
         failed = proc.returncode != 0
+        if failed:  # the importer leaves a store it calls unusable: the database was to be replaced
+            for sub in ("databases", "transactions"):
+                shutil.rmtree(home_p / "data" / sub / database, ignore_errors=True)
         t2 = time.monotonic()
         try:
             _launch_locked(home_p, java, bolt, http, wait_s)
