@@ -192,9 +192,9 @@ def minilm_body(module: TextClassifier) -> TextClassifier:
     state = {k: v for k, v in load_file(str(minilm_dir() / "model.safetensors")).items()
              if not k.startswith("pooler.")}
     own = module.bert.state_dict()
-    state = {k: v for k, v in state.items() if k in own}
+    state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
     missing = [k for k in own if k not in state and not k.endswith("position_ids")]
-    if missing or any(own[k].shape != v.shape for k, v in state.items()):
+    if missing or any(k not in own or own[k].shape != v.shape for k, v in state.items()):
         raise ValueError("the MiniLM weights only fit the full MiniLM configuration")
     module.bert.load_state_dict(state, strict=False)
     return module

@@ -300,6 +300,15 @@ def profile_key(source: Classifier, probes: ProbeSet, k: int, extra: str = "") -
     return h.hexdigest()[:32]
 
 
+def _digest(model: Classifier) -> str:
+    """A short hash of a model's weights (auxiliary models given by the user key the cache)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def save_profile(path: Path, profs: Profile | list[Profile], thr: Threshold) -> None:
     """Cache the selected profiles (one per fold) and their threshold as safetensors (+ JSON metadata)."""
     from safetensors.torch import save_file
@@ -422,9 +431,9 @@ def closeness(source: Classifier, suspect: Classifier, probes: ProbeSet | None =
         raise UsageError(f"{source.name} reads {source.kind} and {suspect.name} reads {suspect.kind}: "
                          "closeness needs the same input space")
     indirect = suspect.classes != source.classes
-    key = profile_key(source, probes, k, f"{seed}|{n_aux}|{background_points}|v2")
-    cached = None if (cache_dir is None or indirect or lineage_aux or independent_aux) \
-        else load_profile(Path(cache_dir) / f"{key}.safetensors")
+    aux_ids = "|".join(_digest(m) for m in (lineage_aux or []) + (independent_aux or []))
+    key = profile_key(source, probes, k, f"{seed}|{n_aux}|{background_points}|v2|{aux_ids}")
+    cached = None if (cache_dir is None or indirect) else load_profile(Path(cache_dir) / f"{key}.safetensors")
     if cached is not None:
         profs, thr = cached
         notes.append("source profiles and threshold from cache")
@@ -447,7 +456,7 @@ def closeness(source: Classifier, suspect: Classifier, probes: ProbeSet | None =
         if background_points:
             pool_set = ProbeSet(torch.cat([probes.x, background(probes.x, seed)]), None, probes.origin)
         profs, thr = calibrate_profiles(f.module, pool_set, lin, ind, k)
-        if cache_dir is not None and not indirect and not (lineage_aux or independent_aux):
+        if cache_dir is not None and not indirect:
             save_profile(Path(cache_dir) / f"{key}.safetensors", profs, thr)
     parts = [score(p, suspect.module) for p in profs]
     s = sum(p[0] for p in parts) / len(parts)
