@@ -14,7 +14,7 @@ import numpy as np
 
 Relation = Literal["finetune", "adapter", "quantized", "merge", "prune", "copy", "distill"]
 RELATIONS: tuple[str, ...] = ("finetune", "adapter", "quantized", "merge", "prune", "copy", "distill")
-EdgeSource = Literal["declared", "recovered", "both"]
+EdgeSource = Literal["declared", "recovered", "both", "behaviour"]
 WeightFormat = Literal["safetensors", "pickle", "gguf", "none"]
 
 
@@ -150,15 +150,42 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class BehaviourEvidence:
+    """What the opt-in behaviour tier measured on one (parent, child) pair (``behaviour.tier``).
+
+    Closeness (seed 002) of the child with the parent as source: s = (1 − d̄)·Mr, the match rate
+    Mr, the mean distance difference d̄, the probe points N, and the threshold calibrated for the
+    parent with its verdict; ``reverse_closeness`` is the same score with the roles swapped.
+    Determination (seed 001): loss and error barrier on the linear weight path, the calibrated
+    loss-barrier threshold and the verdict (None where the weights' shapes do not align).
+    """
+
+    closeness: float
+    match_rate: float
+    distance_diff: float
+    probes: int
+    threshold: float
+    verdict: str  # "lineage" | "no lineage"
+    indirect: bool = False  # the child has another label space: the parent was re-headed first
+    reverse_closeness: float | None = None
+    reverse_threshold: float | None = None
+    loss_barrier: float | None = None
+    error_barrier: float | None = None
+    barrier_threshold: float | None = None
+    basin: str | None = None  # "same basin" | "different basins"
+
+
+@dataclass(frozen=True)
 class Edge:
     """A directed, typed lineage edge ready for the graph: child DERIVED_FROM parent."""
 
     child: str
     parent: str
     relation: str
-    source: str  # declared | recovered | both
+    source: str  # declared | recovered | both | behaviour (a distillation only behaviour shows)
     confidence: float
     closeness: float | None = None
     evidence: str = ""  # short human-readable reason
     contradicted: bool = False  # declared edge the weights contradict
     recovered_parent: str | None = None  # when contradicted: the parent the weights point to
+    behaviour: BehaviourEvidence | None = None  # set by the opt-in behaviour tier only

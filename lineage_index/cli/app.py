@@ -7,6 +7,7 @@ stage modules) and formats the result with ``cli.output``. Errors of the one hie
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -79,17 +80,27 @@ def ingest(
                                                    "auto: bulk import for a large first load).")] = None,
     full: Annotated[bool, typer.Option("--full", help="Re-verify and rewrite every listed model, "
                                        "not only those changed since the graph was written.")] = False,
+    behaviour: Annotated[bool, typer.Option("--behaviour", help="Opt-in behaviour tier for models whose full "
+                                            "weights are local: closeness/determine on weight edges, "
+                                            "distillations as relation distill, source behaviour.")] = False,
+    behaviour_probe: Annotated[Path | None, typer.Option(help="Probe data for the behaviour tier (models "
+                                                         "without a synthetic task): file or image folder.")] = None,
 ) -> None:
     """List models, sketch their weights by range reads, recover lineage, write Neo4j."""
     source = api.make_source(org=org, search=search, models=models, directory=directory,
                              hf_cache=hf_cache, endpoint=endpoint, token=os.environ.get("HF_TOKEN"),
                              everything=everything)
     conn = None if no_graph else _connect(neo4j_uri)
+    tier = None
+    if behaviour:
+        from lineage_index.behaviour.tier import BehaviourOptions
+
+        tier = BehaviourOptions(probe=behaviour_probe)
     summary = api.ingest(source, store=SketchStore(store) if store else None, conn=conn, show_progress=True,
-                         ray=ray_address or ray, graph_load=graph_load, full=full)
+                         ray=ray_address or ray, graph_load=graph_load, full=full, behaviour=tier)
     _print_summary(summary)
     if edges_out:
-        edges_out.write_text(json.dumps([e.__dict__ for e in summary.edges], indent=2))
+        edges_out.write_text(json.dumps([dataclasses.asdict(e) for e in summary.edges], indent=2))
 
 
 def _print_summary(s: api.IngestSummary) -> None:
@@ -104,6 +115,16 @@ def _print_summary(s: api.IngestSummary) -> None:
     if s.failures:
         rows = [{"model": f.model_id, "kind": f.kind, "message": f.message[:120]} for f in s.failures]
         emit(rows, ["model", "kind", "message"], "table", title="Failures")
+    if s.behaviour is not None:
+        from lineage_index.behaviour.tier import summary_rows
+
+        b = s.behaviour
+        console.print(f"[bold]behaviour tier[/]: {len(b.loaded)} models loaded ({len(b.skipped)} skipped), "
+                      f"{b.measured_edges} weight edges measured, {b.candidate_pairs} candidate measurements, "
+                      f"{b.distill_edges} distill edges, {b.seconds:.1f}s (calibration {b.calibration_seconds:.1f}s)")
+        rows = summary_rows(b)
+        if rows:
+            emit(rows, list(rows[0]), "table", title="Behaviour evidence")
     if s.graph_written:
         console.print(f"graph written ({s.graph_load}): {len(s.rewritten)} models rewritten, "
                       f"families re-verified: {len(s.reverified_families)}")

@@ -74,12 +74,23 @@ def build_command(
     ] = "small",
     seed: Annotated[int, typer.Option(help="Same seed, same zoo (byte-identical tensors).")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
+    classifiers: Annotated[bool, typer.Option(
+        "--classifiers", help="The classifier family instead (behaviour tier): image classifiers (CNN, ViT) "
+                              "and, with --size medium, a MiniLM text classifier; fine-tunes, pruning, int8, "
+                              "fp16, adversarial, transfer, distilled students, independent models.")] = False,
 ) -> None:
     """Build a zoo of really trained tiny models in Hub layout, with truth.json."""
     from rich.console import Console
 
     from lineage_index.zoo import SIZES, build_zoo
 
+    if classifiers:
+        from lineage_index.zoo.classifiers import build_classifier_zoo
+
+        c = build_classifier_zoo(out, size=size, seed=seed, progress=progress)
+        Console().print(f"[bold]{c.n_models}[/] classifiers, {c.n_edges} edges ({c.relations}), groups {c.groups}, "
+                        f"{c.bytes_written / 1e6:.1f} MB in {c.seconds:.0f}s -> {c.truth_path}")
+        return
     if size not in SIZES:
         raise UsageError(f"--size must be one of {', '.join(SIZES)}")
     summary = build_zoo(out, size=size, seed=seed, progress=progress)

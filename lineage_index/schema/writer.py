@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from neo4j import Driver, ManagedTransaction
 
 from lineage_index import config
-from lineage_index.records import Edge
+from lineage_index.records import BehaviourEvidence, Edge
 
 T = TypeVar("T")
 Primitive = str | int | float | bool
@@ -80,9 +80,19 @@ FOREACH (_ IN CASE WHEN x.updated_at IS NULL OR any(k IN keys(row.props) WHERE {
 """
 
 # Edge rows are lists [child, parent, relation, source, confidence, closeness, evidence,
-# contradicted, recovered_parent] (cheaper to send than maps); see upsert_edges.
+# contradicted, recovered_parent, behaviour_*...] (cheaper to send than maps); see upsert_edges.
+# The behaviour_* columns hold the opt-in behaviour tier's measurements (records.BehaviourEvidence);
+# they are null (absent) on every edge of a run without the tier.
+BEHAVIOUR_COLUMNS = {  # property -> BehaviourEvidence field
+    "behaviour_closeness": "closeness", "behaviour_match_rate": "match_rate",
+    "behaviour_distance_diff": "distance_diff", "behaviour_probes": "probes",
+    "behaviour_threshold": "threshold", "behaviour_verdict": "verdict", "behaviour_indirect": "indirect",
+    "behaviour_reverse_closeness": "reverse_closeness", "behaviour_reverse_threshold": "reverse_threshold",
+    "behaviour_loss_barrier": "loss_barrier", "behaviour_error_barrier": "error_barrier",
+    "behaviour_barrier_threshold": "barrier_threshold", "behaviour_basin": "basin",
+}
 _EDGE_COLUMNS = ("relation", "source", "confidence", "closeness", "evidence", "contradicted",
-                 "recovered_parent")  # fmt: skip
+                 "recovered_parent", *BEHAVIOUR_COLUMNS)  # fmt: skip
 _EDGE_CHANGED = " OR ".join(
     f"NOT coalesce(x.{c} = row[{i}], x.{c} IS NULL AND row[{i}] IS NULL)"
     for i, c in enumerate(_EDGE_COLUMNS, start=2)
@@ -181,6 +191,7 @@ def edge_props(edge: Edge) -> dict[str, Any]:
         "evidence": edge.evidence,
         "contradicted": bool(edge.contradicted),
         "recovered_parent": edge.recovered_parent,
+        **{k: None if edge.behaviour is None else getattr(edge.behaviour, f) for k, f in BEHAVIOUR_COLUMNS.items()},
     }
 
 
@@ -196,7 +207,14 @@ def _edge_from(child: str, parent: str, props: Mapping[str, Any]) -> Edge:
         evidence=str(props.get("evidence", "")),
         contradicted=bool(props.get("contradicted", False)),
         recovered_parent=props.get("recovered_parent"),
+        behaviour=_behaviour_from(props),
     )
+
+
+def _behaviour_from(props: Mapping[str, Any]) -> BehaviourEvidence | None:
+    if props.get("behaviour_closeness") is None:
+        return None
+    return BehaviourEvidence(**{f: props.get(k) for k, f in BEHAVIOUR_COLUMNS.items()})
 
 
 class GraphWriter:

@@ -165,7 +165,8 @@ def _presets() -> dict[str, tuple[FamilyDef, ...]]:
     text = "text" in M.ARCHS
     cnn_kw = {"width": 16}
     vit_kw = {"dim": 32, "depth": 2, "heads": 4, "mlp": 64, "patch": 2}
-    tiny = (_family("cnn", "cnn", "shapes-cnn", 1, _image_members("visionlab", 0.5, False), "apache-2.0", cnn_kw),)
+    tiny = (_family("cnn", "cnn", "shapes-cnn", 1, _image_members("visionlab", 0.5, False), "apache-2.0",
+                    {"width": 8}),)
     small = (_family("cnn", "cnn", "shapes-cnn", 1, _image_members("visionlab", 1.0, True), "apache-2.0", cnn_kw),)
     if vit:
         small += (_family("vit", "vit", "shapes-vit", 1, _image_members("google-lite", 1.0, False), "mit", vit_kw),)

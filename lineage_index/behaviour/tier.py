@@ -1,0 +1,572 @@
+"""The opt-in behaviour tier of ``ingest`` (``--behaviour``, issue 9): behaviour on top of weights.
+
+Runs after weight recovery, on the models whose full weights are at hand locally (a directory
+source or the Hugging Face cache: nothing is downloaded here) and that the behaviour library can
+load (safetensors + a ``lineage_behaviour`` config, at most ``max_model_mb``). It returns the
+weight tier's edges, some of them annotated, plus new edges; it writes nothing itself.
+
+(a) Every asserted weight edge (recovered or both, not contradicted) between two loadable models
+    gets ``BehaviourEvidence``: the closeness of the child with the parent as source (s, Mr, d̄,
+    N, the threshold calibrated for the parent and its verdict; the indirect mode when the child
+    has another label space) and, where the two weight sets align, ``determine``'s loss and error
+    barrier with its calibrated threshold and verdict.
+
+(b) Candidate distillations: pairs the weights call unrelated (different weight components) whose
+    architecture, input and label space match (same registry architecture, the same synthetic
+    task, or the same user probe data with the same number of classes). The number of pairs is
+    bounded: one representative per weight component and group (its models without a weight
+    parent in the group: a distilled student starts from fresh weights, so it is such a root),
+    at most ``max_sources`` of them (the oldest) per group. Both directions are measured; the
+    pair is a lineage only when the closeness verdict is "lineage" in BOTH directions (each
+    against the threshold calibrated for its own source), so one calibration that lets an
+    independent model through is not enough. Each student keeps its best teacher (the highest
+    smaller margin). The teacher is then refined inside its weight component: the student, as
+    source, is compared with every loadable member, and the member it tracks best is taken,
+    preferring the shallower (weight ancestor) when two are within ``REFINE_TIE``.
+
+    Direction (which model is the teacher, i.e. the parent): (1) a card that declares the other
+    model as its base model; (2) upload time, when both are known and at least ``TIME_MIN_DAYS``
+    apart: a teacher exists before its student; (3) which model's boundary the other tracks: the
+    direction with the larger margin s − threshold is taken as teacher -> student (a student
+    reproduces its teacher's distinctive boundary points, selected for the teacher, better than
+    the teacher reproduces the student's own, which come from its fresh initialisation); (4) on a
+    tie, the higher accuracy on labelled probes. The reason is written into the edge's evidence.
+
+Calibration follows the library (thresholds per source from auxiliary models the tool makes):
+per source ``n_aux`` cheap derivations (``models.make_aux``), and ``n_aux`` independent
+re-trainings shared by every source of one calibration group (architecture, its keywords and
+task), made once. Results are cached on disk per (source weights, suspect weights, settings), so a
+second ``--behaviour`` run over unchanged models measures nothing again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from lineage_index.behaviour import models as M
+from lineage_index.behaviour.closeness import (
+    ClosenessResult,
+    Profile,
+    Threshold,
+    closeness,
+    predict,
+    profile,
+    score,
+    select,
+    subset,
+    threshold_between,
+)
+from lineage_index.behaviour.determine import calibrate, determine
+from lineage_index.behaviour.probes import ProbeSet, synthetic_probes
+from lineage_index.errors import LineageIndexError, UsageError
+from lineage_index.records import BehaviourEvidence, Edge, ModelRecord
+
+TIER_VERSION = 1
+LOCAL_SOURCES = ("dir", "hf-cache")
+TIME_MIN_DAYS = 1.0  # upload times closer than this say nothing about who distilled whom
+REFINE_TIE = 0.02  # closeness difference under which the shallower teacher candidate is preferred
+DET_PROBES = 1000  # probe points of the loss barrier
+ASSERTED = ("recovered", "both")
+
+
+@dataclass(frozen=True)
+class BehaviourOptions:
+    """Settings of the tier (every one has a default; ``ingest --behaviour`` uses them)."""
+
+    probe: Path | None = None  # probe data for models without a synthetic task (file or image folder)
+    n_aux: int = 4  # auxiliary models per source (lineage) and per calibration group (independent)
+    aux_steps: int | None = None  # training steps of each independent auxiliary model (None: the library's)
+    k: int = 100  # probe points kept after selection
+    pool: int = 512  # probe pool drawn from a synthetic task
+    max_model_mb: float = 512.0  # larger models are skipped (their full weights would be loaded)
+    max_sources: int = 32  # component representatives compared per group for distillations
+    cache_dir: Path | None = None  # per-pair results; None: no cache
+    seed: int = 0
+
+    def fingerprint(self) -> str:
+        return f"{TIER_VERSION}|{self.n_aux}|{self.aux_steps}|{self.k}|{self.pool}|{self.seed}|{self.probe}"
+
+
+@dataclass
+class TierResult:
+    """The edges after the tier and what it did."""
+
+    edges: list[Edge]
+    loaded: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # model id -> why it was not measured
+    measured_edges: int = 0  # weight edges that got behaviour evidence
+    candidate_pairs: int = 0  # directed (source, suspect) candidate-distillation measurements
+    distill_edges: int = 0
+    pair_seconds: list[float] = field(default_factory=list)  # per measured pair, calibration excluded
+    calibration_seconds: float = 0.0
+    seconds: float = 0.0
+    cached: int = 0  # pair results read from the cache
+    candidates: list[tuple[str, str, float, float, str]] = field(default_factory=list)  # (source, suspect,
+    # s, threshold, verdict) of every candidate-distillation measurement
+
+
+@dataclass
+class _Model:
+    id: str
+    clf: M.Classifier
+    sha: str | None
+    created: datetime | None
+    declared: tuple[str, ...]
+    probes: ProbeSet  # closeness pool (labels when known)
+    data_key: str  # the task (or probe data) the model is measured on
+    cal_key: str  # calibration group: architecture + keywords + data
+
+    @property
+    def group(self) -> tuple[str, str, int]:
+        return self.clf.arch, self.data_key, self.clf.classes
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def _created(rec: ModelRecord) -> datetime | None:
+    try:
+        return datetime.fromisoformat(rec.created_at.replace("Z", "+00:00")) if rec.created_at else None
+    except ValueError:
+        return None
+
+
+def _user_probes(path: Path, clf: M.Classifier) -> ProbeSet:
+    """A user's probe data for ``clf``: an image folder, a text file (text models) or an array file."""
+    from lineage_index.behaviour import probes as P
+
+    if path.is_dir():
+        shape = clf.input_shape or (1, 8, 8)
+        return P.load_image_folder(path, shape[0], shape[-1], clf.meta.get("input_norm"))
+    if clf.arch == "text":
+        return P.load_text_probes(path, P.text_tokenizer(clf.meta.get("dir")))
+    return P.load_probes(path, clf.input_shape)
+
+
+def _load(rec: ModelRecord, options: BehaviourOptions) -> _Model:
+    """The record's classifier with its probe pool; raises LineageIndexError (or UsageError) to skip."""
+    if rec.source not in LOCAL_SOURCES or not rec.location or not Path(rec.location).is_dir():
+        raise UsageError("full weights not at hand locally (the tier never downloads)")
+    if M.CONFIG_KEY not in (rec.config or {}):
+        raise UsageError(f"config.json has no '{M.CONFIG_KEY}' section (not a behaviour-tier model)")
+    size_mb = sum(t.end - t.start for t in rec.tensors) / 2**20
+    if size_mb > options.max_model_mb:
+        raise UsageError(f"{size_mb:.0f} MB of weights exceeds max_model_mb={options.max_model_mb:g}")
+    clf = M.load(rec.location, name=rec.id)
+    if clf.task is not None:
+        probes = synthetic_probes(clf.task, options.pool, seed=12_345 + options.seed)
+        data_key = "task:" + json.dumps(clf.task.to_dict(), sort_keys=True)
+    elif options.probe is not None:
+        probes = _user_probes(Path(options.probe), clf)
+        data_key = f"probe:{Path(options.probe).resolve()}"
+    else:
+        raise UsageError("no synthetic task in its config and no probe data given")
+    cal_key = json.dumps([clf.arch, clf.arch_kwargs, data_key], sort_keys=True, default=str)
+    return _Model(rec.id, clf, rec.sha, _created(rec), tuple(rec.base_models), probes, data_key, cal_key)
+
+
+# --- calibration (aux models made once) ------------------------------------------------------
+
+
+class _Calibration:
+    """Auxiliary models per source and per calibration group, and determine's thresholds."""
+
+    def __init__(self, options: BehaviourOptions) -> None:
+        self.options = options
+        self._ind: dict[str, list[M.Classifier]] = {}
+        self._lin: dict[str, list[M.Classifier]] = {}
+        self._det: dict[str, Threshold | None] = {}
+        self.seconds = 0.0
+
+    def _data(self, m: _Model) -> ProbeSet:
+        return M.aux_data(m.clf, m.probes)
+
+    def independents(self, m: _Model) -> list[M.Classifier]:
+        if m.cal_key not in self._ind:
+            t0 = time.perf_counter()
+            _, self._ind[m.cal_key] = M.make_aux(m.clf, self._data(m), n_lineage=0, n_independent=self.options.n_aux,
+                                                 seed=self.options.seed, steps=self.options.aux_steps)
+            self.seconds += time.perf_counter() - t0
+        return self._ind[m.cal_key]
+
+    def lineage(self, m: _Model) -> list[M.Classifier]:
+        if m.id not in self._lin:
+            t0 = time.perf_counter()
+            self._lin[m.id], _ = M.make_aux(m.clf, self._data(m), n_lineage=self.options.n_aux, n_independent=0,
+                                            seed=self.options.seed)
+            self.seconds += time.perf_counter() - t0
+        return self._lin[m.id]
+
+    def det_probes(self, m: _Model) -> ProbeSet:
+        if m.clf.task is not None:
+            return synthetic_probes(m.clf.task, DET_PROBES, seed=4242 + self.options.seed)
+        return m.probes
+
+    def det_threshold(self, m: _Model) -> Threshold | None:
+        if m.id not in self._det:
+            lin, ind = self.lineage(m), self.independents(m)
+            t0 = time.perf_counter()
+            probes = self.det_probes(m)
+            if probes.y is None:  # determine labels unlabelled probes with A's predictions
+                with torch.no_grad():
+                    probes = ProbeSet(probes.x, m.clf.module(probes.x).argmax(1), probes.origin)
+            try:  # two of each, as the library's own determine calibration
+                self._det[m.id] = calibrate(m.clf, probes, derived=lin[:2], independent=ind[:2])
+            except (LineageIndexError, ValueError):
+                self._det[m.id] = None
+            self.seconds += time.perf_counter() - t0
+        return self._det[m.id]
+
+
+# --- measurements (cached per pair) -------------------------------------------------------------
+
+
+def _halves(models: list[M.Classifier]) -> tuple[list[M.Classifier], list[M.Classifier]]:
+    """Every other auxiliary model selects probe points, the rest calibrate (all of both when one)."""
+    return (models, models) if len(models) < 2 else (models[0::2], models[1::2])
+
+
+class _Measure:
+    def __init__(self, options: BehaviourOptions, cal: _Calibration, result: TierResult) -> None:
+        self.options, self.cal, self.result = options, cal, result
+        self.dir = Path(options.cache_dir) / "behaviour-tier" if options.cache_dir else None
+        self.memo: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+        self._profiles: dict[str, tuple[Profile, Threshold]] = {}
+
+    def source_profile(self, source: _Model) -> tuple[Profile, Threshold]:
+        """The source's selected probe profile and calibrated threshold, made once per source.
+
+        The same steps as ``closeness.closeness`` with given auxiliary models (half select the
+        probe points, the other half calibrate), kept so that every further suspect of this
+        source costs one boundary walk.
+        """
+        if source.id not in self._profiles:
+            lin, ind = self.cal.lineage(source), self.cal.independents(source)
+            t0 = time.perf_counter()
+            lin_sel, lin_cal = _halves(lin)
+            ind_sel, ind_cal = _halves(ind)
+            full = profile(source.clf.module, source.probes)
+            prof = subset(full, select(full, [m.module for m in lin_sel], [m.module for m in ind_sel],
+                                           self.options.k))
+            thr = threshold_between([score(prof, m.module)[0] for m in lin_cal],
+                                      [score(prof, m.module)[0] for m in ind_cal])
+            self._profiles[source.id] = (prof, thr)
+            self.cal.seconds += time.perf_counter() - t0
+        return self._profiles[source.id]
+
+    def _cached(self, kind: str, a: _Model, b: _Model, compute: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+        key = (kind, a.id, b.id)
+        if key in self.memo:
+            return self.memo[key]
+        path = None
+        if self.dir is not None and a.sha and b.sha:
+            digest = hashlib.sha256(f"{kind}|{a.id}|{a.sha}|{b.id}|{b.sha}|{self.options.fingerprint()}".encode())
+            path = self.dir / f"{digest.hexdigest()[:32]}.json"
+            if path.is_file():
+                try:
+                    self.memo[key] = json.loads(path.read_text())["value"]
+                    self.result.cached += 1
+                    return self.memo[key]
+                except (OSError, ValueError, KeyError):
+                    pass  # a damaged entry is measured again
+        value = compute()
+        self.memo[key] = value
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"value": value}))
+        return value
+
+    def closeness(self, source: _Model, suspect: _Model) -> dict[str, Any] | None:
+        """Closeness of ``suspect`` with ``source`` as source, calibrated for ``source``."""
+
+        def run() -> dict[str, Any] | None:
+            try:
+                if suspect.clf.classes == source.clf.classes:
+                    prof, thr = self.source_profile(source)
+                    t0 = time.perf_counter()
+                    s, mr, dbar, _ = score(prof, suspect.clf.module)
+                    self.result.pair_seconds.append(time.perf_counter() - t0)
+                    return {"score": round(s, 6), "match_rate": round(mr, 6), "distance_diff": round(dbar, 6),
+                            "probes": len(prof.x), "threshold": thr.value,
+                            "verdict": "lineage" if s >= thr.value else "no lineage", "indirect": False}
+                # another label space: the library's indirect mode re-heads the source (and its aux)
+                lin, ind = self.cal.lineage(source), self.cal.independents(source)
+                t0 = time.perf_counter()
+                r: ClosenessResult = closeness(source.clf, suspect.clf, source.probes, k=self.options.k,
+                                               lineage_aux=lin, independent_aux=ind, seed=self.options.seed)
+                self.result.pair_seconds.append(time.perf_counter() - t0)
+            except (LineageIndexError, ValueError, RuntimeError) as exc:
+                self.result.skipped.setdefault(f"{source.id} -> {suspect.id}", f"closeness: {exc}"[:200])
+                return None
+            return {"score": r.score, "match_rate": r.match_rate, "distance_diff": r.mean_distance_diff,
+                    "probes": r.n_probes, "threshold": r.threshold, "verdict": r.verdict, "indirect": r.indirect}
+
+        return self._cached("closeness", source, suspect, run)
+
+    def determine(self, a: _Model, b: _Model) -> dict[str, Any] | None:
+        """Loss/error barrier between A and B (None when their weights do not align)."""
+        if a.clf.arch != b.clf.arch or a.clf.arch_kwargs | {"classes": 0} != b.clf.arch_kwargs | {"classes": 0}:
+            return None
+
+        def run() -> dict[str, Any] | None:
+            thr = self.cal.det_threshold(a)
+            if thr is None:
+                return None
+            t0 = time.perf_counter()
+            try:
+                r = determine(a.clf, b.clf, self.cal.det_probes(a), threshold=thr, seed=self.options.seed)
+            except (LineageIndexError, ValueError, RuntimeError):
+                return None
+            self.result.pair_seconds.append(time.perf_counter() - t0)
+            return {"loss_barrier": r.loss_barrier, "error_barrier": r.error_barrier, "threshold": r.threshold,
+                    "verdict": r.verdict}
+
+        return self._cached("determine", a, b, run)
+
+
+def _evidence(c: dict[str, Any], d: dict[str, Any] | None, rev: dict[str, Any] | None = None) -> BehaviourEvidence:
+    return BehaviourEvidence(
+        closeness=c["score"], match_rate=c["match_rate"], distance_diff=c["distance_diff"], probes=c["probes"],
+        threshold=c["threshold"], verdict=c["verdict"], indirect=bool(c["indirect"]),
+        reverse_closeness=rev["score"] if rev else None, reverse_threshold=rev["threshold"] if rev else None,
+        loss_barrier=d["loss_barrier"] if d else None, error_barrier=d["error_barrier"] if d else None,
+        barrier_threshold=d["threshold"] if d else None, basin=d["verdict"] if d else None)
+
+
+# --- weight components and candidate distillations --------------------------------------------
+
+
+def _asserted(edges: Iterable[Edge]) -> list[Edge]:
+    return [e for e in edges if e.source in ASSERTED and not e.contradicted]
+
+
+def weight_components(ids: Iterable[str], edges: Iterable[Edge]) -> dict[str, str]:
+    """Model id -> its weight component (a representative id), over asserted weight edges."""
+    parent: dict[str, str] = {m: m for m in ids}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for e in _asserted(edges):
+        ra, rb = find(e.child), find(e.parent)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {m: find(m) for m in list(parent)}
+
+
+def _margin(c: dict[str, Any] | None) -> float:
+    return -math.inf if c is None else float(c["score"]) - float(c["threshold"])
+
+
+def _accuracy(m: _Model) -> float | None:
+    if m.probes.y is None:
+        return None
+    return float((predict(m.clf.module, m.probes.x) == m.probes.y).float().mean())
+
+
+def teacher_first(a: _Model, b: _Model, c_ab: dict[str, Any] | None, c_ba: dict[str, Any] | None) -> tuple[_Model, _Model, str]:
+    """(teacher, student, why) for a behaviour-only lineage between ``a`` and ``b`` (module docstring)."""
+    if b.id in a.declared and a.id not in b.declared:
+        return b, a, f"{a.id}'s card declares {b.id} as its base model"
+    if a.id in b.declared and b.id not in a.declared:
+        return a, b, f"{b.id}'s card declares {a.id} as its base model"
+    if a.created and b.created and abs((a.created - b.created).total_seconds()) >= TIME_MIN_DAYS * 86400:
+        return (a, b, "uploaded earlier") if a.created < b.created else (b, a, "uploaded earlier")
+    ma, mb = _margin(c_ab), _margin(c_ba)
+    if abs(ma - mb) > 1e-9:
+        return (a, b, "its boundary is tracked better") if ma > mb else (b, a, "its boundary is tracked better")
+    acc_a, acc_b = _accuracy(a), _accuracy(b)
+    if acc_a is not None and acc_b is not None and acc_a != acc_b:
+        return (a, b, "higher probe accuracy") if acc_a > acc_b else (b, a, "higher probe accuracy")
+    return (a, b, "no direction signal: the smaller id") if a.id < b.id else (b, a, "no direction signal: the smaller id")
+
+
+def _depths(edges: list[Edge]) -> dict[str, int]:
+    parents: dict[str, str] = {}
+    for e in sorted(_asserted(edges), key=lambda e: (e.child, -e.confidence)):
+        parents.setdefault(e.child, e.parent)
+    out: dict[str, int] = {}
+    for m in parents:
+        d, cur, seen = 0, m, {m}
+        while cur in parents and parents[cur] not in seen:
+            cur = parents[cur]
+            seen.add(cur)
+            d += 1
+        out[m] = d
+    return out
+
+
+# --- the tier ------------------------------------------------------------------------------------
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    disable=not enabled, transient=False)
+
+
+def run_tier(records: dict[str, ModelRecord], edges: list[Edge], options: BehaviourOptions | None = None, *,
+             show_progress: bool = False) -> TierResult:
+    """The weight tier's ``edges`` with behaviour evidence, plus behaviour-only ``distill`` edges."""
+    options = options or BehaviourOptions()
+    t_start = time.perf_counter()
+    result = TierResult(edges=list(edges))
+    threads = torch.get_num_threads()
+    try:
+        with _progress(show_progress) as bar:
+            models = _load_all(records, options, result, bar)
+            cal = _Calibration(options)
+            measure = _Measure(options, cal, result)
+            out = _annotate_weight_edges(edges, models, measure, result, bar)
+            out = _merge_declared(out, _distillations(edges, models, measure, result, bar))
+    finally:
+        torch.set_num_threads(threads)
+    result.edges = sorted(out, key=lambda e: (e.child, e.parent))
+    result.calibration_seconds = round(cal.seconds, 3)
+    result.seconds = round(time.perf_counter() - t_start, 3)
+    return result
+
+
+def _load_all(records: dict[str, ModelRecord], options: BehaviourOptions, result: TierResult,
+              bar: Progress) -> dict[str, _Model]:
+    models: dict[str, _Model] = {}
+    task = bar.add_task("behaviour: loading models", total=len(records))
+    for mid in sorted(records):
+        try:
+            models[mid] = _load(records[mid], options)
+            result.loaded.append(mid)
+        except (LineageIndexError, ValueError, OSError) as exc:
+            result.skipped[mid] = str(exc)[:200]
+        bar.advance(task)
+    return models
+
+
+def _annotate_weight_edges(edges: list[Edge], models: dict[str, _Model], measure: _Measure, result: TierResult,
+                           bar: Progress) -> list[Edge]:
+    out: list[Edge] = []
+    todo = [e for e in _asserted(edges) if e.child in models and e.parent in models]
+    task = bar.add_task("behaviour: weight edges", total=len(todo))
+    ids = {id(e) for e in todo}
+    for e in edges:
+        if id(e) not in ids:
+            out.append(e)
+            continue
+        parent, child = models[e.parent], models[e.child]
+        bar.update(task, description=f"behaviour: {child.id} <- {parent.id}")
+        c = measure.closeness(parent, child)
+        d = measure.determine(parent, child)
+        if c is not None:
+            e = replace(e, behaviour=_evidence(c, d))
+            result.measured_edges += 1
+        out.append(e)
+        bar.advance(task)
+    return out
+
+
+def _distillations(edges: list[Edge], models: dict[str, _Model], measure: _Measure, result: TierResult,
+                   bar: Progress) -> list[Edge]:
+    """Behaviour-only ``distill`` edges between weight components (module docstring, (b))."""
+    comp = weight_components(models, edges)
+    depth = _depths(edges)
+    weight_parent = {e.child: e.parent for e in _asserted(edges)}
+    groups: dict[tuple[str, str, int], list[_Model]] = {}
+    for m in models.values():
+        groups.setdefault(m.group, []).append(m)
+    plans: list[tuple[list[_Model], list[_Model]]] = []
+    for members in groups.values():
+        in_group = {m.id for m in members}
+        reps = [m for m in members if weight_parent.get(m.id) not in in_group]
+        reps.sort(key=lambda m: (m.created is None, m.created or datetime.min, m.id))
+        reps = reps[: max(2, measure.options.max_sources)]
+        if len({comp[m.id] for m in reps}) >= 2:
+            plans.append((members, reps))
+    total = sum(len(r) * (len(r) - 1) for _, r in plans)
+    task = bar.add_task("behaviour: candidate distillations", total=total)
+    found: list[Edge] = []
+    for members, reps in plans:
+        best: dict[str, tuple[float, _Model, _Model, str, dict[str, Any], dict[str, Any]]] = {}
+        for a in reps:
+            for b in reps:
+                if a.id >= b.id or comp[a.id] == comp[b.id]:
+                    continue
+                bar.update(task, description=f"behaviour: {a.id} ~ {b.id}")
+                c_ab, c_ba = measure.closeness(a, b), measure.closeness(b, a)
+                result.candidate_pairs += 2
+                result.candidates += [(x.id, y.id, c["score"], c["threshold"], c["verdict"])
+                                      for x, y, c in ((a, b, c_ab), (b, a, c_ba)) if c is not None]
+                bar.advance(task, 2)
+                if c_ab is None or c_ba is None or c_ab["verdict"] != "lineage" or c_ba["verdict"] != "lineage":
+                    continue
+                teacher, student, why = teacher_first(a, b, c_ab, c_ba)
+                strength = min(_margin(c_ab), _margin(c_ba))
+                fwd, rev = (c_ab, c_ba) if teacher is a else (c_ba, c_ab)
+                if student.id not in best or strength > best[student.id][0]:
+                    best[student.id] = (strength, teacher, student, why, fwd, rev)
+        for strength, teacher, student, why, fwd, rev in best.values():
+            teacher, fwd, rev, refined = _refine(teacher, student, members, comp, depth, measure, fwd, rev)
+            d = measure.determine(teacher, student)
+            conf = round(min(0.95, 0.5 + 0.5 * strength / max(1e-6, 1.0 - min(fwd["threshold"], rev["threshold"]))), 4)
+            evidence = (f"distill (behaviour): closeness s={fwd['score']:.3f} (thr {fwd['threshold']:.3f}) "
+                        f"and reverse {rev['score']:.3f} (thr {rev['threshold']:.3f}); teacher: {why}{refined}")
+            if d is not None:
+                evidence += f"; loss barrier {d['loss_barrier']:.3f} ({d['verdict']})"
+            found.append(Edge(student.id, teacher.id, "distill", "behaviour", conf, None, evidence=evidence,
+                              behaviour=_evidence(fwd, d, rev)))
+            result.distill_edges += 1
+    return found
+
+
+def _refine(teacher: _Model, student: _Model, members: list[_Model], comp: dict[str, str], depth: dict[str, int],
+            measure: _Measure, fwd: dict[str, Any], rev: dict[str, Any]) -> tuple[_Model, dict[str, Any], dict[str, Any], str]:
+    """The member of the teacher's weight component the student tracks best (student as source)."""
+    cands = [m for m in members if comp[m.id] == comp[teacher.id]]
+    if len(cands) < 2:
+        return teacher, fwd, rev, ""
+    scored = [(m, r) for m, r in ((m, measure.closeness(student, m)) for m in cands) if r is not None]
+    if not scored:
+        return teacher, fwd, rev, ""
+    top = max(r["score"] for _, r in scored)
+    near = [(m, r) for m, r in scored if r["score"] >= top - REFINE_TIE]
+    m, r = min(near, key=lambda t: (depth.get(t[0].id, 0), t[0].created or datetime.max, t[0].id))
+    if m.id == teacher.id:
+        return teacher, fwd, r, ""
+    f = measure.closeness(m, student)
+    if f is None:
+        return teacher, fwd, rev, ""
+    return m, f, r, f"; refined in its weight family to {m.id} (the model the student tracks best)"
+
+
+def _merge_declared(edges: list[Edge], found: list[Edge]) -> list[Edge]:
+    """``edges`` with each found distillation replacing the card's (contradicted) declaration of
+    the same pair: the weights rightly found no shared parameters, the behaviour explains why."""
+    declared = {(e.child, e.parent) for e in edges}
+    found = [replace(e, evidence=e.evidence + "; the card declares it") if (e.child, e.parent) in declared else e
+             for e in found]
+    pairs = {(e.child, e.parent) for e in found}
+    return [e for e in edges if (e.child, e.parent) not in pairs] + found
+
+
+def summary_rows(result: TierResult) -> list[dict[str, Any]]:
+    """Rows for printing: every edge with behaviour evidence."""
+    rows = []
+    for e in result.edges:
+        if e.behaviour is None:
+            continue
+        b = asdict(e.behaviour)
+        rows.append({"child": e.child, "parent": e.parent, "relation": e.relation, "source": e.source,
+                     "closeness": b["closeness"], "threshold": b["threshold"], "verdict": b["verdict"],
+                     "barrier": b["loss_barrier"], "basin": b["basin"]})
+    return rows
