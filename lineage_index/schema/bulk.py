@@ -231,10 +231,13 @@ class _Null(int):
 
 
 _NULL = _Null(0)
+_TRUE, _FALSE = "true", "false"
 _PYTYPE = {"string": str, "boolean": bool, "long": int, "double": float}
-_KIND_OF_TYPE = {str: "string", bool: "boolean", int: "long", float: "double"}
 _EMPTY_MARKER = "__bulk_empty_lists"  # keys whose value is [] (set server-side after the import)
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63
+_STR, _BOOL, _LONG, _DOUBLE, _STRS, _LIST = range(6)  # column codes of the row loop
+_CODE = {"string": _STR, "boolean": _BOOL, "long": _LONG, "double": _DOUBLE, "string[]": _STRS}
+_MODEL_TAIL = ("license_effective", "license_source", "license_inherited_from", "license_family", "updated_at")
 
 
 def _kind(value: Any) -> str | None:
@@ -260,10 +263,23 @@ def _kind(value: Any) -> str | None:
     return None
 
 
+def _kind_of_type(t: type) -> str | None:
+    """The importer type of scalar values of Python type ``t`` (None: a list, None or other)."""
+    if issubclass(t, bool):
+        return "boolean"
+    if issubclass(t, int):
+        return "long"
+    if issubclass(t, float):
+        return "double"
+    if issubclass(t, str):
+        return "string"
+    return None
+
+
 def _text(value: Any, kind: str) -> Any:
     """The csv field of a value of ``kind`` (checked by the caller)."""
     if kind == "boolean":
-        return "true" if value else "false"
+        return _TRUE if value else _FALSE
     if kind == "double":
         return float(value)
     if kind == "long":
@@ -283,19 +299,23 @@ def _has_newline(value: str) -> bool:
 
 
 class _Group:
-    """One importer input group: a header file and one or two data files (plain, multiline)."""
+    """One importer input group: a header file and one or two data files (plain, multiline).
 
-    def __init__(self, folder: Path, name: str, id_columns: list[str], columns: dict[str, str],
-                 marker: bool = False) -> None:
+    ``columns`` come from the props of each row; ``tail`` columns get values from the caller;
+    ``marker`` adds the column naming a row's empty-list keys (see ``_SET_EMPTY_LISTS``).
+    """
+
+    def __init__(self, folder: Path, name: str, id_columns: list[str], columns: Mapping[str, str],
+                 *, tail: Mapping[str, str] | None = None, marker: bool = False) -> None:
         self.name = name
-        self.columns = dict(columns)
-        self._cols = [(k, t, _PYTYPE.get(t.removesuffix("[]")), t.endswith("[]")) for k, t in columns.items()]
-        self._colset = frozenset(columns)
+        tail = dict(tail or {})
+        self._plan = [(k, _CODE.get(t, _LIST), t) for k, t in columns.items()]
+        self._known = frozenset(columns) | frozenset(tail) | {"id"}
         self.marker = marker
         self.header = folder / f"{name}.header.csv"
         self.data = folder / f"{name}.csv"
         self.multi = folder / f"{name}.multiline.csv"
-        head = id_columns + [f"{k}:{t}" for k, t in columns.items()]
+        head = id_columns + [f"{k}:{t}" for k, t in columns.items()] + [f"{k}:{t}" for k, t in tail.items()]
         if marker:
             head.append(f"{_EMPTY_MARKER}:string[]")
         self.header.write_text(",".join(head) + "\n", encoding="utf-8")
@@ -306,46 +326,8 @@ class _Group:
         self.rows = 0
         self.empty_lists = 0
 
-    def write(self, ids: list[str], props: Mapping[str, Any]) -> dict[str, Any]:
-        """Write one row; returns the props it could not carry (for the Bolt fixup)."""
-        vals: list[Any] = list(ids)
-        multiline = any(_has_newline(i) for i in ids)
-        rest: dict[str, Any] = {}
-        empty: list[str] = []
-        for key, kind, pytype, is_list in self._cols:
-            v = props.get(key)
-            if v is None:
-                vals.append(_NULL)
-                continue
-            t = type(v)
-            if t is pytype and not is_list:  # the common case, checked without _kind
-                if t is str:
-                    multiline = multiline or _has_newline(v)
-                    vals.append(v)
-                    continue
-                if t is bool:
-                    vals.append("true" if v else "false")
-                    continue
-                if t is float and math.isfinite(v) or t is int and _LONG_MIN <= v < _LONG_MAX:
-                    vals.append(v)
-                    continue
-            elif is_list and t in (list, tuple) and not v and self.marker:
-                empty.append(key)
-                vals.append(_NULL)
-                continue
-            if _kind(v) == kind:
-                f = _field(v, kind)
-                multiline = multiline or (isinstance(f, str) and _has_newline(f))
-                vals.append(f)
-                continue
-            rest[key] = list(v) if t is tuple else v
-            vals.append(_NULL)
-        for key in props.keys() - self._colset:
-            if props[key] is not None:
-                rest[key] = props[key]
-        if self.marker:
-            vals.append(ARRAY_DELIMITER.join(empty) if empty else _NULL)
-            self.empty_lists += bool(empty)
+    def row(self, vals: list[Any], multiline: bool = False) -> None:
+        """Write one row of ready csv fields."""
         if multiline:
             if self._mw is None:
                 self._multi_out = open(self.multi, "w", encoding="utf-8", newline="")
@@ -354,7 +336,71 @@ class _Group:
         else:
             self._w.writerow(vals)
         self.rows += 1
-        return rest
+
+    def write(self, ids: list[str], props: Mapping[str, Any], tail: tuple = (),
+              multiline: bool = False) -> dict[str, Any] | None:
+        """Write one row; returns the props it could not carry (for the Bolt fixup), or None."""
+        vals: list[Any] = list(ids)
+        rest: dict[str, Any] | None = None
+        empty: list[str] | None = None
+        get = props.get
+        for key, code, kind in self._plan:
+            v = get(key)
+            if v is None:
+                vals.append(_NULL)
+                continue
+            t = type(v)
+            if code == _STR:  # the common cases first, checked without _kind
+                if t is str:
+                    if "\n" in v or "\r" in v:
+                        multiline = True
+                    vals.append(v)
+                    continue
+            elif code == _BOOL:
+                if t is bool:
+                    vals.append(_TRUE if v else _FALSE)
+                    continue
+            elif code == _LONG:
+                if t is int and _LONG_MIN <= v < _LONG_MAX:
+                    vals.append(v)
+                    continue
+            elif code == _DOUBLE:
+                if t is float and v - v == 0.0:  # finite
+                    vals.append(v)
+                    continue
+            elif code == _STRS and t is list and v and "" not in v:
+                try:
+                    joined = ARRAY_DELIMITER.join(v)
+                except TypeError:
+                    joined = None
+                if joined is not None and joined.count(ARRAY_DELIMITER) == len(v) - 1:
+                    if "\n" in joined or "\r" in joined:
+                        multiline = True
+                    vals.append(joined)
+                    continue
+            if self.marker and code >= _STRS and (t is list or t is tuple) and not v:
+                empty = [key] if empty is None else [*empty, key]
+                vals.append(_NULL)
+                continue
+            if _kind(v) == kind:
+                f = _field(v, kind)
+                multiline = multiline or (type(f) is str and _has_newline(f))
+                vals.append(f)
+                continue
+            rest = rest if rest is not None else {}
+            rest[key] = v
+            vals.append(_NULL)
+        if not self._known.issuperset(props):
+            for key in props.keys() - self._known:
+                if props[key] is not None:
+                    rest = rest if rest is not None else {}
+                    rest[key] = props[key]
+        vals.extend(tail)
+        if self.marker:
+            vals.append(ARRAY_DELIMITER.join(empty) if empty else _NULL)
+            self.empty_lists += empty is not None
+        self.row(vals, multiline)
+        return _check_props(str(ids[0]), rest) if rest else None  # refuses what Bolt would refuse
 
     def close(self) -> None:
         self._out.close()
@@ -368,36 +414,58 @@ class _Group:
         return [self.multi] if self._multi_out is not None else []
 
 
-def _columns(kinds: Mapping[tuple[str, str], int]) -> dict[str, str]:
-    """Each key's column type: the type most of its values have (the rest become fixups)."""
-    best: dict[str, tuple[int, str]] = {}
-    for (key, kind), n in kinds.items():
-        if kind is None or any(c in _BAD_KEY_CHARS for c in key) or key.startswith(":") or key == _EMPTY_MARKER:
-            continue
-        if key not in best or (n, kind) > best[key]:
-            best[key] = (n, kind)
-    return {k: best[k][1] for k in sorted(best)}
+class _Kinds:
+    """Pass 1: the importer type of each property key, from the rows' type signatures.
 
+    Rows of one shape (the same keys with values of the same Python types) are counted once
+    per shape; a list key's element type comes from its first non-empty value.
+    """
 
-def _count_kinds(counts: Counter, props: Mapping[str, Any]) -> bool:
-    """Count each value's importer type into ``counts``; True when a list value is empty."""
-    empty = False
-    for key, v in props.items():
-        if v is None:
-            continue
-        t = type(v)
-        kind = _KIND_OF_TYPE.get(t)
-        if kind is None:
-            if t is list or t is tuple:
-                if not v:
-                    empty = True
+    def __init__(self) -> None:
+        self.shapes: Counter = Counter()
+        self.list_kinds: dict[str, str | None] = {}
+        self._pending: set[str] = set()
+
+    def add(self, props: Mapping[str, Any]) -> None:
+        shape = (tuple(props), tuple(map(type, props.values())))
+        n = self.shapes[shape]
+        self.shapes[shape] = n + 1
+        if n == 0:
+            for key, t in zip(*shape, strict=True):
+                if (t is list or t is tuple) and key not in self.list_kinds:
+                    self._pending.add(key)
+        if self._pending:
+            for key in list(self._pending):
+                v = props.get(key)
+                if isinstance(v, list | tuple) and v:
+                    self.list_kinds[key] = _kind(v)
+                    self._pending.discard(key)
+
+    def columns(self, skip: frozenset[str] = frozenset()) -> tuple[dict[str, str], bool]:
+        """(key -> importer type: the type most values have, whether any key holds lists)."""
+        counts: Counter = Counter()
+        lists = False
+        for (keys, types), n in self.shapes.items():
+            for key, t in zip(keys, types, strict=True):
+                if t is type(None):
                     continue
-                first = _KIND_OF_TYPE.get(type(v[0]))
-                kind = first + "[]" if first else None
-            else:
-                kind = _kind(v)
-        counts[(key, kind)] += 1
-    return empty
+                if t is list or t is tuple:
+                    lists = True
+                    kind = self.list_kinds.get(key)
+                else:
+                    kind = _kind_of_type(t)
+                if kind is not None:
+                    counts[(key, kind)] += n
+        best: dict[str, tuple[int, str]] = {}
+        for (key, kind), n in counts.items():
+            if key in skip or key == _EMPTY_MARKER or key.startswith(":") or any(c in _BAD_KEY_CHARS for c in key):
+                continue
+            if key not in best or (n, kind) > best[key]:
+                best[key] = (n, kind)
+        for keys, _ in self.shapes:
+            for key in keys:
+                _check_props("a model row", {key: None})  # names: non-empty strings without NUL
+        return {k: best[k][1] for k in sorted(best)}, lists
 
 
 # --- the import files ------------------------------------------------------------------------
@@ -420,23 +488,12 @@ class ImportFiles:
     empty_lists: int = 0  # Model nodes whose [] values are set after the import (server-side)
 
 
-_FAST_TYPES = frozenset({str, bool, int, float, list, type(None)})
-
-
 def _model_stream(models_f) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """(id, props) of every row; rows with unusual values are checked like the Bolt writer does."""
     for row in models_f():
         model_id = row.get("id")
         if not isinstance(model_id, str) or not model_id:
             raise ValueError(f"a model row needs a non-empty string id, got {model_id!r}")
-        props = row.get("props") or {}
-        if "id" in props or not all(type(v) in _FAST_TYPES for v in props.values()):
-            props = _check_props(model_id, props)
-        yield model_id, props
-
-
-def _edge_key(e: Edge) -> tuple[str, str]:
-    return (e.child, e.parent)
+        yield model_id, row.get("props") or {}
 
 
 def _licence_state(cat, lic_rows: dict[str, dict[str, Any]], edges: list[tuple[str, str, float]]):
@@ -461,23 +518,20 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
     cat = catalogue()
 
     # pass 1: column types, duplicate ids, licence inputs, edge endpoints
-    kinds: Counter = Counter()
+    kinds = _Kinds()
     seen: set[str] = set()
     dups: set[str] = set()
     lic_rows: dict[str, dict[str, Any]] = {}
     n_rows = 0
-    any_empty = False
     for model_id, props in _model_stream(models_f):
         n_rows += 1
         if model_id in seen:
             dups.add(model_id)
         seen.add(model_id)
-        any_empty = _count_kinds(kinds, props) or any_empty
+        kinds.add(props)
         if not props.keys().isdisjoint(_LICENSE_KEYS):
             state = lic_rows.setdefault(model_id, {"id": model_id})
             state.update({k: props[k] for k in _LICENSE_KEYS if k in props})
-    for key, _ in kinds:
-        _check_props("a model row", {key: None})  # property names: non-empty strings without NUL
     last: dict[tuple[str, str], int] = {}
     n_edge_rows = 0
     for i, e in enumerate(edges_f()):
@@ -497,15 +551,13 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
     effective_of = _licence_state(cat, lic_rows, lic_edges)
     del lic_edges, lic_rows
 
-    model_cols = _columns(kinds)
-    for key in ("license_effective", "license_source", "license_inherited_from", "license_family",
-                "updated_at"):
-        model_cols[key] = "string"
+    model_cols, has_lists = kinds.columns(skip=frozenset(_MODEL_TAIL) | {"id"})
     fixups: dict[str, list[dict[str, Any]]] = {"Model": [], "License": []}
     groups: list[tuple[str, _Group]] = []  # (--nodes / --relationships=TYPE, group)
 
     # pass 2: models (duplicates merged first: later keys win, None removes, as SET += does)
-    g_models = _Group(folder, "models", ["id:ID(Model)", ":LABEL"], model_cols, marker=any_empty)
+    g_models = _Group(folder, "models", ["id:ID(Model)", ":LABEL"], model_cols,
+                      tail=dict.fromkeys(_MODEL_TAIL, "string"), marker=has_lists)
     groups.append(("nodes", g_models))
     g_pub = _Group(folder, "published_by", [":START_ID(Model)", ":END_ID(Organization)"], {})
     groups.append(("relationships=PUBLISHED_BY", g_pub))
@@ -515,31 +567,37 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
     orgs: set[str] = set()
     licence_ids: set[str] = set()
     merged: dict[str, dict[str, Any]] = {}
-    labels_of = {f.id: ARRAY_DELIMITER.join(("Model", f.label)) for f in cat.families.values()}
+    family_of: dict[str | None, tuple[str, str]] = {}
 
     def emit_model(model_id: str, props: Mapping[str, Any]) -> None:
         eff = effective_of(model_id)
-        family = cat.family_of(eff.license)
-        props = dict(props)
-        props.update(license_effective=eff.license, license_source=eff.source,
-                     license_inherited_from=eff.origin, license_family=family.id, updated_at=now)
-        rest = g_models.write([model_id, labels_of[family.id]], props)
+        fam = family_of.get(eff.license)
+        if fam is None:
+            f = cat.family_of(eff.license)
+            fam = family_of[eff.license] = (f.id, ARRAY_DELIMITER.join(("Model", f.label)))
+        tail = (_NULL if eff.license is None else eff.license, _NULL if eff.source is None else eff.source,
+                _NULL if eff.origin is None else eff.origin, fam[0], now)
+        multiline = _has_newline(model_id) or any(type(x) is str and _has_newline(x) for x in tail[:3])
+        rest = g_models.write([model_id, fam[1]], props, tail, multiline)
         if rest:
             fixups["Model"].append({"id": model_id, "props": rest})
         org = org_of(model_id)
         if org is not None:
             orgs.add(org)
-            g_pub.write([model_id, org], {})
-        raw = props.get("license") if type(props.get("license")) is str else None
-        if raw is not None:
+            g_pub.row([model_id, org], multiline)
+        raw = props.get("license")
+        if type(raw) is str:
             licence_ids.add(raw)
+            ml = multiline or _has_newline(raw)
             if raw == eff.license:
-                g_lic_rel.write([model_id, raw], {"effective": True, "source": eff.source})
+                g_lic_rel.row([model_id, raw, _TRUE, eff.source], ml)
             else:
-                g_lic_rel.write([model_id, raw], {"effective": False, "source": "declared"})
+                g_lic_rel.row([model_id, raw, _FALSE, "declared"], ml)
+        else:
+            raw = None
         if eff.license is not None and eff.license != raw:
             licence_ids.add(eff.license)
-            g_lic_rel.write([model_id, eff.license], {"effective": True, "source": eff.source})
+            g_lic_rel.row([model_id, eff.license, _TRUE, eff.source], multiline)
 
     n_models = 0
     for model_id, props in _model_stream(models_f):
@@ -549,7 +607,7 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
         emit_model(model_id, props)
         n_models += 1
     for model_id, props in merged.items():
-        emit_model(model_id, {k: v for k, v in props.items() if v is not None})
+        emit_model(model_id, props)
         n_models += 1
     for model_id in sorted(stubs):
         emit_model(model_id, {})
@@ -558,17 +616,16 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
 
     # edges (the last row of a repeated (child, parent) wins, as in the writer)
     edge_cols = {"relation": "string", "source": "string", "confidence": "double", "closeness": "double",
-                 "evidence": "string", "contradicted": "boolean", "recovered_parent": "string",
-                 "updated_at": "string"}
-    g_edges = _Group(folder, "derived_from", [":START_ID(Model)", ":END_ID(Model)"], edge_cols)
+                 "evidence": "string", "contradicted": "boolean", "recovered_parent": "string"}
+    g_edges = _Group(folder, "derived_from", [":START_ID(Model)", ":END_ID(Model)"], edge_cols,
+                     tail={"updated_at": "string"})
     groups.append(("relationships=DERIVED_FROM", g_edges))
     n_edges = 0
     for i, e in enumerate(edges_f()):
         if last[(e.child, e.parent)] != i:
             continue
-        props = edge_props(e)
-        props["updated_at"] = now
-        rest = g_edges.write([e.child, e.parent], props)
+        rest = g_edges.write([e.child, e.parent], edge_props(e), (now,),
+                             _has_newline(e.child) or _has_newline(e.parent))
         if rest:
             raise GraphError(f"edge {e.child} -> {e.parent}: properties {sorted(rest)} do not fit their columns")
         n_edges += 1
@@ -578,7 +635,7 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
     g_orgs = _Group(folder, "organizations", ["id:ID(Organization)", ":LABEL"], {})
     groups.append(("nodes", g_orgs))
     for org in sorted(orgs):
-        g_orgs.write([org, "Organization"], {})
+        g_orgs.row([org, "Organization"], _has_newline(org))
     fields = ("name", "category", "family", "spdx", "url", "clause", "decidable", "named",
               "adapter_strict", "derivatives_model_type")
     lic_props = {}
@@ -586,22 +643,23 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
         props = {k: getattr(lic, k) for k in fields} | {"rank": cat.category_rank[lic.category],
                                                         "catalogue_version": cat.version, "updated_at": now}
         lic_props[lic.id] = _check_props(lic.id, props)
-    lic_kinds: Counter = Counter()
+    lic_kinds = _Kinds()
     for props in lic_props.values():
-        _count_kinds(lic_kinds, props)
-    g_lics = _Group(folder, "licenses", ["id:ID(License)", ":LABEL"], _columns(lic_kinds))
+        lic_kinds.add(props)
+    g_lics = _Group(folder, "licenses", ["id:ID(License)", ":LABEL"], lic_kinds.columns(frozenset({"id"}))[0])
     groups.append(("nodes", g_lics))
     for lid in sorted(set(lic_props) | licence_ids):
         info = cat.licenses.get(lid)
         labels = ("License", cat.families[info.family].label) if info is not None else ("License",)
-        rest = g_lics.write([lid, ARRAY_DELIMITER.join(labels)], lic_props.get(lid, {}))
+        rest = g_lics.write([lid, ARRAY_DELIMITER.join(labels)], lic_props.get(lid, {}),
+                            multiline=_has_newline(lid))
         if rest:
             fixups["License"].append({"id": lid, "props": rest})
     g_rules = _Group(folder, "allows_derivative_under", [":START_ID(License)", ":END_ID(License)"],
                      {"code": "string", "catalogue_version": "string"})
     groups.append(("relationships=ALLOWS_DERIVATIVE_UNDER", g_rules))
     for (a, b), code in sorted(cat.rules().items()):
-        g_rules.write([a, b], {"code": code, "catalogue_version": cat.version})
+        g_rules.row([a, b, code, cat.version])
 
     args: list[str] = []
     multiline: list[Path] = []
