@@ -419,13 +419,39 @@ def test_add_writes_the_model_and_its_recovered_edge_to_neo4j(zoo, full_store, t
     # checking and adding again replaces, never duplicates
     check(str(zoo / target), store, add=True, conn=conn, save=False)
     assert len(writer.read_edges([target])) == 2
-    if neo4j_server.user is None:  # the CLI reaches the same server by --neo4j-uri
-        other = "openlm-research/open_llama_nano-math"
-        store2 = _store(full_store[0], tmp_path / "s2", lambda m: m != other)
-        out = _run([str(zoo / other), "--store", str(store2.root), "--add", "--neo4j-uri", neo4j_server.uri])
-        assert out.exit_code == 0, out.stdout
-        assert [(e.parent, e.relation) for e in writer.read_edges([other])] == [
-            ("openlm-research/open_llama_nano", "finetune")]
+
+
+@pytest.mark.slow
+@pytest.mark.neo4j
+def test_an_upload_checked_against_an_ingested_index_joins_the_graph(zoo, tmp_path, neo4j_server, clean_graph) -> None:
+    from lineage_index.schema.connection import Connection
+    from lineage_index.schema.writer import GraphWriter
+
+    if neo4j_server.user is not None:
+        pytest.skip("the CLI reaches an auth-less server by --neo4j-uri only")
+    target = "Intel/Llama-3.1-Nano-fr"
+    hub = tmp_path / "hub"  # the registry so far: every model but the upload
+    for model in (p.relative_to(zoo) for p in zoo.glob("*/*") if p.is_dir()):
+        if str(model) != target:
+            (hub / model.parent).mkdir(parents=True, exist_ok=True)
+            (hub / model).symlink_to(zoo / model)
+    conn = Connection(uri=neo4j_server.uri, user=None, database=neo4j_server.database, managed=False)
+    store = SketchStore(tmp_path / "store")
+    api.ingest(api.make_source(directory=hub), store=store, conn=conn)
+    page = tmp_path / "page.html"
+    out = _run([str(zoo / target), "--store", str(store.root), "--add", "--neo4j-uri", neo4j_server.uri,
+                "--report", str(page)])
+    assert out.exit_code == 0, out.stdout
+    assert "wrote Intel/Llama-3.1-Nano-fr and" in out.stdout
+    writer = GraphWriter(clean_graph, conn.database)
+    edges = {e.parent: e for e in writer.read_edges([target])}
+    assert edges["meta-llama/Llama-3.1-Nano"].relation == "finetune"
+    assert edges["meta-llama/Llama-3.1-Nano"].source == "recovered"  # its card declares another base
+    assert store.latest(target) is not None and target in store.records()
+    tree = page.read_text().split("Place in the lineage")[1].split("Best candidates")[0]
+    # the parent's other children, as the graph knows them, are drawn as siblings
+    assert "<title>unsloth/Llama-3.1-Nano-int8 (" in tree and "<title>free-llm-hub/Llama-3.1-Nano (" in tree
+    assert "From the graph" in tree
 
 
 def test_last_result_needs_a_check_first(tmp_path) -> None:
