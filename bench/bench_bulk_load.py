@@ -79,7 +79,7 @@ class SyntheticHub:
                 "created_at": "2025-01-01T00:00:00Z",
                 "license": lic,
                 "license_name": "llama3" if lic == "other" else None,
-                "declared_base_models": [self.mid(p)] if p >= 0 and self.declares[i] else [],
+                "declared_base_models": [self.mid(p)] if p >= 0 and self.declares[i] else None,
                 "base_model_relation": RELATIONS[self.rel[i]] if p >= 0 else None,
                 "pipeline_tag": PIPELINES[self.pipe[i]],
                 "library_name": "transformers",

@@ -109,7 +109,7 @@ def model_props(rec: ModelRecord, sketch: Sketch | None, root: str | None) -> di
         "created_at": rec.created_at,
         "license": rec.license,
         "license_name": rec.license_name,
-        "declared_base_models": list(rec.base_models),
+        "declared_base_models": list(rec.base_models) or None,  # none declared: no property
         "base_model_relation": rec.base_model_relation,
         "pipeline_tag": rec.pipeline_tag,
         "library_name": rec.library_name,
