@@ -310,13 +310,14 @@ def test_lm_int8_is_dequantised_and_token_id_probe_file_is_read(lm_dirs: dict[st
     res = CliRunner().invoke(cli(), ["determine", str(lm_dirs["root"]), str(lm_dirs["child-int8"]),
                                      "--probe", str(probe), "--n-aux", "1", "--json"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)
     assert out["verdict"] == "same basin" and out["n_probes"] == 24
     assert any("int8 weights de-quantised" in n for n in out["notes"])
     (tmp_path / "words.txt").write_text("not token ids\n")
     res = CliRunner().invoke(cli(), ["determine", str(lm_dirs["root"]), str(lm_dirs["child"]),
                                      "--probe", str(tmp_path / "words.txt")])
-    assert res.exit_code == 2 and "ships no tokenizer.json" in res.output
+    assert isinstance(res.exception, UsageError) and res.exception.exit_code == 2  # cli.app.main's exit code
+    assert "ships no tokenizer.json" in str(res.exception)
 
 
 # --- loading: pickle-only, missing, HF cache, Hub download with consent ------------------------
@@ -342,7 +343,8 @@ def test_pickle_only_or_missing_model_is_a_clear_error_and_nothing_is_unpickled(
     with pytest.raises(ModelReadError):
         M.load(tmp_path / "empty")
     res = CliRunner().invoke(cli(), ["closeness", str(d), str(tmp_path / "empty")])
-    assert res.exit_code == 2 and "never unpickles" in str(res.exception or res.output)
+    assert isinstance(res.exception, UnsupportedFormatError) and res.exception.exit_code == 2
+    assert "never unpickles" in str(res.exception)
 
 
 @pytest.fixture
@@ -389,7 +391,7 @@ def test_hub_models_download_only_with_consent_within_the_size_limit(hub, tmp_pa
     res = CliRunner().invoke(cli(), ["closeness", "acme/root", "acme/child", "--hf-cache", str(cache),
                                      "--download", "--k", "40", "--json"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)
     assert out["source"] == "acme/root" and out["verdict"] == "lineage"
 
 
@@ -404,7 +406,7 @@ def test_cli_closeness_and_determine_state_thresholds(zoo: dict[str, M.Classifie
     runner = CliRunner()
     res = runner.invoke(cli(), ["closeness", str(src), str(sus), "--probe", str(probe), "--k", "50", "--json"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)
     assert out["verdict"] == "lineage" and 0 <= out["score"] <= 1 and out["threshold"] > 0
     res = runner.invoke(cli(), ["closeness", str(src), str(sus), "--probe", str(probe), "--k", "50"])
     assert res.exit_code == 0 and "threshold: s ≥" in res.output and "calibrated for this source" in res.output

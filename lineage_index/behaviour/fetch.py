@@ -17,6 +17,7 @@ This module downloads and resolves paths; it reads no weights.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def download_model(repo_id: str, *, max_download_mb: float = DEFAULT_MAX_DOWNLOA
 
     from lineage_index.indexer.reader_hub import HUB_ERRORS, map_hub_error
 
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None  # read now, not at library import
     api = HfApi(endpoint=endpoint, token=token)
     try:
         info = api.model_info(repo_id, revision=revision, files_metadata=True)
