@@ -4,7 +4,9 @@
 L(t) (cross-entropy) and error rate E(t) are measured; BatchNorm running statistics are
 re-estimated on the probe data first when the architecture has BatchNorm (an average of two sets
 of statistics means nothing). Barrier = max_t L(θ(t)) − ((1−t)·L(θ_A) + t·L(θ_B)) (the same for
-the error). Weights were de-quantised on load (``models.load``: int8 + SCB, fp16).
+the error). Weights were de-quantised on load (``models.load``: int8 + SCB, fp16). Also reported:
+the barrier against the endpoints' output mixture (``PathCurve.ensemble_barrier``), the statistic
+``lm.determine_lm`` decides on, because independent LMs are confidently wrong on each other's text.
 
 Models with different heads (another label space) are compared on the shared body with A's head
 fixed. The verdict "same basin" needs the loss barrier below a threshold calibrated for A: derived
