@@ -297,7 +297,7 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
         return load.cache.get(m) or (load(m) if m in load.by_id else store.latest(m))
 
     cmp = PairCache()
-    bg, _ = background([e.model_id for e in entries], load, cmp=cmp)
+    bg, _ = background([e.model_id for e in entries], load)
     evidence = [f"family {sk.family_desc[:80]} ({len(entries)} stored sketches)",
                 f"background: {bg.n_pairs} unrelated pairs, cos {bg.cos_mean:+.4f} ± {bg.cos_sd:.4f} ({bg.source})"]
     feats: dict[str, PairFeatures] = {}

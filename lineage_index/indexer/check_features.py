@@ -23,10 +23,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from lineage_index.indexer.assemble import _time_vote
-from lineage_index.indexer.verify import MergeFit, PairFeatures, compare
+from lineage_index.indexer.verify import (
+    RELATED_MIN_COS,
+    RELATED_Z,
+    MergeFit,
+    PairFeatures,
+    matrix_cosines,
+)
 from lineage_index.records import ModelRecord, Sketch
 
 BACKGROUND_PAIRS = 24  # random stored pairs of the family tried for the null
+BACKGROUND_MODELS = 12  # drawn among this many random stored models of the family (66 pairs to pick from)
 MIN_BACKGROUND = 3  # fewer unrelated pairs than this: fall back to the theoretical null
 NEARNESS_CAP = 5.0  # |log distance ratio| beyond which "farther" (or nearer) says nothing more
 DIST_FLOOR = 1e-7  # distances below this are bit-identical for the ratio
@@ -53,18 +60,43 @@ class Background:
 THEORETICAL = Background(0, 0.0, 0.0, "theoretical")
 
 
-def background(ids: list[str], load: Callable[[str], Sketch], seed: int = 0,
-               cmp: Callable[[Sketch, Sketch], PairFeatures] = compare) -> tuple[Background, list[PairFeatures]]:
-    """Null from up to ``BACKGROUND_PAIRS`` random stored pairs that ``compare`` finds unrelated."""
+@dataclass(frozen=True)
+class NullPair:
+    """The similarity of one background pair: what ``compare`` summarises, without the rest."""
+
+    a: str
+    b: str
+    cos_median: float
+    cos_min: float
+    dist: float
+    related: bool
+
+
+def null_pair(a: Sketch, b: Sketch) -> NullPair:
+    """``compare``'s cosine summary and related test for one pair (no kurtosis, copies, merges)."""
+    rows = matrix_cosines(a, b)
+    if not rows:
+        return NullPair(a.model_id, b.model_id, 0.0, 0.0, 2.0, False)
+    cos = [r[3] for r in rows]
+    med = float(np.median(cos))
+    z = med * math.sqrt(max(1.0, float(np.median([r[4] for r in rows]))))
+    return NullPair(a.model_id, b.model_id, med, float(np.min(cos)), float(np.mean([1.0 - c for c in cos])),
+                    bool(z >= RELATED_Z and med >= RELATED_MIN_COS))
+
+
+def background(ids: list[str], load: Callable[[str], Sketch], seed: int = 0) -> tuple[Background, list[NullPair]]:
+    """Null from up to ``BACKGROUND_PAIRS`` random stored pairs that are unrelated by ``compare``'s test."""
     if len(ids) < 2:
         return THEORETICAL, []
     rng = np.random.default_rng(seed)
+    if len(ids) > BACKGROUND_MODELS:  # random pairs among a random few: few sketches to load
+        ids = sorted(rng.choice(ids, BACKGROUND_MODELS, replace=False).tolist())
     pairs: set[tuple[str, str]] = set()
     max_pairs = len(ids) * (len(ids) - 1) // 2
     while len(pairs) < min(BACKGROUND_PAIRS, max_pairs):
         i, j = sorted(rng.choice(len(ids), 2, replace=False).tolist())
         pairs.add((ids[i], ids[j]))
-    null = [f for a, b in sorted(pairs) if not (f := cmp(load(a), load(b))).related]
+    null = [f for a, b in sorted(pairs) if not (f := null_pair(load(a), load(b))).related]
     if len(null) < MIN_BACKGROUND:
         return Background(len(null), 0.0, 0.0, "theoretical"), null
 
