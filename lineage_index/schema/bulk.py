@@ -504,6 +504,73 @@ def _licence_state(cat, lic_rows: dict[str, dict[str, Any]], edges: list[tuple[s
     return lambda model_id: effective.get(model_id, none)
 
 
+_EDGE_COLUMNS = {"relation": "string", "source": "string", "confidence": "double", "closeness": "double",
+                 "evidence": "string", "contradicted": "boolean", "recovered_parent": "string"}
+
+
+def _write_edges(folder: Path, edges_f, last: dict[tuple[str, str], int], now: str) -> tuple[int, list[Path], list[Path]]:
+    """The DERIVED_FROM files; the last row of a repeated (child, parent) wins, as in the writer."""
+    group = _Group(folder, "derived_from", [":START_ID(Model)", ":END_ID(Model)"], _EDGE_COLUMNS,
+                   tail={"updated_at": "string"})
+    n = 0
+    for i, e in enumerate(edges_f()):
+        if last[(e.child, e.parent)] != i:
+            continue
+        rest = group.write([e.child, e.parent], edge_props(e), (now,), _has_newline(e.child) or _has_newline(e.parent))
+        if rest:
+            raise GraphError(f"edge {e.child} -> {e.parent}: properties {sorted(rest)} do not fit their columns")
+        n += 1
+    group.close()
+    return n, group.files(), group.multiline_files()
+
+
+class _EdgeWriter:
+    """``_write_edges`` in a forked process (both cores work on a large load), else inline.
+
+    The child inherits the edges and the dedup map by ``fork`` (nothing is pickled but the
+    small result); without ``fork`` (not Linux) the edges are written here.
+    """
+
+    def __init__(self, folder: Path, edges_f, last: dict[tuple[str, str], int], now: str) -> None:
+        import multiprocessing as mp
+
+        self._inline: tuple[int, list[Path], list[Path]] | None = None
+        self._proc = None
+        if "fork" not in mp.get_all_start_methods():
+            self._inline = _write_edges(folder, edges_f, last, now)
+            return
+        ctx = mp.get_context("fork")
+        self._recv, send = ctx.Pipe(duplex=False)
+
+        def child() -> None:
+            try:
+                n, files, multi = _write_edges(folder, edges_f, last, now)
+                send.send(("ok", n, [str(p) for p in files], [str(p) for p in multi]))
+            except Exception as exc:  # reported in the parent
+                send.send(("error", f"{type(exc).__name__}: {exc}", [], []))
+
+        self._proc = ctx.Process(target=child, name="bulk-edges", daemon=True)
+        self._proc.start()
+        send.close()
+
+    def cancel(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join()
+
+    def result(self) -> tuple[int, list[Path], list[Path]]:
+        if self._inline is not None:
+            return self._inline
+        try:
+            status, value, files, multi = self._recv.recv()
+        except EOFError:
+            status, value, files, multi = "error", "the edge writer process died", [], []
+        self._proc.join()
+        if status != "ok":
+            raise GraphError(f"writing the DERIVED_FROM import file failed: {value}")
+        return value, [Path(p) for p in files], [Path(p) for p in multi]
+
+
 def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: str | None = None) -> ImportFiles:
     """Write the importer's CSV files for ``models`` and ``edges`` into ``folder`` (two passes).
 
@@ -548,130 +615,122 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
             stubs.add(e.parent)
         if not e.contradicted and e.child != e.parent:
             lic_edges.append((e.child, e.parent, float(e.confidence or 0.0)))
-    effective_of = _licence_state(cat, lic_rows, lic_edges)
-    del lic_edges, lic_rows
+    edge_job = _EdgeWriter(folder, edges_f, last, now)  # pass 2 of the edges runs beside the models
+    try:
+        del last
+        effective_of = _licence_state(cat, lic_rows, lic_edges)
+        del lic_edges, lic_rows
 
-    model_cols, has_lists = kinds.columns(skip=frozenset(_MODEL_TAIL) | {"id"})
-    fixups: dict[str, list[dict[str, Any]]] = {"Model": [], "License": []}
-    groups: list[tuple[str, _Group]] = []  # (--nodes / --relationships=TYPE, group)
+        model_cols, has_lists = kinds.columns(skip=frozenset(_MODEL_TAIL) | {"id"})
+        fixups: dict[str, list[dict[str, Any]]] = {"Model": [], "License": []}
+        groups: list[tuple[str, _Group]] = []  # (--nodes / --relationships=TYPE, group)
 
-    # pass 2: models (duplicates merged first: later keys win, None removes, as SET += does)
-    g_models = _Group(folder, "models", ["id:ID(Model)", ":LABEL"], model_cols,
-                      tail=dict.fromkeys(_MODEL_TAIL, "string"), marker=has_lists)
-    groups.append(("nodes", g_models))
-    g_pub = _Group(folder, "published_by", [":START_ID(Model)", ":END_ID(Organization)"], {})
-    groups.append(("relationships=PUBLISHED_BY", g_pub))
-    g_lic_rel = _Group(folder, "licensed_under", [":START_ID(Model)", ":END_ID(License)"],
-                       {"effective": "boolean", "source": "string"})
-    groups.append(("relationships=LICENSED_UNDER", g_lic_rel))
-    orgs: set[str] = set()
-    licence_ids: set[str] = set()
-    merged: dict[str, dict[str, Any]] = {}
-    family_of: dict[str | None, tuple[str, str]] = {}
+        # pass 2: models (duplicates merged first: later keys win, None removes, as SET += does)
+        g_models = _Group(folder, "models", ["id:ID(Model)", ":LABEL"], model_cols,
+                          tail=dict.fromkeys(_MODEL_TAIL, "string"), marker=has_lists)
+        groups.append(("nodes", g_models))
+        g_pub = _Group(folder, "published_by", [":START_ID(Model)", ":END_ID(Organization)"], {})
+        groups.append(("relationships=PUBLISHED_BY", g_pub))
+        g_lic_rel = _Group(folder, "licensed_under", [":START_ID(Model)", ":END_ID(License)"],
+                           {"effective": "boolean", "source": "string"})
+        groups.append(("relationships=LICENSED_UNDER", g_lic_rel))
+        orgs: set[str] = set()
+        licence_ids: set[str] = set()
+        merged: dict[str, dict[str, Any]] = {}
+        family_of: dict[str | None, tuple[str, str]] = {}
 
-    def emit_model(model_id: str, props: Mapping[str, Any]) -> None:
-        eff = effective_of(model_id)
-        fam = family_of.get(eff.license)
-        if fam is None:
-            f = cat.family_of(eff.license)
-            fam = family_of[eff.license] = (f.id, ARRAY_DELIMITER.join(("Model", f.label)))
-        tail = (_NULL if eff.license is None else eff.license, _NULL if eff.source is None else eff.source,
-                _NULL if eff.origin is None else eff.origin, fam[0], now)
-        multiline = _has_newline(model_id) or any(type(x) is str and _has_newline(x) for x in tail[:3])
-        rest = g_models.write([model_id, fam[1]], props, tail, multiline)
-        if rest:
-            fixups["Model"].append({"id": model_id, "props": rest})
-        org = org_of(model_id)
-        if org is not None:
-            orgs.add(org)
-            g_pub.row([model_id, org], multiline)
-        raw = props.get("license")
-        if type(raw) is str:
-            licence_ids.add(raw)
-            ml = multiline or _has_newline(raw)
-            if raw == eff.license:
-                g_lic_rel.row([model_id, raw, _TRUE, eff.source], ml)
+        def emit_model(model_id: str, props: Mapping[str, Any]) -> None:
+            eff = effective_of(model_id)
+            fam = family_of.get(eff.license)
+            if fam is None:
+                f = cat.family_of(eff.license)
+                fam = family_of[eff.license] = (f.id, ARRAY_DELIMITER.join(("Model", f.label)))
+            tail = (_NULL if eff.license is None else eff.license, _NULL if eff.source is None else eff.source,
+                    _NULL if eff.origin is None else eff.origin, fam[0], now)
+            multiline = _has_newline(model_id) or any(type(x) is str and _has_newline(x) for x in tail[:3])
+            rest = g_models.write([model_id, fam[1]], props, tail, multiline)
+            if rest:
+                fixups["Model"].append({"id": model_id, "props": rest})
+            org = org_of(model_id)
+            if org is not None:
+                orgs.add(org)
+                g_pub.row([model_id, org], multiline)
+            raw = props.get("license")
+            if type(raw) is str:
+                licence_ids.add(raw)
+                ml = multiline or _has_newline(raw)
+                if raw == eff.license:
+                    g_lic_rel.row([model_id, raw, _TRUE, eff.source], ml)
+                else:
+                    g_lic_rel.row([model_id, raw, _FALSE, "declared"], ml)
             else:
-                g_lic_rel.row([model_id, raw, _FALSE, "declared"], ml)
-        else:
-            raw = None
-        if eff.license is not None and eff.license != raw:
-            licence_ids.add(eff.license)
-            g_lic_rel.row([model_id, eff.license, _TRUE, eff.source], multiline)
+                raw = None
+            if eff.license is not None and eff.license != raw:
+                licence_ids.add(eff.license)
+                g_lic_rel.row([model_id, eff.license, _TRUE, eff.source], multiline)
 
-    n_models = 0
-    for model_id, props in _model_stream(models_f):
-        if model_id in dups:
-            merged.setdefault(model_id, {}).update(props)
-            continue
-        emit_model(model_id, props)
-        n_models += 1
-    for model_id, props in merged.items():
-        emit_model(model_id, props)
-        n_models += 1
-    for model_id in sorted(stubs):
-        emit_model(model_id, {})
-        n_models += 1
-    del seen, merged
+        n_models = 0
+        for model_id, props in _model_stream(models_f):
+            if model_id in dups:
+                merged.setdefault(model_id, {}).update(props)
+                continue
+            emit_model(model_id, props)
+            n_models += 1
+        for model_id, props in merged.items():
+            emit_model(model_id, props)
+            n_models += 1
+        for model_id in sorted(stubs):
+            emit_model(model_id, {})
+            n_models += 1
+        del seen, merged
 
-    # edges (the last row of a repeated (child, parent) wins, as in the writer)
-    edge_cols = {"relation": "string", "source": "string", "confidence": "double", "closeness": "double",
-                 "evidence": "string", "contradicted": "boolean", "recovered_parent": "string"}
-    g_edges = _Group(folder, "derived_from", [":START_ID(Model)", ":END_ID(Model)"], edge_cols,
-                     tail={"updated_at": "string"})
-    groups.append(("relationships=DERIVED_FROM", g_edges))
-    n_edges = 0
-    for i, e in enumerate(edges_f()):
-        if last[(e.child, e.parent)] != i:
-            continue
-        rest = g_edges.write([e.child, e.parent], edge_props(e), (now,),
-                             _has_newline(e.child) or _has_newline(e.parent))
-        if rest:
-            raise GraphError(f"edge {e.child} -> {e.parent}: properties {sorted(rest)} do not fit their columns")
-        n_edges += 1
-    del last
+        # organisations, licences (catalogue ones with their properties, labels and rules)
+        g_orgs = _Group(folder, "organizations", ["id:ID(Organization)", ":LABEL"], {})
+        groups.append(("nodes", g_orgs))
+        for org in sorted(orgs):
+            g_orgs.row([org, "Organization"], _has_newline(org))
+        fields = ("name", "category", "family", "spdx", "url", "clause", "decidable", "named",
+                  "adapter_strict", "derivatives_model_type")
+        lic_props = {}
+        for lic in cat.licenses.values():
+            props = {k: getattr(lic, k) for k in fields} | {"rank": cat.category_rank[lic.category],
+                                                            "catalogue_version": cat.version, "updated_at": now}
+            lic_props[lic.id] = _check_props(lic.id, props)
+        lic_kinds = _Kinds()
+        for props in lic_props.values():
+            lic_kinds.add(props)
+        g_lics = _Group(folder, "licenses", ["id:ID(License)", ":LABEL"], lic_kinds.columns(frozenset({"id"}))[0])
+        groups.append(("nodes", g_lics))
+        for lid in sorted(set(lic_props) | licence_ids):
+            info = cat.licenses.get(lid)
+            labels = ("License", cat.families[info.family].label) if info is not None else ("License",)
+            rest = g_lics.write([lid, ARRAY_DELIMITER.join(labels)], lic_props.get(lid, {}),
+                                multiline=_has_newline(lid))
+            if rest:
+                fixups["License"].append({"id": lid, "props": rest})
+        g_rules = _Group(folder, "allows_derivative_under", [":START_ID(License)", ":END_ID(License)"],
+                         {"code": "string", "catalogue_version": "string"})
+        groups.append(("relationships=ALLOWS_DERIVATIVE_UNDER", g_rules))
+        for (a, b), code in sorted(cat.rules().items()):
+            g_rules.row([a, b, code, cat.version])
 
-    # organisations, licences (catalogue ones with their properties, labels and rules)
-    g_orgs = _Group(folder, "organizations", ["id:ID(Organization)", ":LABEL"], {})
-    groups.append(("nodes", g_orgs))
-    for org in sorted(orgs):
-        g_orgs.row([org, "Organization"], _has_newline(org))
-    fields = ("name", "category", "family", "spdx", "url", "clause", "decidable", "named",
-              "adapter_strict", "derivatives_model_type")
-    lic_props = {}
-    for lic in cat.licenses.values():
-        props = {k: getattr(lic, k) for k in fields} | {"rank": cat.category_rank[lic.category],
-                                                        "catalogue_version": cat.version, "updated_at": now}
-        lic_props[lic.id] = _check_props(lic.id, props)
-    lic_kinds = _Kinds()
-    for props in lic_props.values():
-        lic_kinds.add(props)
-    g_lics = _Group(folder, "licenses", ["id:ID(License)", ":LABEL"], lic_kinds.columns(frozenset({"id"}))[0])
-    groups.append(("nodes", g_lics))
-    for lid in sorted(set(lic_props) | licence_ids):
-        info = cat.licenses.get(lid)
-        labels = ("License", cat.families[info.family].label) if info is not None else ("License",)
-        rest = g_lics.write([lid, ARRAY_DELIMITER.join(labels)], lic_props.get(lid, {}),
-                            multiline=_has_newline(lid))
-        if rest:
-            fixups["License"].append({"id": lid, "props": rest})
-    g_rules = _Group(folder, "allows_derivative_under", [":START_ID(License)", ":END_ID(License)"],
-                     {"code": "string", "catalogue_version": "string"})
-    groups.append(("relationships=ALLOWS_DERIVATIVE_UNDER", g_rules))
-    for (a, b), code in sorted(cat.rules().items()):
-        g_rules.row([a, b, code, cat.version])
-
-    args: list[str] = []
-    multiline: list[Path] = []
-    for flag, group in groups:
-        group.close()
-        args.append(f"--{flag}={','.join(str(p) for p in group.files())}")
-        multiline += group.multiline_files()
-    args += ["--array-delimiter=U+001F", "--bad-tolerance=0", "--skip-duplicate-nodes=false",
-             "--skip-bad-relationships=false", f"--report-file={folder / 'import.report'}"]
-    if multiline:
-        args += ["--multiline-fields-format=v2", f"--multiline-fields={','.join(str(p) for p in multiline)}"]
-    csv_bytes = sum(p.stat().st_size for _, g in groups for p in g.files())
+        args: list[str] = []
+        multiline: list[Path] = []
+        for flag, group in groups:
+            group.close()
+            args.append(f"--{flag}={','.join(str(p) for p in group.files())}")
+            multiline += group.multiline_files()
+        n_edges, edge_files, edge_multiline = edge_job.result()
+        args.append(f"--relationships=DERIVED_FROM={','.join(str(p) for p in edge_files)}")
+        multiline += edge_multiline
+        args += ["--array-delimiter=U+001F", "--bad-tolerance=0", "--skip-duplicate-nodes=false",
+                 "--skip-bad-relationships=false", f"--report-file={folder / 'import.report'}"]
+        if multiline:
+            args += ["--multiline-fields-format=v2", f"--multiline-fields={','.join(str(p) for p in multiline)}"]
+        csv_bytes = sum(p.stat().st_size for _, g in groups for p in g.files()) + sum(p.stat().st_size for p in edge_files)
+    except BaseException:
+        edge_job.cancel()
+        raise
     return ImportFiles(folder, args, n_models, n_edges, n_rows, n_edge_rows, g_lics.rows, g_orgs.rows,
                        fixups, csv_bytes, g_models.empty_lists)
 
