@@ -99,10 +99,11 @@ def main() -> None:
     print(f"\n== behaviour-only (distill) edges: {n}")
     print(f"precision exact: {ok_exact}/{n}; no false link (both ends of one true lineage): {ok_lineage}/{n}; "
           f"independent/unrelated models linked: {len(independent_linked)} {independent_linked}")
-    cand_false = [(a, b, s, t) for a, b, s, t, v in tier.candidates if v == "lineage" and root.get(a) != root.get(b)]
-    cand_true = [(a, b) for a, b, s, t, v in tier.candidates if root.get(a) == root.get(b)]
-    print(f"candidate measurements (directed): {len(tier.candidates)}; truly related {len(cand_true)}; "
-          f"unrelated judged lineage in one direction: {len(cand_false)} (a pair needs both directions)")
+    cands = {(a, b): (s, t, v) for a, b, s, t, v in tier.candidates}
+    cand_false = [(a, b, s, t) for (a, b), (s, t, v) in cands.items() if v == "lineage" and root.get(a) != root.get(b)]
+    cand_true = [(a, b) for a, b in cands if root.get(a) == root.get(b)]
+    print(f"candidate measurements (directed pairs): {len(cands)}; truly related {len(cand_true)}; unrelated "
+          f"judged lineage in that direction: {len(cand_false)} (a distill edge needs both directions)")
     for a, b, s, t in cand_false:
         print(f"    one-way false lineage: {b} vs source {a}: s={s:.3f} thr={t:.3f}")
 

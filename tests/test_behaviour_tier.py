@@ -86,6 +86,7 @@ def _snapshot(driver, database: str) -> dict[str, object]:
             "rels": sorted((r["a"], r["t"], r["b"], sorted(strip(r["p"]).items(), key=str)) for r in rels)}
 
 
+@pytest.mark.slow
 @pytest.mark.neo4j
 def test_ingest_behaviour_tier_writes_closeness_and_distill_edges_only_when_on(
         clf_zoo: Path, tmp_path: Path, neo4j_server, clean_graph) -> None:

@@ -13,18 +13,19 @@ weight tier's edges, some of them annotated, plus new edges; it writes nothing i
 
 (b) Candidate distillations: pairs the weights call unrelated (different weight components) whose
     architecture, input and label space match (same registry architecture, the same synthetic
-    task, or the same user probe data with the same number of classes). The number of pairs is
-    bounded: one representative per weight component and group (its models without a weight
-    parent in the group: a distilled student starts from fresh weights, so it is such a root),
-    at most ``max_sources`` of them (the oldest) per group. Both directions are measured; the
-    pair is a lineage only when the closeness verdict is "lineage" in BOTH directions (each
-    against the threshold calibrated for its own source), so one calibration that lets an
-    independent model through is not enough. Each student keeps its best teacher (the highest
-    smaller margin). The teacher is then refined inside its weight component: the student, as
-    source, is compared with every loadable member, and the member it tracks best is taken,
-    preferring the shallower (weight ancestor) when two are within ``REFINE_TIE``.
+    task, or the same user probe data with the same number of classes). A distilled student
+    starts from fresh weights, so only a model without a weight parent can be one: each such
+    model (at most ``max_sources`` per group, the oldest) is taken as source and every model of
+    the other weight components of its group is scored against it (one boundary walk each);
+    per component the model it tracks best is the teacher candidate (the shallower one in the
+    weight tree when two are within ``REFINE_TIE``). That candidate is then calibrated as a
+    source and scored the other way. The pair is a lineage only when the closeness verdict is
+    "lineage" in BOTH directions (each against the threshold calibrated for its own source), so
+    one calibration that lets an independent model through is not enough. Each student keeps
+    the teacher with the highest smaller margin (s − threshold).
 
-    Direction (which model is the teacher, i.e. the parent): (1) a card that declares the other
+    Direction (which model is the teacher, i.e. the parent): (0) a model with a weight parent is
+    the teacher (a fresh student has none); (1) a card that declares the other
     model as its base model; (2) upload time, when both are known and at least ``TIME_MIN_DAYS``
     apart: a teacher exists before its student; (3) which model's boundary the other tracks: the
     direction with the larger margin s − threshold is taken as teacher -> student (a student
@@ -55,19 +56,8 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lineage_index.behaviour import models as M
-from lineage_index.behaviour.closeness import (
-    ClosenessResult,
-    Profile,
-    Threshold,
-    closeness,
-    predict,
-    profile,
-    score,
-    select,
-    subset,
-    threshold_between,
-)
-from lineage_index.behaviour.determine import calibrate, determine
+from lineage_index.behaviour.closeness import ClosenessResult, Threshold, closeness, predict
+from lineage_index.behaviour.determine import DEFAULT_PROBES, calibrate, determine
 from lineage_index.behaviour.probes import ProbeSet, synthetic_probes
 from lineage_index.errors import LineageIndexError, UsageError
 from lineage_index.records import BehaviourEvidence, Edge, ModelRecord
@@ -76,7 +66,6 @@ TIER_VERSION = 1
 LOCAL_SOURCES = ("dir", "hf-cache")
 TIME_MIN_DAYS = 1.0  # upload times closer than this say nothing about who distilled whom
 REFINE_TIE = 0.02  # closeness difference under which the shallower teacher candidate is preferred
-DET_PROBES = 1000  # probe points of the loss barrier
 ASSERTED = ("recovered", "both")
 
 
@@ -93,6 +82,8 @@ class BehaviourOptions:
     max_sources: int = 32  # component representatives compared per group for distillations
     cache_dir: Path | None = None  # per-pair results; None: no cache
     seed: int = 0
+    threads: int = 1  # torch threads while the tier runs: small models gain nothing from more, and
+    # on a shared CPU several threads collapse (as in the zoo build); 0 leaves torch's setting
 
     def fingerprint(self) -> str:
         return f"{TIER_VERSION}|{self.n_aux}|{self.aux_steps}|{self.k}|{self.pool}|{self.seed}|{self.probe}"
@@ -210,7 +201,7 @@ class _Calibration:
 
     def det_probes(self, m: _Model) -> ProbeSet:
         if m.clf.task is not None:
-            return synthetic_probes(m.clf.task, DET_PROBES, seed=4242 + self.options.seed)
+            return synthetic_probes(m.clf.task, DEFAULT_PROBES.get(m.clf.arch, 1000), seed=4242 + self.options.seed)
         return m.probes
 
     def det_threshold(self, m: _Model) -> Threshold | None:
@@ -232,38 +223,18 @@ class _Calibration:
 # --- measurements (cached per pair) -------------------------------------------------------------
 
 
-def _halves(models: list[M.Classifier]) -> tuple[list[M.Classifier], list[M.Classifier]]:
-    """Every other auxiliary model selects probe points, the rest calibrate (all of both when one)."""
-    return (models, models) if len(models) < 2 else (models[0::2], models[1::2])
-
-
 class _Measure:
     def __init__(self, options: BehaviourOptions, cal: _Calibration, result: TierResult) -> None:
         self.options, self.cal, self.result = options, cal, result
         self.dir = Path(options.cache_dir) / "behaviour-tier" if options.cache_dir else None
         self.memo: dict[tuple[str, str, str], dict[str, Any] | None] = {}
-        self._profiles: dict[str, tuple[Profile, Threshold]] = {}
+        self._calibrated: set[str] = set()
+        self._profiles = Path(options.cache_dir) / "closeness-profiles" if options.cache_dir else None
+        if self._profiles is None:  # one run's source profiles, computed once per source
+            import tempfile
 
-    def source_profile(self, source: _Model) -> tuple[Profile, Threshold]:
-        """The source's selected probe profile and calibrated threshold, made once per source.
-
-        The same steps as ``closeness.closeness`` with given auxiliary models (half select the
-        probe points, the other half calibrate), kept so that every further suspect of this
-        source costs one boundary walk.
-        """
-        if source.id not in self._profiles:
-            lin, ind = self.cal.lineage(source), self.cal.independents(source)
-            t0 = time.perf_counter()
-            lin_sel, lin_cal = _halves(lin)
-            ind_sel, ind_cal = _halves(ind)
-            full = profile(source.clf.module, source.probes)
-            prof = subset(full, select(full, [m.module for m in lin_sel], [m.module for m in ind_sel],
-                                           self.options.k))
-            thr = threshold_between([score(prof, m.module)[0] for m in lin_cal],
-                                      [score(prof, m.module)[0] for m in ind_cal])
-            self._profiles[source.id] = (prof, thr)
-            self.cal.seconds += time.perf_counter() - t0
-        return self._profiles[source.id]
+            self._tmp = tempfile.TemporaryDirectory(prefix="lineage-behaviour-")
+            self._profiles = Path(self._tmp.name)
 
     def _cached(self, kind: str, a: _Model, b: _Model, compute: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
         key = (kind, a.id, b.id)
@@ -291,24 +262,21 @@ class _Measure:
         """Closeness of ``suspect`` with ``source`` as source, calibrated for ``source``."""
 
         def run() -> dict[str, Any] | None:
-            try:
-                if suspect.clf.classes == source.clf.classes:
-                    prof, thr = self.source_profile(source)
-                    t0 = time.perf_counter()
-                    s, mr, dbar, _ = score(prof, suspect.clf.module)
-                    self.result.pair_seconds.append(time.perf_counter() - t0)
-                    return {"score": round(s, 6), "match_rate": round(mr, 6), "distance_diff": round(dbar, 6),
-                            "probes": len(prof.x), "threshold": thr.value,
-                            "verdict": "lineage" if s >= thr.value else "no lineage", "indirect": False}
-                # another label space: the library's indirect mode re-heads the source (and its aux)
-                lin, ind = self.cal.lineage(source), self.cal.independents(source)
-                t0 = time.perf_counter()
+            lin, ind = self.cal.lineage(source), self.cal.independents(source)
+            t0 = time.perf_counter()
+            try:  # the library caches the source's selected profiles and threshold under _profiles
                 r: ClosenessResult = closeness(source.clf, suspect.clf, source.probes, k=self.options.k,
-                                               lineage_aux=lin, independent_aux=ind, seed=self.options.seed)
-                self.result.pair_seconds.append(time.perf_counter() - t0)
+                                               lineage_aux=lin, independent_aux=ind, cache_dir=self._profiles,
+                                               seed=self.options.seed)
             except (LineageIndexError, ValueError, RuntimeError) as exc:
                 self.result.skipped.setdefault(f"{source.id} -> {suspect.id}", f"closeness: {exc}"[:200])
                 return None
+            first = source.id not in self._calibrated and not r.indirect
+            self._calibrated.add(source.id)
+            if first:  # the source's probe selection and threshold: calibration, not this pair
+                self.cal.seconds += time.perf_counter() - t0
+            else:
+                self.result.pair_seconds.append(time.perf_counter() - t0)
             return {"score": r.score, "match_rate": r.match_rate, "distance_diff": r.mean_distance_diff,
                     "probes": r.n_probes, "threshold": r.threshold, "verdict": r.verdict, "indirect": r.indirect}
 
@@ -425,6 +393,8 @@ def run_tier(records: dict[str, ModelRecord], edges: list[Edge], options: Behavi
     t_start = time.perf_counter()
     result = TierResult(edges=list(edges))
     threads = torch.get_num_threads()
+    if options.threads > 0:
+        torch.set_num_threads(options.threads)
     try:
         with _progress(show_progress) as bar:
             models = _load_all(records, options, result, bar)
@@ -487,66 +457,63 @@ def _distillations(edges: list[Edge], models: dict[str, _Model], measure: _Measu
         groups.setdefault(m.group, []).append(m)
     plans: list[tuple[list[_Model], list[_Model]]] = []
     for members in groups.values():
-        in_group = {m.id for m in members}
-        reps = [m for m in members if weight_parent.get(m.id) not in in_group]
-        reps.sort(key=lambda m: (m.created is None, m.created or datetime.min, m.id))
-        reps = reps[: max(2, measure.options.max_sources)]
-        if len({comp[m.id] for m in reps}) >= 2:
-            plans.append((members, reps))
-    total = sum(len(r) * (len(r) - 1) for _, r in plans)
+        # a distilled student starts from fresh weights: only a model without a weight parent can be one
+        students = sorted((m for m in members if m.id not in weight_parent),
+                          key=lambda m: (m.created is None, m.created or datetime.min, m.id))
+        students = students[: max(2, measure.options.max_sources)]
+        if students and len({comp[m.id] for m in members}) >= 2:
+            plans.append((members, students))
+    total = sum(len(st) * len(mem) for mem, st in plans)
     task = bar.add_task("behaviour: candidate distillations", total=total)
-    found: list[Edge] = []
-    for members, reps in plans:
-        best: dict[str, tuple[float, _Model, _Model, str, dict[str, Any], dict[str, Any]]] = {}
-        for a in reps:
-            for b in reps:
-                if a.id >= b.id or comp[a.id] == comp[b.id]:
+    best: dict[str, tuple[float, _Model, _Model, str, dict[str, Any], dict[str, Any]]] = {}
+    for members, students in plans:
+        for s in students:
+            by_comp: dict[str, list[tuple[_Model, dict[str, Any]]]] = {}
+            for m in members:
+                bar.advance(task)
+                if comp[m.id] == comp[s.id]:
                     continue
-                bar.update(task, description=f"behaviour: {a.id} ~ {b.id}")
-                c_ab, c_ba = measure.closeness(a, b), measure.closeness(b, a)
-                result.candidate_pairs += 2
-                result.candidates += [(x.id, y.id, c["score"], c["threshold"], c["verdict"])
-                                      for x, y, c in ((a, b, c_ab), (b, a, c_ba)) if c is not None]
-                bar.advance(task, 2)
-                if c_ab is None or c_ba is None or c_ab["verdict"] != "lineage" or c_ba["verdict"] != "lineage":
+                bar.update(task, description=f"behaviour: {m.id} vs source {s.id}")
+                r = measure.closeness(s, m)  # the student candidate as source: whose boundary does it track?
+                if r is not None:
+                    result.candidates.append((s.id, m.id, r["score"], r["threshold"], r["verdict"]))
+                    by_comp.setdefault(comp[m.id], []).append((m, r))
+            for scored in by_comp.values():
+                top = max(r["score"] for _, r in scored)
+                t, rev = min(((m, r) for m, r in scored if r["score"] >= top - REFINE_TIE),
+                             key=lambda x: (depth.get(x[0].id, 0), x[0].created or datetime.max, x[0].id))
+                if rev["verdict"] != "lineage":
                     continue
-                teacher, student, why = teacher_first(a, b, c_ab, c_ba)
-                strength = min(_margin(c_ab), _margin(c_ba))
-                fwd, rev = (c_ab, c_ba) if teacher is a else (c_ba, c_ab)
+                fwd = measure.closeness(t, s)  # and the other way: the teacher candidate as source
+                if fwd is not None:
+                    result.candidates.append((t.id, s.id, fwd["score"], fwd["threshold"], fwd["verdict"]))
+                if fwd is None or fwd["verdict"] != "lineage":
+                    continue
+                if t.id in weight_parent:  # derived by weights from another model: not a fresh student
+                    teacher, student, why = t, s, f"{t.id} derives from other weights, {s.id} starts fresh"
+                else:
+                    teacher, student, why = teacher_first(t, s, fwd, rev)
+                f, r = (fwd, rev) if teacher is t else (rev, fwd)
+                strength = min(_margin(f), _margin(r))
                 if student.id not in best or strength > best[student.id][0]:
-                    best[student.id] = (strength, teacher, student, why, fwd, rev)
-        for strength, teacher, student, why, fwd, rev in best.values():
-            teacher, fwd, rev, refined = _refine(teacher, student, members, comp, depth, measure, fwd, rev)
-            d = measure.determine(teacher, student)
-            conf = round(min(0.95, 0.5 + 0.5 * strength / max(1e-6, 1.0 - min(fwd["threshold"], rev["threshold"]))), 4)
-            evidence = (f"distill (behaviour): closeness s={fwd['score']:.3f} (thr {fwd['threshold']:.3f}) "
-                        f"and reverse {rev['score']:.3f} (thr {rev['threshold']:.3f}); teacher: {why}{refined}")
-            if d is not None:
-                evidence += f"; loss barrier {d['loss_barrier']:.3f} ({d['verdict']})"
-            found.append(Edge(student.id, teacher.id, "distill", "behaviour", conf, None, evidence=evidence,
-                              behaviour=_evidence(fwd, d, rev)))
-            result.distill_edges += 1
+                    best[student.id] = (strength, teacher, student, why, f, r)
+    result.candidate_pairs = len(result.candidates)
+    found: list[Edge] = []
+    written: set[frozenset[str]] = set()
+    for strength, teacher, student, why, fwd, rev in sorted(best.values(), key=lambda b: (-b[0], b[2].id)):
+        if frozenset((teacher.id, student.id)) in written:
+            continue  # each pair once, in its strongest reading
+        written.add(frozenset((teacher.id, student.id)))
+        d = measure.determine(teacher, student)
+        conf = round(min(0.95, 0.5 + 0.5 * strength / max(1e-6, 1.0 - min(fwd["threshold"], rev["threshold"]))), 4)
+        evidence = (f"distill (behaviour): closeness s={fwd['score']:.3f} (thr {fwd['threshold']:.3f}) and "
+                    f"reverse {rev['score']:.3f} (thr {rev['threshold']:.3f}); teacher: {why}")
+        if d is not None:
+            evidence += f"; loss barrier {d['loss_barrier']:.3f} ({d['verdict']})"
+        found.append(Edge(student.id, teacher.id, "distill", "behaviour", conf, None, evidence=evidence,
+                          behaviour=_evidence(fwd, d, rev)))
+        result.distill_edges += 1
     return found
-
-
-def _refine(teacher: _Model, student: _Model, members: list[_Model], comp: dict[str, str], depth: dict[str, int],
-            measure: _Measure, fwd: dict[str, Any], rev: dict[str, Any]) -> tuple[_Model, dict[str, Any], dict[str, Any], str]:
-    """The member of the teacher's weight component the student tracks best (student as source)."""
-    cands = [m for m in members if comp[m.id] == comp[teacher.id]]
-    if len(cands) < 2:
-        return teacher, fwd, rev, ""
-    scored = [(m, r) for m, r in ((m, measure.closeness(student, m)) for m in cands) if r is not None]
-    if not scored:
-        return teacher, fwd, rev, ""
-    top = max(r["score"] for _, r in scored)
-    near = [(m, r) for m, r in scored if r["score"] >= top - REFINE_TIE]
-    m, r = min(near, key=lambda t: (depth.get(t[0].id, 0), t[0].created or datetime.max, t[0].id))
-    if m.id == teacher.id:
-        return teacher, fwd, r, ""
-    f = measure.closeness(m, student)
-    if f is None:
-        return teacher, fwd, rev, ""
-    return m, f, r, f"; refined in its weight family to {m.id} (the model the student tracks best)"
 
 
 def _merge_declared(edges: list[Edge], found: list[Edge]) -> list[Edge]:
