@@ -22,6 +22,7 @@ from lineage_index.cli.check_cmd import register as register_check_command
 from lineage_index.cli.neo4j_cmd import app as neo4j_app
 from lineage_index.cli.output import FORMATS, console, emit, err_console
 from lineage_index.cli.query_cmd import register as register_query_commands
+from lineage_index.cli.sim_cmd import sim_app
 from lineage_index.cli.zoo_cmd import zoo_app
 from lineage_index.errors import LineageIndexError
 from lineage_index.indexer.store import SketchStore
@@ -40,6 +41,7 @@ app = typer.Typer(
 )
 app.add_typer(neo4j_app, name="neo4j", help="Manage the local Neo4j (the embedded default).")
 app.add_typer(zoo_app, name="zoo", help="Generate model zoos with known lineage.")
+app.add_typer(sim_app, name="sim", help="Simulated hub at the sketch level (scale benchmarks).")
 register_query_commands(app)
 register_check_command(app)
 register_behaviour_commands(app)

@@ -12,6 +12,7 @@ contradicted). No I/O here.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +29,10 @@ TIME_TRUST_MIN = 0.7  # creation times are ignored in a family where they agree 
 TIME_MIN_S = 60.0  # creation times closer than this say nothing about direction
 MERGE_NEIGHBOURS = 8
 COPY_PARENT_PENALTY = 1e-3  # tie-break, in units of the mean related distance
+
+
+MergeScreen = Callable[[list[tuple[str, list[str]]]], set[str]]
+Arborescence = Callable[[nx.DiGraph], list[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -146,15 +151,24 @@ def _confidence(f: PairFeatures, dir_score: float, forced: bool) -> float:
 
 def _find_merges(
     by_id: dict[str, Sketch], neighbours: dict[str, list[tuple[float, str]]], forced_child: set[str],
-    records: dict[str, ModelRecord],
+    records: dict[str, ModelRecord], screen: MergeScreen | None = None,
 ) -> dict[str, MergeFit]:
-    """Models explained by several relatives at once (``verify.find_merge``)."""
+    """Models explained by several relatives at once (``verify.find_merge``).
+
+    ``screen`` (optional) gets every (model, candidates) at once and returns the models that may
+    be merges (a necessary condition, e.g. ``verify_batch.merge_screen``); the others are skipped.
+    """
     merges: dict[str, MergeFit] = {}
+    queries = []
     for m in by_id:
         if m in forced_child or len(neighbours[m]) < 2:
             continue
         # quantised / copied / pruned children duplicate their parent: never merge inputs here
-        near = [x for _, x in sorted(neighbours[m]) if x not in forced_child][:MERGE_NEIGHBOURS]
+        queries.append((m, [x for _, x in sorted(neighbours[m]) if x not in forced_child][:MERGE_NEIGHBOURS]))
+    allowed = screen(queries) if screen is not None else None
+    for m, near in queries:
+        if allowed is not None and m not in allowed:
+            continue
         fit = find_merge(by_id[m], [by_id[x] for x in near])
         if fit is None:
             continue
@@ -197,9 +211,15 @@ def _inside_merges(
 
 
 def assemble_family(
-    sketches: list[Sketch], pairs: list[PairFeatures], records: dict[str, ModelRecord]
+    sketches: list[Sketch], pairs: list[PairFeatures], records: dict[str, ModelRecord],
+    *, merge_screen: MergeScreen | None = None, arborescence: Arborescence | None = None,
 ) -> FamilyResult:
-    """Directed typed edges for one family from its verified candidate pairs."""
+    """Directed typed edges for one family from its verified candidate pairs.
+
+    At hub scale (``indexer.recover_batch``) ``merge_screen`` skips the merge fit for models that
+    cannot be merges and ``arborescence`` (``indexer.arborescence.arborescence_edges``) replaces
+    networkx's, which copies its graph at every contraction; the result is the same.
+    """
     by_id = {s.model_id: s for s in sketches}
     related = [f for f in pairs if f.related]
     feats = {frozenset((f.a, f.b)): f for f in related}
@@ -217,7 +237,7 @@ def assemble_family(
     guessed = {c for k, (c, _) in forced.items() if c is not None and feats[k].copy_child == "same"
                and _forced_child(feats[k], records) == (None, None)}
     forced_child: set[str] = {c for c, _ in forced.values() if c is not None}
-    merges = _find_merges(by_id, neighbours, forced_child, records)
+    merges = _find_merges(by_id, neighbours, forced_child, records, merge_screen)
     # merges (and their copies) have smaller norms than their inputs: norm growth is biased there
     merge_like = set(merges) | {c for k, (c, _) in forced.items() if c is not None and (set(k) - {c}) & set(merges)}
     use_time = time_trust(related, records, merge_like) >= TIME_TRUST_MIN
@@ -264,8 +284,9 @@ def assemble_family(
         sub.add_node("__root__")
         for v in comp:
             sub.add_edge("__root__", v, weight=big)
-        tree = nx.minimum_spanning_arborescence(sub, attr="weight", preserve_attrs=True)
-        for p, c in tree.edges():
+        tree_edges = (arborescence(sub) if arborescence is not None else
+                      nx.minimum_spanning_arborescence(sub, attr="weight", preserve_attrs=True).edges())
+        for p, c in tree_edges:
             if p == "__root__":
                 roots.append(c)
                 continue
