@@ -80,11 +80,11 @@ def _stub(model_id: str, family: str, kind: str) -> Sketch:
 
 def recover_packed(
     store: SketchStore, *, k: int = DEFAULT_K, on_family: Callable[[PackedFamily, CandidateRows], None] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, clock: StageClock | None = None,
 ) -> ScaleRecovery:
     """Directed typed edges for every model of ``store``'s packed layout (see the module docstring)."""
     packed = store.packed
-    clock = StageClock()
+    clock = clock if clock is not None else StageClock()
     out = ScaleRecovery([], [], clock)
     chunks = [(c["family"], c["kind"], c["n"]) for s in packed.manifest["shards"] for c in s["chunks"]]
     sizes: dict[str, int] = {}
@@ -95,7 +95,7 @@ def recover_packed(
     family_of: dict[str, str] = {}
     # adapters first, as metadata: which full models their declared bases are
     adapter_recs: list[ModelRecord] = []
-    for fam_name in sorted(f for f, kd in kinds.items() if kd == "adapter"):
+    for fam_name in (f for f, kd in kinds.items() if kd == "adapter"):  # manifest order: each shard read once
         fam = packed.load_family(fam_name)
         for m, rec in zip(fam.model_ids, fam.records, strict=True):
             family_of[m] = fam_name
@@ -103,12 +103,12 @@ def recover_packed(
                 adapter_recs.append(rec)
     wanted = {p for rec in adapter_recs for p in declared_parents(rec)}
     bases: dict[str, ModelRecord] = {}
-    for fam_name in sorted(f for f, kd in kinds.items() if kd == "full"):  # every model's family, for context
+    for fam_name in (f for f, kd in kinds.items() if kd == "full"):  # every model's family, for context
         for m in packed.load_family(fam_name, with_records=False).model_ids:
             family_of[m] = fam_name
     done = 0
     total = sum(sizes.values())
-    for fam_name in sorted((f for f, kd in kinds.items() if kd == "full"), key=lambda f: -sizes[f]):
+    for fam_name in (f for f, kd in kinds.items() if kd == "full"):
         fam = packed.load_family(fam_name)
         fam.values = np.asarray(fam.values)  # this family's samples in memory, once
         fam.embedding = np.asarray(fam.embedding)

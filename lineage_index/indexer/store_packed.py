@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,7 @@ class PackedLayout:
     row_starts: tuple[int, ...]
     col_starts: tuple[int, ...]
 
-    @property
+    @cached_property
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(np.asarray(self.rows) * np.asarray(self.cols))]).astype(np.int64)
 
@@ -336,13 +337,16 @@ class PackedIndex:
         return sum(s["rows"] for s in self.manifest["shards"])
 
     def families(self) -> list[str]:
-        return sorted({c["family"] for s in self.manifest["shards"] for c in s["chunks"]})
+        """Family names in the order their first chunk was written (shard by shard)."""
+        return list(dict.fromkeys(c["family"] for s in self.manifest["shards"] for c in s["chunks"]))
 
     def _frame(self, shard: int):
         import polars as pl
 
         if shard not in self._frames:
-            self._frames = {shard: pl.read_parquet(self.dir / self.manifest["shards"][shard]["name"] / "models.parquet")}
+            if len(self._frames) >= 2:  # families are read in manifest order: two shards cover a boundary
+                self._frames.pop(next(iter(self._frames)))
+            self._frames[shard] = pl.read_parquet(self.dir / self.manifest["shards"][shard]["name"] / "models.parquet")
         return self._frames[shard]
 
     def _arrays(self, shard: int, chunk: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ from lineage_index.indexer.verify import (
     _PRECISION,
     COPY_MATCH,
     GRID_LEVELS,
+    MERGE_MAX_PARENTS,
     MERGE_RATIO,
     PRUNE_ZERO_GAIN,
     RELATED_MIN_COS,
@@ -39,6 +40,7 @@ from lineage_index.indexer.verify import (
 )
 
 CHUNK_PAIRS = 4096  # pairs per vectorised chunk (two chunk x width float64 arrays in memory)
+SCREEN_MARGIN = 1.01  # the merge screen lets through ratios up to 1% above MERGE_RATIO (rounding)
 _NO, _A, _B, _SAME = 0, 1, 2, 3  # which side is the (copy / quantised / pruned) child
 
 
@@ -307,39 +309,63 @@ def _roundtrips(fam: PackedFamily, st: FamilyStats, a: np.ndarray, b: np.ndarray
     return out
 
 
+def _subsets(k: int, size: int) -> np.ndarray:
+    from itertools import combinations
+
+    return np.asarray(list(combinations(range(k), min(k, size))), dtype=np.int64)
+
+
 def merge_screen(fam: PackedFamily, queries: list[tuple[str, list[str]]]) -> set[str]:
     """Models that may be merges of their candidates (a superset of what ``find_merge`` accepts).
 
-    For each (model, candidates): the residual of the unconstrained affine least-squares fit of
-    the model over all its candidates (any fit ``find_merge`` tries uses a subset, so leaves at
-    least this residual) over the distance to the farthest candidate (no single-candidate
-    reference is larger) must be below MERGE_RATIO; or some candidate keeps at least
-    SPARSE_EQUAL of the model's values exactly on the matrices that changed (the TIES/DARE base).
+    A linear or task-arithmetic merge that ``find_merge`` accepts is a fit of the model on a set
+    S of at most MERGE_MAX_PARENTS + 1 of its candidates (the parents and at most one negative
+    base) with weights summing to 1, whose residual over the distance to the nearest candidate
+    it was given is below MERGE_RATIO. For every such S inside a set T of that size, the residual
+    is at least T's (the affine least squares over T: 1 / (1' A+ 1) with A the Gram matrix of the
+    candidates minus the model) and that nearest distance at most T's second largest: the lowest
+    of these bounds over all T is a lower bound on any ratio ``find_merge`` can report. A TIES/DARE
+    base keeps at least SPARSE_EQUAL of the model's values exactly on the matrices that changed;
+    the models passing neither test are no merges. Computed for every model at once.
     """
     index = {m: i for i, m in enumerate(fam.model_ids)}
     segs = _segments(fam)
+    if not segs:
+        return set()
+    size = MERGE_MAX_PARENTS + 1
+    cols = np.concatenate([np.arange(s, e) for s, e, _, _ in segs])
+    bounds = np.cumsum([0] + [e - s for s, e, _, _ in segs])
     out: set[str] = set()
+    by_len: dict[int, list[tuple[str, list[str]]]] = {}
     for m, cands in queries:
-        if len(cands) < 2 or not segs:
-            continue
-        row = np.asarray(fam.values[index[m]], dtype=np.float64)
-        rows = np.asarray(fam.values[[index[x] for x in cands]], dtype=np.float64)
-        equal = np.zeros(len(cands))
-        changed = np.zeros(len(cands))
-        for s, e, _, _ in segs:
-            eq = rows[:, s:e] == row[s:e]
-            moved = ~eq.all(axis=1)
-            equal += np.where(moved, eq.sum(axis=1), 0)
-            changed += np.where(moved, e - s, 0)
-        if np.any((changed > 0) & (equal >= SPARSE_EQUAL * np.maximum(changed, 1))):
-            out.add(m)
-            continue
-        cols = np.concatenate([np.arange(s, e) for s, e, _, _ in segs])
-        c, v = row[cols], rows[:, cols]
-        basis = (v[1:] - v[0]).T
-        w, *_ = np.linalg.lstsq(basis, c - v[0], rcond=None)
-        resid = float(np.linalg.norm(c - v[0] - basis @ w))
-        far = float(np.max(np.linalg.norm(v - c, axis=1)))
-        if far > 0 and resid / far < MERGE_RATIO:
-            out.add(m)
+        if len(cands) >= 2:
+            by_len.setdefault(len(cands), []).append((m, cands))
+    for k, group in by_len.items():
+        combos = _subsets(k, size)  # (t, s)
+        for lo in range(0, len(group), 1024):
+            part = group[lo:lo + 1024]
+            c = np.asarray(fam.values[[index[m] for m, _ in part]], dtype=np.float64)[:, cols]
+            v = np.asarray(fam.values[[index[x] for _, cands in part for x in cands]],
+                           dtype=np.float64)[:, cols].reshape(len(part), k, -1)
+            eq = v == c[:, None, :]
+            equal = np.zeros((len(part), k))
+            changed = np.zeros((len(part), k))
+            for j in range(len(segs)):
+                seg = eq[:, :, bounds[j]:bounds[j + 1]]
+                moved = ~seg.all(axis=2)
+                equal += np.where(moved, seg.sum(axis=2), 0)
+                changed += np.where(moved, bounds[j + 1] - bounds[j], 0)
+            sparse = np.any((changed > 0) & (equal >= SPARSE_EQUAL * np.maximum(changed, 1)), axis=1)
+            diff = v - c[:, None, :]
+            gram = np.einsum("qid,qjd->qij", diff, diff)  # (q, k, k)
+            sub = gram[:, combos[:, :, None], combos[:, None, :]]  # (q, t, s, s)
+            ones = np.ones(combos.shape[1])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                quad = np.einsum("i,qtij,j->qt", ones, np.linalg.pinv(sub, hermitian=True), ones)
+                resid = np.sqrt(np.where(quad > 0, 1.0 / quad, 0.0))
+                dist = np.sort(np.sqrt(np.clip(np.diagonal(sub, axis1=2, axis2=3), 0.0, None)), axis=2)
+                second_far = dist[:, :, -2]
+                ratio = np.where(second_far > 0, resid / second_far, np.inf)
+            linear = ratio.min(axis=1) < MERGE_RATIO * SCREEN_MARGIN
+            out.update(m for (m, _), ok in zip(part, sparse | linear, strict=True) if ok)
     return out
