@@ -99,6 +99,12 @@ def main() -> None:
     print(f"\n== behaviour-only (distill) edges: {n}")
     print(f"precision exact: {ok_exact}/{n}; no false link (both ends of one true lineage): {ok_lineage}/{n}; "
           f"independent/unrelated models linked: {len(independent_linked)} {independent_linked}")
+    exact_found = [e for k, e in found.items() if k in true_pairs]
+    dir_ok = [e for e in exact_found if e.behaviour and e.behaviour.reverse_closeness is not None
+              and (e.behaviour.reverse_closeness - (e.behaviour.reverse_threshold or 0))
+              > (e.behaviour.closeness or 0) - (e.behaviour.threshold or 0)]
+    print(f"direction by boundary tracking alone (teacher scores the larger margin on the student's profile): "
+          f"{len(dir_ok)}/{len(exact_found)} true distillations found (upload time decides first when known)")
     cands = {(a, b): (s, t, v) for a, b, s, t, v in tier.candidates}
     cand_false = [(a, b, s, t) for (a, b), (s, t, v) in cands.items() if v == "lineage" and root.get(a) != root.get(b)]
     cand_true = [(a, b) for a, b in cands if root.get(a) == root.get(b)]

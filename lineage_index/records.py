@@ -157,22 +157,24 @@ class BehaviourEvidence:
     Mr, the mean distance difference d̄, the probe points N, and the threshold calibrated for the
     parent with its verdict; ``reverse_closeness`` is the same score with the roles swapped.
     Determination (seed 001): loss and error barrier on the linear weight path, the calibrated
-    loss-barrier threshold and the verdict (None where the weights' shapes do not align).
+    threshold (on ``barrier_statistic``) and the verdict (None where the weights do not align).
     """
 
-    closeness: float
-    match_rate: float
-    distance_diff: float
-    probes: int
-    threshold: float
-    verdict: str  # "lineage" | "no lineage"
+    closeness: float | None  # None where closeness does not apply (causal LMs: determine only)
+    match_rate: float | None
+    distance_diff: float | None
+    probes: int | None
+    threshold: float | None
+    verdict: str | None  # "lineage" | "no lineage"
     indirect: bool = False  # the child has another label space: the parent was re-headed first
     reverse_closeness: float | None = None
     reverse_threshold: float | None = None
     loss_barrier: float | None = None
     error_barrier: float | None = None
-    barrier_threshold: float | None = None
+    barrier_threshold: float | None = None  # on the barrier named by ``barrier_statistic``
     basin: str | None = None  # "same basin" | "different basins"
+    barrier_statistic: str | None = None  # "loss" (classifiers) | "ensemble" (causal LMs)
+    ensemble_barrier: float | None = None  # barrier against the endpoints' output mixture
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ FT = "acme-ai/shapes-cnn-finetuned"
 INT8 = "QuantFactory/shapes-cnn-int8"
 STUDENT = "TinyStudents/shapes-cnn-distilled"
 INDEPENDENT = "indie-ml/shapes-cnn-scratch"
-TIER = BehaviourOptions(n_aux=2, aux_steps=150)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +33,12 @@ def clf_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("clf") / "zoo"
     build_classifier_zoo(out, size="tiny", seed=0, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def tier_options(tmp_path_factory: pytest.TempPathFactory) -> BehaviourOptions:
+    """Small calibration (2 + 2 auxiliary models) and a pair cache shared by this module's tests."""
+    return BehaviourOptions(n_aux=2, aux_steps=150, cache_dir=tmp_path_factory.mktemp("tier-cache"))
 
 
 def test_classifier_zoo_is_hub_layout_with_truth(clf_zoo: Path) -> None:
@@ -89,7 +94,7 @@ def _snapshot(driver, database: str) -> dict[str, object]:
 @pytest.mark.slow
 @pytest.mark.neo4j
 def test_ingest_behaviour_tier_writes_closeness_and_distill_edges_only_when_on(
-        clf_zoo: Path, tmp_path: Path, neo4j_server, clean_graph) -> None:
+        clf_zoo: Path, tier_options: BehaviourOptions, tmp_path: Path, neo4j_server, clean_graph) -> None:
     from lineage_index.schema.connection import Connection
     from lineage_index.schema.writer import GraphWriter
 
@@ -105,7 +110,7 @@ def test_ingest_behaviour_tier_writes_closeness_and_distill_edges_only_when_on(
     assert not any(k.startswith("behaviour_") for r in before["rels"] for k, _ in r[3])
     assert {e.source for e in writer.read_edges()} <= {"recovered", "both", "declared"}
 
-    on = api.ingest(source, store=store, conn=conn, behaviour=TIER)
+    on = api.ingest(source, store=store, conn=conn, behaviour=tier_options)
     assert on.behaviour is not None and on.behaviour.distill_edges == 1
     edges: dict[tuple[str, str], Edge] = {(e.child, e.parent): e for e in writer.read_edges()}
     for child in (FT, INT8):  # weight edges carry closeness and the barrier, calibrated for the parent
@@ -127,3 +132,26 @@ def test_ingest_behaviour_tier_writes_closeness_and_distill_edges_only_when_on(
     off = api.ingest(source, store=store, conn=conn, full=True)  # the tier off again: the weight-only graph
     assert off.behaviour is None
     assert _snapshot(clean_graph, conn.database) == before
+
+
+@pytest.mark.slow
+def test_without_upload_times_the_teacher_is_the_model_tracking_the_other_better(
+        clf_zoo: Path, tier_options: BehaviourOptions, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from lineage_index.behaviour.tier import run_tier
+    from lineage_index.indexer.pipeline import recover, sketch_all
+
+    source = api.make_source(directory=clf_zoo)
+    records, report = sketch_all(source.iter_records(), source.open_reader, SketchStore(tmp_path / "store"))
+    weight = recover(records, report.sketches)
+    undated = {m: replace(r, created_at=None) for m, r in records.items()}
+    result = run_tier(undated, weight.edges, tier_options)
+    kd = [e for e in result.edges if e.source == "behaviour"]
+    assert [(e.child, e.parent, e.relation) for e in kd] == [(STUDENT, ROOT, "distill")]
+    assert "tracks the other's boundary better" in kd[0].evidence
+    b = kd[0].behaviour
+    assert b is not None and b.reverse_closeness is not None and b.reverse_threshold is not None
+    assert b.reverse_closeness - b.reverse_threshold > b.closeness - b.threshold  # the rule, on the record
+    again = run_tier(undated, weight.edges, tier_options)  # a second run measures nothing again
+    assert again.cached > 0 and not again.pair_seconds and again.edges == result.edges

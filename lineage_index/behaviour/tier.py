@@ -2,8 +2,11 @@
 
 Runs after weight recovery, on the models whose full weights are at hand locally (a directory
 source or the Hugging Face cache: nothing is downloaded here) and that the behaviour library can
-load (safetensors + a ``lineage_behaviour`` config, at most ``max_model_mb``). It returns the
-weight tier's edges, some of them annotated, plus new edges; it writes nothing itself.
+load (safetensors + a ``lineage_behaviour`` config, or a causal LM in Hugging Face layout; at most
+``max_model_mb``). It returns the weight tier's edges, some of them annotated, plus new edges; it
+writes nothing itself. Causal LMs get (a) only, as ``determine`` (``behaviour.lm``: LM loss on
+text sampled from the parent, threshold calibrated per parent on auxiliary LMs): closeness needs
+a classifier's decision boundaries.
 
 (a) Every asserted weight edge (recovered or both, not contradicted) between two loadable models
     gets ``BehaviourEvidence``: the closeness of the child with the parent as source (s, Mr, d̄,
@@ -28,10 +31,12 @@ weight tier's edges, some of them annotated, plus new edges; it writes nothing i
     the teacher (a fresh student has none); (1) a card that declares the other
     model as its base model; (2) upload time, when both are known and at least ``TIME_MIN_DAYS``
     apart: a teacher exists before its student; (3) which model's boundary the other tracks: the
-    direction with the larger margin s − threshold is taken as teacher -> student (a student
-    reproduces its teacher's distinctive boundary points, selected for the teacher, better than
-    the teacher reproduces the student's own, which come from its fresh initialisation); (4) on a
-    tie, the higher accuracy on labelled probes. The reason is written into the edge's evidence.
+    teacher is the model that scores the larger margin s − threshold on the other's profile (a
+    student learns only part of its teacher's boundary: the points distinctive of the student
+    are its teacher's too, while some of the teacher's distinctive points the student never
+    learnt; on every distilled pair of the classifier zoo the teacher scores higher on the
+    student's profile than the student on the teacher's); (4) on a tie, the higher accuracy on
+    labelled probes. The reason is written into the edge's evidence.
 
 Calibration follows the library (thresholds per source from auxiliary models the tool makes):
 per source ``n_aux`` cheap derivations (``models.make_aux``), and ``n_aux`` independent
@@ -123,6 +128,15 @@ class _Model:
         return self.clf.arch, self.data_key, self.clf.classes
 
 
+@dataclass
+class _LM:
+    """A causal LM (Hugging Face layout) whose weight edges get ``determine`` (closeness needs labels)."""
+
+    id: str
+    lm: Any  # behaviour.lm.CausalLM
+    sha: str | None
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 
@@ -145,15 +159,34 @@ def _user_probes(path: Path, clf: M.Classifier) -> ProbeSet:
     return P.load_probes(path, clf.input_shape)
 
 
-def _load(rec: ModelRecord, options: BehaviourOptions) -> _Model:
-    """The record's classifier with its probe pool; raises LineageIndexError (or UsageError) to skip."""
+def _is_causal_lm(rec: ModelRecord) -> bool:
+    archs = (rec.config or {}).get("architectures") or []
+    return M.CONFIG_KEY not in (rec.config or {}) and isinstance(archs, list) and any(
+        str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+
+
+def _check_local(rec: ModelRecord, options: BehaviourOptions) -> None:
     if rec.source not in LOCAL_SOURCES or not rec.location or not Path(rec.location).is_dir():
         raise UsageError("full weights not at hand locally (the tier never downloads)")
-    if M.CONFIG_KEY not in (rec.config or {}):
-        raise UsageError(f"config.json has no '{M.CONFIG_KEY}' section (not a behaviour-tier model)")
+    if rec.is_adapter or not rec.tensors:
+        raise UsageError("no full safetensors weights (an adapter or no weights)")
     size_mb = sum(t.end - t.start for t in rec.tensors) / 2**20
     if size_mb > options.max_model_mb:
         raise UsageError(f"{size_mb:.0f} MB of weights exceeds max_model_mb={options.max_model_mb:g}")
+
+
+def _load_lm(rec: ModelRecord, options: BehaviourOptions) -> _LM:
+    from lineage_index.behaviour.lm import load_lm
+
+    _check_local(rec, options)
+    return _LM(rec.id, load_lm(rec.location, name=rec.id), rec.sha)
+
+
+def _load(rec: ModelRecord, options: BehaviourOptions) -> _Model:
+    """The record's classifier with its probe pool; raises LineageIndexError (or UsageError) to skip."""
+    _check_local(rec, options)
+    if M.CONFIG_KEY not in (rec.config or {}):
+        raise UsageError(f"config.json has no '{M.CONFIG_KEY}' section and it is no causal LM")
     clf = M.load(rec.location, name=rec.id)
     if clf.task is not None:
         probes = synthetic_probes(clf.task, options.pool, seed=12_345 + options.seed)
@@ -229,6 +262,7 @@ class _Measure:
         self.dir = Path(options.cache_dir) / "behaviour-tier" if options.cache_dir else None
         self.memo: dict[tuple[str, str, str], dict[str, Any] | None] = {}
         self._calibrated: set[str] = set()
+        self._lm_cal: dict[str, tuple[torch.Tensor, Threshold]] = {}
         self._profiles = Path(options.cache_dir) / "closeness-profiles" if options.cache_dir else None
         if self._profiles is None:  # one run's source profiles, computed once per source
             import tempfile
@@ -298,18 +332,44 @@ class _Measure:
                 return None
             self.result.pair_seconds.append(time.perf_counter() - t0)
             return {"loss_barrier": r.loss_barrier, "error_barrier": r.error_barrier, "threshold": r.threshold,
-                    "verdict": r.verdict}
+                    "verdict": r.verdict, "statistic": r.statistic, "ensemble_barrier": r.ensemble_barrier}
 
         return self._cached("determine", a, b, run)
 
+    def determine_lm(self, a: _LM, b: _LM) -> dict[str, Any] | None:
+        """Causal LMs: ``lm.determine_lm`` on probe text sampled from A, its threshold calibrated once."""
+        from lineage_index.behaviour.lm import calibrate_lm, determine_lm, sample_probes
 
-def _evidence(c: dict[str, Any], d: dict[str, Any] | None, rev: dict[str, Any] | None = None) -> BehaviourEvidence:
+        def run() -> dict[str, Any] | None:
+            try:
+                if a.id not in self._lm_cal:
+                    t0 = time.perf_counter()
+                    ids = sample_probes(a.lm, 64, 32, seed=4242 + self.options.seed)
+                    self._lm_cal[a.id] = (ids, calibrate_lm(a.lm, ids, n_aux=2, seed=self.options.seed))
+                    self.cal.seconds += time.perf_counter() - t0
+                ids, thr = self._lm_cal[a.id]
+                t0 = time.perf_counter()
+                r = determine_lm(a.lm, b.lm, ids, threshold=thr, seed=self.options.seed)
+            except (LineageIndexError, ValueError, RuntimeError, KeyError) as exc:
+                self.result.skipped.setdefault(f"{a.id} -> {b.id}", f"determine: {exc}"[:200])
+                return None
+            self.result.pair_seconds.append(time.perf_counter() - t0)
+            return {"loss_barrier": r.loss_barrier, "error_barrier": r.error_barrier, "threshold": r.threshold,
+                    "verdict": r.verdict, "statistic": r.statistic, "ensemble_barrier": r.ensemble_barrier}
+
+        return self._cached("determine-lm", a, b, run)  # type: ignore[arg-type]
+
+
+def _evidence(c: dict[str, Any] | None, d: dict[str, Any] | None, rev: dict[str, Any] | None = None) -> BehaviourEvidence:
+    c = c or {}
     return BehaviourEvidence(
-        closeness=c["score"], match_rate=c["match_rate"], distance_diff=c["distance_diff"], probes=c["probes"],
-        threshold=c["threshold"], verdict=c["verdict"], indirect=bool(c["indirect"]),
+        closeness=c.get("score"), match_rate=c.get("match_rate"), distance_diff=c.get("distance_diff"),
+        probes=c.get("probes"), threshold=c.get("threshold"), verdict=c.get("verdict"),
+        indirect=bool(c.get("indirect")),
         reverse_closeness=rev["score"] if rev else None, reverse_threshold=rev["threshold"] if rev else None,
         loss_barrier=d["loss_barrier"] if d else None, error_barrier=d["error_barrier"] if d else None,
-        barrier_threshold=d["threshold"] if d else None, basin=d["verdict"] if d else None)
+        barrier_threshold=d["threshold"] if d else None, basin=d["verdict"] if d else None,
+        barrier_statistic=d.get("statistic") if d else None, ensemble_barrier=d.get("ensemble_barrier") if d else None)
 
 
 # --- weight components and candidate distillations --------------------------------------------
@@ -354,9 +414,10 @@ def teacher_first(a: _Model, b: _Model, c_ab: dict[str, Any] | None, c_ba: dict[
         return a, b, f"{b.id}'s card declares {a.id} as its base model"
     if a.created and b.created and abs((a.created - b.created).total_seconds()) >= TIME_MIN_DAYS * 86400:
         return (a, b, "uploaded earlier") if a.created < b.created else (b, a, "uploaded earlier")
-    ma, mb = _margin(c_ab), _margin(c_ba)
-    if abs(ma - mb) > 1e-9:
-        return (a, b, "its boundary is tracked better") if ma > mb else (b, a, "its boundary is tracked better")
+    ma, mb = _margin(c_ab), _margin(c_ba)  # ma: how well b tracks a's profile
+    if abs(ma - mb) > 1e-9:  # the better-tracked profile is the student's (a part of its teacher's)
+        return (b, a, "it tracks the other's boundary better") if ma > mb else \
+            (a, b, "it tracks the other's boundary better")
     acc_a, acc_b = _accuracy(a), _accuracy(b)
     if acc_a is not None and acc_b is not None and acc_a != acc_b:
         return (a, b, "higher probe accuracy") if acc_a > acc_b else (b, a, "higher probe accuracy")
@@ -397,10 +458,10 @@ def run_tier(records: dict[str, ModelRecord], edges: list[Edge], options: Behavi
         torch.set_num_threads(options.threads)
     try:
         with _progress(show_progress) as bar:
-            models = _load_all(records, options, result, bar)
+            models, lms = _load_all(records, edges, options, result, bar)
             cal = _Calibration(options)
             measure = _Measure(options, cal, result)
-            out = _annotate_weight_edges(edges, models, measure, result, bar)
+            out = _annotate_weight_edges(edges, models, lms, measure, result, bar)
             out = _merge_declared(out, _distillations(edges, models, measure, result, bar))
     finally:
         torch.set_num_threads(threads)
@@ -410,37 +471,52 @@ def run_tier(records: dict[str, ModelRecord], edges: list[Edge], options: Behavi
     return result
 
 
-def _load_all(records: dict[str, ModelRecord], options: BehaviourOptions, result: TierResult,
-              bar: Progress) -> dict[str, _Model]:
+def _load_all(records: dict[str, ModelRecord], edges: list[Edge], options: BehaviourOptions, result: TierResult,
+              bar: Progress) -> tuple[dict[str, _Model], dict[str, _LM]]:
+    """Classifiers (both measurements) and causal LMs (``determine`` on their weight edges)."""
     models: dict[str, _Model] = {}
+    lms: dict[str, _LM] = {}
+    lm_ends = {m for e in _asserted(edges) for m in (e.child, e.parent)}
     task = bar.add_task("behaviour: loading models", total=len(records))
     for mid in sorted(records):
         try:
-            models[mid] = _load(records[mid], options)
-            result.loaded.append(mid)
+            if _is_causal_lm(records[mid]):
+                if mid in lm_ends:  # an LM alone has nothing to be determined against
+                    lms[mid] = _load_lm(records[mid], options)
+                    result.loaded.append(mid)
+            else:
+                models[mid] = _load(records[mid], options)
+                result.loaded.append(mid)
         except (LineageIndexError, ValueError, OSError) as exc:
             result.skipped[mid] = str(exc)[:200]
         bar.advance(task)
-    return models
+    return models, lms
 
 
-def _annotate_weight_edges(edges: list[Edge], models: dict[str, _Model], measure: _Measure, result: TierResult,
-                           bar: Progress) -> list[Edge]:
+def _annotate_weight_edges(edges: list[Edge], models: dict[str, _Model], lms: dict[str, _LM], measure: _Measure,
+                           result: TierResult, bar: Progress) -> list[Edge]:
     out: list[Edge] = []
-    todo = [e for e in _asserted(edges) if e.child in models and e.parent in models]
+    todo = [e for e in _asserted(edges) if (e.child in models and e.parent in models)
+            or (e.child in lms and e.parent in lms)]
     task = bar.add_task("behaviour: weight edges", total=len(todo))
     ids = {id(e) for e in todo}
     for e in edges:
         if id(e) not in ids:
             out.append(e)
             continue
-        parent, child = models[e.parent], models[e.child]
-        bar.update(task, description=f"behaviour: {child.id} <- {parent.id}")
-        c = measure.closeness(parent, child)
-        d = measure.determine(parent, child)
-        if c is not None:
-            e = replace(e, behaviour=_evidence(c, d))
-            result.measured_edges += 1
+        bar.update(task, description=f"behaviour: {e.child} <- {e.parent}")
+        if e.parent in lms:
+            d = measure.determine_lm(lms[e.parent], lms[e.child])
+            if d is not None:
+                e = replace(e, behaviour=_evidence(None, d))
+                result.measured_edges += 1
+        else:
+            parent, child = models[e.parent], models[e.child]
+            c = measure.closeness(parent, child)
+            d = measure.determine(parent, child)
+            if c is not None:
+                e = replace(e, behaviour=_evidence(c, d))
+                result.measured_edges += 1
         out.append(e)
         bar.advance(task)
     return out

@@ -90,6 +90,7 @@ BEHAVIOUR_COLUMNS = {  # property -> BehaviourEvidence field
     "behaviour_reverse_closeness": "reverse_closeness", "behaviour_reverse_threshold": "reverse_threshold",
     "behaviour_loss_barrier": "loss_barrier", "behaviour_error_barrier": "error_barrier",
     "behaviour_barrier_threshold": "barrier_threshold", "behaviour_basin": "basin",
+    "behaviour_barrier_statistic": "barrier_statistic", "behaviour_ensemble_barrier": "ensemble_barrier",
 }
 _EDGE_COLUMNS = ("relation", "source", "confidence", "closeness", "evidence", "contradicted",
                  "recovered_parent", *BEHAVIOUR_COLUMNS)  # fmt: skip
@@ -212,9 +213,10 @@ def _edge_from(child: str, parent: str, props: Mapping[str, Any]) -> Edge:
 
 
 def _behaviour_from(props: Mapping[str, Any]) -> BehaviourEvidence | None:
-    if props.get("behaviour_closeness") is None:
+    if all(props.get(k) is None for k in BEHAVIOUR_COLUMNS):
         return None
-    return BehaviourEvidence(**{f: props.get(k) for k, f in BEHAVIOUR_COLUMNS.items()})
+    values = {f: props.get(k) for k, f in BEHAVIOUR_COLUMNS.items()}
+    return BehaviourEvidence(**{**values, "indirect": bool(values["indirect"])})
 
 
 class GraphWriter:
