@@ -140,10 +140,14 @@ EDGE_COLUMNS = ["child", "parent", "relation", "source", "confidence", "closenes
 
 @app.command()
 def edges(neo4j_uri: NeoUri = None, fmt: Fmt = "csv") -> None:
-    """Export all DERIVED_FROM edges: child, parent, relation, source, confidence, closeness."""
+    """Export all DERIVED_FROM edges: child, parent, relation, source, confidence, closeness
+    (+ contradicted, evidence and the behaviour tier's closeness/verdict/basin in json and csv)."""
     _check_format(fmt)
-    rows = [e.__dict__ for e in api.export_edges(_connect(neo4j_uri))]
-    emit(rows, EDGE_COLUMNS + (["contradicted", "evidence"] if fmt != "table" else []), fmt)
+    rows = [{**e.__dict__, **{f"behaviour_{k}": v for k, v in dataclasses.asdict(e.behaviour).items()}}
+            if e.behaviour else e.__dict__ for e in api.export_edges(_connect(neo4j_uri))]
+    extra = ["contradicted", "evidence", "behaviour_closeness", "behaviour_threshold", "behaviour_verdict",
+             "behaviour_loss_barrier", "behaviour_basin"]
+    emit(rows, EDGE_COLUMNS + (extra if fmt != "table" else []), fmt)
 
 
 @app.command("eval")
