@@ -19,7 +19,7 @@ from lineage_index import api
 from lineage_index.behaviour.tier import BehaviourOptions, weight_components
 from lineage_index.indexer.store import SketchStore
 from lineage_index.records import Edge
-from lineage_index.zoo.classifiers import build_classifier_zoo, plan_classifiers, realise
+from lineage_index.zoo.classifiers import plan_classifiers, realise
 
 ROOT = "visionlab/shapes-cnn"
 FT = "acme-ai/shapes-cnn-finetuned"
@@ -30,8 +30,15 @@ INDEPENDENT = "indie-ml/shapes-cnn-scratch"
 
 @pytest.fixture(scope="module")
 def clf_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny classifier zoo, built through the CLI (``zoo build OUT --classifiers``)."""
+    from typer.testing import CliRunner
+
+    from lineage_index.cli.app import app
+
     out = tmp_path_factory.mktemp("clf") / "zoo"
-    build_classifier_zoo(out, size="tiny", seed=0, progress=False)
+    res = CliRunner().invoke(app, ["zoo", "build", str(out), "--classifiers", "--size", "tiny", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "5 classifiers" in res.output
     return out
 
 
