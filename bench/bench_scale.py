@@ -196,6 +196,39 @@ def stage_graph(work: Path) -> dict:
             "rows": load.models, "edges": load.edges}
 
 
+def crossover(work: Path, sizes: list[int]) -> None:
+    """Flat against IVF-SQ8 candidate search on subsets of the largest family of a built hub."""
+    import numpy as np
+
+    from lineage_index.indexer import candidates
+    from lineage_index.indexer.store import SketchStore
+
+    packed = SketchStore(work / "store").packed
+    names = [f for f in packed.families() if not f.startswith("adapter:")]
+    biggest = max(names, key=lambda f: len(packed.load_family(f, with_records=False)))
+    emb = np.asarray(packed.load_family(biggest, with_records=False).embedding)
+    print(f"largest family of {work}: {len(emb):,} sketches (load average {_load()})")
+    rng = np.random.default_rng(0)
+    for n in [x for x in sizes if x <= len(emb)] + [len(emb)]:
+        sub = emb[rng.choice(len(emb), n, replace=False)]
+        for kind in ("flat", "ivfsq8"):
+            plan = candidates.choose_index(n, sub.shape[1], kind=kind)
+            w0, c0 = time.perf_counter(), time.process_time()
+            rows = candidates.candidate_rows(sub, 10, plan=plan) if kind == "flat" else \
+                _with_flat_max(candidates, 0, lambda sub=sub: candidates.candidate_rows(sub, 10))
+            print(f"n {n:7,d} {kind:7s} cpu {time.process_time() - c0:7.2f} s wall {time.perf_counter() - w0:7.2f} s "
+                  f"nprobe {rows.plan.nprobe}/{rows.plan.nlist} tuned recall@k {rows.tuned_recall:.4f}", flush=True)
+
+
+def _with_flat_max(module, value: int, fn):
+    old = module.FLAT_MAX
+    module.FLAT_MAX = value
+    try:
+        return fn()
+    finally:
+        module.FLAT_MAX = old
+
+
 def _child(args: list[str]) -> dict:
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
@@ -311,6 +344,7 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=2000, help="true edges per compressed family checked vs exact")
     ap.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--crossover", type=Path, help="a built hub: time flat vs IVF-SQ8 on its largest family")
     ap.add_argument("--stage")
     ap.add_argument("--n", type=int)
     args = ap.parse_args()
@@ -320,6 +354,9 @@ def main() -> None:
                "recover": lambda: stage_recover(work, args.k, args.sample),
                "eval": lambda: stage_eval(work), "graph": lambda: stage_graph(work)}[args.stage]()
         print("RESULT " + json.dumps(res))
+        return
+    if args.crossover:
+        crossover(args.crossover, [5_000, 10_000, 20_000, 40_000])
         return
     out_json = args.out / "bench_scale.json"
     results = json.loads(out_json.read_text()) if out_json.exists() else []

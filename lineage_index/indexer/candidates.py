@@ -30,7 +30,11 @@ import numpy as np
 
 from lineage_index.records import Candidate, Sketch
 
-FLAT_MAX = 20_000  # exact search below this many sketches in a family
+# Exact search below this many sketches in a family. FAISS's flat search is a BLAS product and
+# holds its own against the IVF scan (training and tuning included) up to ~20-25k sketches on 2
+# cores (bench/bench_scale.py --crossover: 20k sketches of one simulated family, flat 8.8 s CPU,
+# IVF-SQ8 9.2 s; the IVF cost grows as n^1.5, flat as n^2).
+FLAT_MAX = 24_000
 DEFAULT_K = 10
 TARGET_RECALL = 0.99  # recall@k against exact search that nprobe is tuned to reach ...
 TARGET_NEAREST = 0.995  # ... with the exact nearest neighbour returned for this share of queries
@@ -74,7 +78,7 @@ def choose_index(n: int, dim: int, gpu: bool | None = None, flat_max: int | None
     if kind == "ivfpq":
         m = next(x for x in (dim // 8, dim // 4, dim // 2, dim) if x > 0 and dim % x == 0)
         return IndexPlan("ivfpq", n, dim, nlist=nlist, nprobe=8, m=m, refine=4, gpu=on_gpu)
-    return IndexPlan("ivfsq8", n, dim, nlist=nlist, nprobe=8, refine=2, gpu=on_gpu)
+    return IndexPlan("ivfsq8", n, dim, nlist=nlist, nprobe=16, refine=2, gpu=on_gpu)
 
 
 def _to_device(index: faiss.Index, plan: IndexPlan) -> faiss.Index:
@@ -91,11 +95,22 @@ def _set_probe(index: faiss.Index, plan: IndexPlan) -> None:
         index.nprobe = plan.nprobe
 
 
-def build_index(vectors: np.ndarray, plan: IndexPlan | None = None) -> faiss.Index:
-    """The FAISS index ``plan`` names (chosen from the size when not given), with ``vectors`` added."""
+def build_index(vectors: np.ndarray, plan: IndexPlan | None = None, trained: faiss.Index | None = None
+                ) -> faiss.Index:
+    """The FAISS index ``plan`` names (chosen from the size when not given), with ``vectors`` added.
+
+    ``trained``: a CPU index of the same kind already trained on (a superset of) these vectors;
+    its coarse cells and quantiser are reused instead of training again.
+    """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
     plan = plan or choose_index(n, dim)
+    if trained is not None and plan.kind in ("ivfsq8", "ivfpq") and not plan.gpu:
+        index = faiss.clone_index(trained)
+        index.reset()
+        index.add(vectors)
+        _set_probe(index, plan)
+        return index
     if plan.kind == "flat":
         index = _to_device(faiss.IndexFlatL2(dim), plan)
     elif plan.kind == "hnsw":
@@ -190,7 +205,8 @@ class KnnResult:
     tuned_recall: float
 
 
-def knn(vectors: np.ndarray, k: int = DEFAULT_K, plan: IndexPlan | None = None) -> KnnResult:
+def knn(vectors: np.ndarray, k: int = DEFAULT_K, plan: IndexPlan | None = None,
+        trained: faiss.Index | None = None) -> KnnResult:
     """For each row its k nearest other rows, with the index chosen (and tuned) automatically."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
@@ -199,7 +215,7 @@ def knn(vectors: np.ndarray, k: int = DEFAULT_K, plan: IndexPlan | None = None) 
     if n < 2:
         return KnnResult(dist, idx, IndexPlan("flat", n, vectors.shape[1] if vectors.ndim == 2 else 0), 1.0)
     plan = plan or choose_index(n, vectors.shape[1])
-    index = build_index(vectors, plan)
+    index = build_index(vectors, plan, trained if plan.kind == "ivfsq8" else None)
     plan, recall = tune(index, vectors, plan, k + 1)
     _set_probe(index, plan)
     kk = min(k + 1, n)
@@ -289,6 +305,7 @@ def candidate_rows(vectors: np.ndarray, k: int = DEFAULT_K, priority: np.ndarray
         return CandidateRows(a.astype(np.int64), b.astype(np.int64),
                              IndexPlan("flat", n, vectors.shape[1] if vectors.ndim == 2 else 0), 1.0, n)
     first_plan = choose_index(n, vectors.shape[1])
+    index = None
     if first_plan.kind != "flat":
         first_plan = replace(first_plan, nprobe=1)
         index = build_index(vectors, first_plan)
@@ -297,7 +314,7 @@ def candidate_rows(vectors: np.ndarray, k: int = DEFAULT_K, priority: np.ndarray
         first = knn(vectors, min(k, n - 1), first_plan)
     rep = representatives(duplicate_groups(vectors, first), priority)
     reps = np.unique(rep)
-    second = knn(vectors[reps], k, plan)
+    second = knn(vectors[reps], k, plan, trained=index if index is not None and not first_plan.gpu else None)
     a = [np.arange(n), np.repeat(reps, k)]
     b = [rep, np.where(second.idx >= 0, reps[np.maximum(second.idx, 0)], -1).reshape(-1)]
     extra = np.asarray(list(declared), dtype=np.int64).reshape(-1, 2)
