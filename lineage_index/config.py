@@ -84,6 +84,7 @@ ENV_GRAPH_LOAD = "LINEAGE_INDEX_GRAPH_LOAD"  # auto | bulk | bolt
 ENV_BULK_MIN_ROWS = "LINEAGE_INDEX_BULK_MIN_ROWS"  # initial loads from this many rows: bulk import
 ENV_IMPORT_HEAP = "LINEAGE_INDEX_IMPORT_HEAP"  # JVM -Xmx of neo4j-admin database import
 ENV_IMPORT_OFFHEAP = "LINEAGE_INDEX_IMPORT_OFFHEAP"  # its --max-off-heap-memory
+ENV_IMPORT_WRITERS = "LINEAGE_INDEX_IMPORT_WRITERS"  # processes writing the import's Model rows
 DEFAULT_BULK_MIN_ROWS = 200_000
 DEFAULT_IMPORT_HEAP = "1g"
 DEFAULT_IMPORT_OFFHEAP = "2g"

@@ -39,6 +39,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -298,6 +299,17 @@ def _has_newline(value: str) -> bool:
     return "\n" in value or "\r" in value
 
 
+def _write_header(folder: Path, name: str, id_columns: list[str], columns: Mapping[str, str], *,
+                  tail: Mapping[str, str] | None = None, marker: bool = False) -> Path:
+    """The header file of an importer input group (its data files follow it on the command line)."""
+    head = id_columns + [f"{k}:{t}" for k, t in columns.items()] + [f"{k}:{t}" for k, t in (tail or {}).items()]
+    if marker:
+        head.append(f"{_EMPTY_MARKER}:string[]")
+    path = folder / f"{name}.header.csv"
+    path.write_text(",".join(head) + "\n", encoding="utf-8")
+    return path
+
+
 class _Group:
     """One importer input group: a header file and one or two data files (plain, multiline).
 
@@ -306,19 +318,18 @@ class _Group:
     """
 
     def __init__(self, folder: Path, name: str, id_columns: list[str], columns: Mapping[str, str],
-                 *, tail: Mapping[str, str] | None = None, marker: bool = False) -> None:
+                 *, tail: Mapping[str, str] | None = None, marker: bool = False, part: str | None = None) -> None:
         self.name = name
         tail = dict(tail or {})
         self._plan = [(k, _CODE.get(t, _LIST), t) for k, t in columns.items()]
         self._known = frozenset(columns) | frozenset(tail) | {"id"}
         self.marker = marker
         self.header = folder / f"{name}.header.csv"
-        self.data = folder / f"{name}.csv"
-        self.multi = folder / f"{name}.multiline.csv"
-        head = id_columns + [f"{k}:{t}" for k, t in columns.items()] + [f"{k}:{t}" for k, t in tail.items()]
-        if marker:
-            head.append(f"{_EMPTY_MARKER}:string[]")
-        self.header.write_text(",".join(head) + "\n", encoding="utf-8")
+        stem = name if part is None else f"{name}.{part}"
+        self.data = folder / f"{stem}.csv"
+        self.multi = folder / f"{stem}.multiline.csv"
+        if part is None:  # parts of one group share the header their caller wrote (_write_header)
+            _write_header(folder, name, id_columns, columns, tail=tail, marker=marker)
         self._out: TextIO = open(self.data, "w", encoding="utf-8", newline="")
         self._w = csv.writer(self._out, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
         self._multi_out: TextIO | None = None
@@ -408,7 +419,10 @@ class _Group:
             self._multi_out.close()
 
     def files(self) -> list[Path]:
-        return [self.header, self.data] + ([self.multi] if self._multi_out is not None else [])
+        return [self.header, *self.data_files()]
+
+    def data_files(self) -> list[Path]:
+        return [self.data] + ([self.multi] if self._multi_out is not None else [])
 
     def multiline_files(self) -> list[Path]:
         return [self.multi] if self._multi_out is not None else []
@@ -506,12 +520,64 @@ def _licence_state(cat, lic_rows: dict[str, dict[str, Any]], edges: list[tuple[s
 
 _EDGE_COLUMNS = {"relation": "string", "source": "string", "confidence": "double", "closeness": "double",
                  "evidence": "string", "contradicted": "boolean", "recovered_parent": "string"}
+_EDGE_IDS = [":START_ID(Model)", ":END_ID(Model)"]
+_MODEL_IDS = ["id:ID(Model)", ":LABEL"]
+_PUB_IDS = [":START_ID(Model)", ":END_ID(Organization)"]
+_LIC_IDS = [":START_ID(Model)", ":END_ID(License)"]
+_LIC_COLUMNS = {"effective": "boolean", "source": "string"}
 
 
-def _write_edges(folder: Path, edges_f, last: dict[tuple[str, str], int], now: str) -> tuple[int, list[Path], list[Path]]:
-    """The DERIVED_FROM files; the last row of a repeated (child, parent) wins, as in the writer."""
-    group = _Group(folder, "derived_from", [":START_ID(Model)", ":END_ID(Model)"], _EDGE_COLUMNS,
-                   tail={"updated_at": "string"})
+class _Job:
+    """``fn()`` in a forked process, its (pickled) result back on ``result()``; inline without fork.
+
+    The child inherits everything ``fn`` needs by ``fork`` (rows, maps, open nothing shared), so
+    the CSV writing of a large load runs on all cores. An exception in the child is re-raised.
+    """
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        import multiprocessing as mp
+
+        self._proc = None
+        if "fork" not in mp.get_all_start_methods():
+            self._value = fn()
+            return
+        ctx = mp.get_context("fork")
+        self._recv, send = ctx.Pipe(duplex=False)
+
+        def child() -> None:
+            try:
+                send.send(("ok", fn()))
+            except BaseException as exc:  # re-raised in the parent
+                try:
+                    send.send(("error", exc))
+                except Exception:
+                    send.send(("error", GraphError(f"{type(exc).__name__}: {exc}")))
+
+        self._proc = ctx.Process(target=child, name="bulk-csv", daemon=True)
+        self._proc.start()
+        send.close()
+
+    def cancel(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join()
+
+    def result(self) -> Any:
+        if self._proc is None:
+            return self._value
+        try:
+            status, value = self._recv.recv()
+        except EOFError:
+            status, value = "error", GraphError("a CSV writer process of the bulk import died")
+        self._proc.join()
+        if status != "ok":
+            raise value
+        return value
+
+
+def _write_edges(folder: Path, edges_f, last: dict[tuple[str, str], int], now: str) -> tuple[int, list[Path]]:
+    """The DERIVED_FROM data; the last row of a repeated (child, parent) wins, as in the writer."""
+    group = _Group(folder, "derived_from", _EDGE_IDS, _EDGE_COLUMNS, tail={"updated_at": "string"}, part="0")
     n = 0
     for i, e in enumerate(edges_f()):
         if last[(e.child, e.parent)] != i:
@@ -521,60 +587,103 @@ def _write_edges(folder: Path, edges_f, last: dict[tuple[str, str], int], now: s
             raise GraphError(f"edge {e.child} -> {e.parent}: properties {sorted(rest)} do not fit their columns")
         n += 1
     group.close()
-    return n, group.files(), group.multiline_files()
+    return n, group.data_files()
 
 
-class _EdgeWriter:
-    """``_write_edges`` in a forked process (both cores work on a large load), else inline.
+@dataclass
+class _ModelPart:
+    """What one writer of Model rows produced (rows, data files, and what the parent still needs)."""
 
-    The child inherits the edges and the dedup map by ``fork`` (nothing is pickled but the
-    small result); without ``fork`` (not Linux) the edges are written here.
-    """
-
-    def __init__(self, folder: Path, edges_f, last: dict[tuple[str, str], int], now: str) -> None:
-        import multiprocessing as mp
-
-        self._inline: tuple[int, list[Path], list[Path]] | None = None
-        self._proc = None
-        if "fork" not in mp.get_all_start_methods():
-            self._inline = _write_edges(folder, edges_f, last, now)
-            return
-        ctx = mp.get_context("fork")
-        self._recv, send = ctx.Pipe(duplex=False)
-
-        def child() -> None:
-            try:
-                n, files, multi = _write_edges(folder, edges_f, last, now)
-                send.send(("ok", n, [str(p) for p in files], [str(p) for p in multi]))
-            except Exception as exc:  # reported in the parent
-                send.send(("error", f"{type(exc).__name__}: {exc}", [], []))
-
-        self._proc = ctx.Process(target=child, name="bulk-edges", daemon=True)
-        self._proc.start()
-        send.close()
-
-    def cancel(self) -> None:
-        if self._proc is not None and self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join()
-
-    def result(self) -> tuple[int, list[Path], list[Path]]:
-        if self._inline is not None:
-            return self._inline
-        try:
-            status, value, files, multi = self._recv.recv()
-        except EOFError:
-            status, value, files, multi = "error", "the edge writer process died", [], []
-        self._proc.join()
-        if status != "ok":
-            raise GraphError(f"writing the DERIVED_FROM import file failed: {value}")
-        return value, [Path(p) for p in files], [Path(p) for p in multi]
+    models: int
+    files: dict[str, list[Path]]  # group name -> data files
+    orgs: set[str]
+    licences: set[str]
+    fixups: list[dict[str, Any]]
+    empty_lists: int
 
 
-def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: str | None = None) -> ImportFiles:
+class _ModelWriter:
+    """Model rows with their PUBLISHED_BY and LICENSED_UNDER rows, into the data files of ``part``."""
+
+    def __init__(self, folder: Path, part: str, model_cols: dict[str, str], marker: bool, effective_of, cat,
+                 now: str) -> None:
+        self.models = _Group(folder, "models", _MODEL_IDS, model_cols, tail=dict.fromkeys(_MODEL_TAIL, "string"),
+                             marker=marker, part=part)
+        self.pub = _Group(folder, "published_by", _PUB_IDS, {}, part=part)
+        self.lic = _Group(folder, "licensed_under", _LIC_IDS, _LIC_COLUMNS, part=part)
+        self.effective_of, self.cat, self.now = effective_of, cat, now
+        self.orgs: set[str] = set()
+        self.licences: set[str] = set()
+        self.fixups: list[dict[str, Any]] = []
+        self._families: dict[str | None, tuple[str, str]] = {}
+        self.n = 0
+
+    def emit(self, model_id: str, props: Mapping[str, Any]) -> None:
+        eff = self.effective_of(model_id)
+        fam = self._families.get(eff.license)
+        if fam is None:
+            f = self.cat.family_of(eff.license)
+            fam = self._families[eff.license] = (f.id, ARRAY_DELIMITER.join(("Model", f.label)))
+        lic, src, origin = eff.license, eff.source, eff.origin
+        tail = (_NULL if lic is None else lic, _NULL if src is None else src, _NULL if origin is None else origin,
+                fam[0], self.now)
+        multiline = (_has_newline(model_id) or (lic is not None and _has_newline(lic))
+                     or (origin is not None and _has_newline(origin)))
+        rest = self.models.write([model_id, fam[1]], props, tail, multiline)
+        if rest:
+            self.fixups.append({"id": model_id, "props": rest})
+        self.n += 1
+        org = org_of(model_id)
+        if org is not None:
+            self.orgs.add(org)
+            self.pub.row([model_id, org], multiline)
+        raw = props.get("license")
+        if type(raw) is str:
+            self.licences.add(raw)
+            ml = multiline or _has_newline(raw)
+            if raw == lic:
+                self.lic.row([model_id, raw, _TRUE, src], ml)
+            else:
+                self.lic.row([model_id, raw, _FALSE, "declared"], ml)
+        else:
+            raw = None
+        if lic is not None and lic != raw:
+            self.licences.add(lic)
+            self.lic.row([model_id, lic, _TRUE, src], multiline)
+
+    def close(self) -> _ModelPart:
+        for g in (self.models, self.pub, self.lic):
+            g.close()
+        files = {g.name: g.data_files() for g in (self.models, self.pub, self.lic)}
+        return _ModelPart(self.n, files, self.orgs, self.licences, self.fixups, self.models.empty_lists)
+
+
+def _write_model_part(k: int, parts: int, models_f, dups: set[str], writer: _ModelWriter) -> _ModelPart:
+    """Rows ``i % parts == k``, and the repeated ids that hash to ``k`` merged (later keys win,
+    None removes, as ``SET +=`` does)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for i, (model_id, props) in enumerate(_model_stream(models_f)):
+        if model_id in dups:
+            if zlib.crc32(model_id.encode()) % parts == k:
+                merged.setdefault(model_id, {}).update(props)
+        elif i % parts == k:
+            writer.emit(model_id, props)
+    for model_id, props in merged.items():
+        writer.emit(model_id, props)
+    return writer.close()
+
+
+def csv_writers() -> int:
+    """Processes writing Model rows (``$LINEAGE_INDEX_IMPORT_WRITERS``, default: the cores, 1-4)."""
+    return max(1, config.env_int(config.ENV_IMPORT_WRITERS, min(os.cpu_count() or 1, 4)))
+
+
+def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: str | None = None,
+                       writers: int | None = None) -> ImportFiles:
     """Write the importer's CSV files for ``models`` and ``edges`` into ``folder`` (two passes).
 
     The graph they describe is the one the Bolt path writes into an empty database (module doc).
+    Pass 2 runs in ``writers`` forked processes for the Model rows and one for the edges.
     """
     from lineage_index.queries.licenses import catalogue
 
@@ -583,6 +692,7 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
     folder.mkdir(parents=True, exist_ok=True)
     now = now or _now()
     cat = catalogue()
+    parts = writers or csv_writers()
 
     # pass 1: column types, duplicate ids, licence inputs, edge endpoints
     kinds = _Kinds()
@@ -615,124 +725,85 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
             stubs.add(e.parent)
         if not e.contradicted and e.child != e.parent:
             lic_edges.append((e.child, e.parent, float(e.confidence or 0.0)))
-    edge_job = _EdgeWriter(folder, edges_f, last, now)  # pass 2 of the edges runs beside the models
+    n_models = len(seen) + len(stubs)
+    del seen
+    jobs = [_Job(lambda last=last: _write_edges(folder, edges_f, last, now))]  # pass 2 of the edges starts now
     try:
         del last
         effective_of = _licence_state(cat, lic_rows, lic_edges)
         del lic_edges, lic_rows
-
         model_cols, has_lists = kinds.columns(skip=frozenset(_MODEL_TAIL) | {"id"})
-        fixups: dict[str, list[dict[str, Any]]] = {"Model": [], "License": []}
-        groups: list[tuple[str, _Group]] = []  # (--nodes / --relationships=TYPE, group)
-
-        # pass 2: models (duplicates merged first: later keys win, None removes, as SET += does)
-        g_models = _Group(folder, "models", ["id:ID(Model)", ":LABEL"], model_cols,
-                          tail=dict.fromkeys(_MODEL_TAIL, "string"), marker=has_lists)
-        groups.append(("nodes", g_models))
-        g_pub = _Group(folder, "published_by", [":START_ID(Model)", ":END_ID(Organization)"], {})
-        groups.append(("relationships=PUBLISHED_BY", g_pub))
-        g_lic_rel = _Group(folder, "licensed_under", [":START_ID(Model)", ":END_ID(License)"],
-                           {"effective": "boolean", "source": "string"})
-        groups.append(("relationships=LICENSED_UNDER", g_lic_rel))
-        orgs: set[str] = set()
-        licence_ids: set[str] = set()
-        merged: dict[str, dict[str, Any]] = {}
-        family_of: dict[str | None, tuple[str, str]] = {}
-
-        def emit_model(model_id: str, props: Mapping[str, Any]) -> None:
-            eff = effective_of(model_id)
-            fam = family_of.get(eff.license)
-            if fam is None:
-                f = cat.family_of(eff.license)
-                fam = family_of[eff.license] = (f.id, ARRAY_DELIMITER.join(("Model", f.label)))
-            tail = (_NULL if eff.license is None else eff.license, _NULL if eff.source is None else eff.source,
-                    _NULL if eff.origin is None else eff.origin, fam[0], now)
-            multiline = _has_newline(model_id) or any(type(x) is str and _has_newline(x) for x in tail[:3])
-            rest = g_models.write([model_id, fam[1]], props, tail, multiline)
-            if rest:
-                fixups["Model"].append({"id": model_id, "props": rest})
-            org = org_of(model_id)
-            if org is not None:
-                orgs.add(org)
-                g_pub.row([model_id, org], multiline)
-            raw = props.get("license")
-            if type(raw) is str:
-                licence_ids.add(raw)
-                ml = multiline or _has_newline(raw)
-                if raw == eff.license:
-                    g_lic_rel.row([model_id, raw, _TRUE, eff.source], ml)
-                else:
-                    g_lic_rel.row([model_id, raw, _FALSE, "declared"], ml)
-            else:
-                raw = None
-            if eff.license is not None and eff.license != raw:
-                licence_ids.add(eff.license)
-                g_lic_rel.row([model_id, eff.license, _TRUE, eff.source], multiline)
-
-        n_models = 0
-        for model_id, props in _model_stream(models_f):
-            if model_id in dups:
-                merged.setdefault(model_id, {}).update(props)
-                continue
-            emit_model(model_id, props)
-            n_models += 1
-        for model_id, props in merged.items():
-            emit_model(model_id, props)
-            n_models += 1
+        headers = {  # the data of these groups comes in parts
+            "models": _write_header(folder, "models", _MODEL_IDS, model_cols,
+                                    tail=dict.fromkeys(_MODEL_TAIL, "string"), marker=has_lists),
+            "published_by": _write_header(folder, "published_by", _PUB_IDS, {}),
+            "licensed_under": _write_header(folder, "licensed_under", _LIC_IDS, _LIC_COLUMNS),
+            "derived_from": _write_header(folder, "derived_from", _EDGE_IDS, _EDGE_COLUMNS,
+                                          tail={"updated_at": "string"}),
+        }
+        for k in range(parts):  # pass 2 of the models
+            writer = _ModelWriter(folder, str(k + 1), model_cols, has_lists, effective_of, cat, now)
+            jobs.append(_Job(lambda k=k, writer=writer: _write_model_part(k, parts, models_f, dups, writer)))
+        stub_writer = _ModelWriter(folder, "stubs", model_cols, has_lists, effective_of, cat, now)
         for model_id in sorted(stubs):
-            emit_model(model_id, {})
-            n_models += 1
-        del seen, merged
-
-        # organisations, licences (catalogue ones with their properties, labels and rules)
-        g_orgs = _Group(folder, "organizations", ["id:ID(Organization)", ":LABEL"], {})
-        groups.append(("nodes", g_orgs))
-        for org in sorted(orgs):
-            g_orgs.row([org, "Organization"], _has_newline(org))
-        fields = ("name", "category", "family", "spdx", "url", "clause", "decidable", "named",
-                  "adapter_strict", "derivatives_model_type")
-        lic_props = {}
-        for lic in cat.licenses.values():
-            props = {k: getattr(lic, k) for k in fields} | {"rank": cat.category_rank[lic.category],
-                                                            "catalogue_version": cat.version, "updated_at": now}
-            lic_props[lic.id] = _check_props(lic.id, props)
-        lic_kinds = _Kinds()
-        for props in lic_props.values():
-            lic_kinds.add(props)
-        g_lics = _Group(folder, "licenses", ["id:ID(License)", ":LABEL"], lic_kinds.columns(frozenset({"id"}))[0])
-        groups.append(("nodes", g_lics))
-        for lid in sorted(set(lic_props) | licence_ids):
-            info = cat.licenses.get(lid)
-            labels = ("License", cat.families[info.family].label) if info is not None else ("License",)
-            rest = g_lics.write([lid, ARRAY_DELIMITER.join(labels)], lic_props.get(lid, {}),
-                                multiline=_has_newline(lid))
-            if rest:
-                fixups["License"].append({"id": lid, "props": rest})
-        g_rules = _Group(folder, "allows_derivative_under", [":START_ID(License)", ":END_ID(License)"],
-                         {"code": "string", "catalogue_version": "string"})
-        groups.append(("relationships=ALLOWS_DERIVATIVE_UNDER", g_rules))
-        for (a, b), code in sorted(cat.rules().items()):
-            g_rules.row([a, b, code, cat.version])
-
-        args: list[str] = []
-        multiline: list[Path] = []
-        for flag, group in groups:
-            group.close()
-            args.append(f"--{flag}={','.join(str(p) for p in group.files())}")
-            multiline += group.multiline_files()
-        n_edges, edge_files, edge_multiline = edge_job.result()
-        args.append(f"--relationships=DERIVED_FROM={','.join(str(p) for p in edge_files)}")
-        multiline += edge_multiline
-        args += ["--array-delimiter=U+001F", "--bad-tolerance=0", "--skip-duplicate-nodes=false",
-                 "--skip-bad-relationships=false", f"--report-file={folder / 'import.report'}"]
-        if multiline:
-            args += ["--multiline-fields-format=v2", f"--multiline-fields={','.join(str(p) for p in multiline)}"]
-        csv_bytes = sum(p.stat().st_size for _, g in groups for p in g.files()) + sum(p.stat().st_size for p in edge_files)
+            stub_writer.emit(model_id, {})
+        results: list[_ModelPart] = [job.result() for job in jobs[1:]] + [stub_writer.close()]
+        n_edges, edge_files = jobs[0].result()
     except BaseException:
-        edge_job.cancel()
+        for job in jobs:
+            job.cancel()
         raise
+    data = {name: [p for r in results for p in r.files[name]] for name in ("models", "published_by", "licensed_under")}
+    data["derived_from"] = edge_files
+    fixups: dict[str, list[dict[str, Any]]] = {"Model": [f for r in results for f in r.fixups], "License": []}
+    orgs = set().union(*(r.orgs for r in results))
+    licence_ids = set().union(*(r.licences for r in results))
+
+    # organisations, licences (catalogue ones with their properties, labels and rules)
+    g_orgs = _Group(folder, "organizations", ["id:ID(Organization)", ":LABEL"], {})
+    for org in sorted(orgs):
+        g_orgs.row([org, "Organization"], _has_newline(org))
+    fields = ("name", "category", "family", "spdx", "url", "clause", "decidable", "named",
+              "adapter_strict", "derivatives_model_type")
+    lic_props = {}
+    for lic in cat.licenses.values():
+        props = {k: getattr(lic, k) for k in fields} | {"rank": cat.category_rank[lic.category],
+                                                        "catalogue_version": cat.version, "updated_at": now}
+        lic_props[lic.id] = _check_props(lic.id, props)
+    lic_kinds = _Kinds()
+    for props in lic_props.values():
+        lic_kinds.add(props)
+    g_lics = _Group(folder, "licenses", ["id:ID(License)", ":LABEL"], lic_kinds.columns(frozenset({"id"}))[0])
+    for lid in sorted(set(lic_props) | licence_ids):
+        info = cat.licenses.get(lid)
+        labels = ("License", cat.families[info.family].label) if info is not None else ("License",)
+        rest = g_lics.write([lid, ARRAY_DELIMITER.join(labels)], lic_props.get(lid, {}),
+                            multiline=_has_newline(lid))
+        if rest:
+            fixups["License"].append({"id": lid, "props": rest})
+    g_rules = _Group(folder, "allows_derivative_under", [":START_ID(License)", ":END_ID(License)"],
+                     {"code": "string", "catalogue_version": "string"})
+    for (a, b), code in sorted(cat.rules().items()):
+        g_rules.row([a, b, code, cat.version])
+    for g in (g_orgs, g_lics, g_rules):
+        g.close()
+
+    inputs = [("nodes", headers["models"], data["models"]), ("nodes", g_orgs.header, g_orgs.data_files()),
+              ("nodes", g_lics.header, g_lics.data_files()),
+              ("relationships=PUBLISHED_BY", headers["published_by"], data["published_by"]),
+              ("relationships=LICENSED_UNDER", headers["licensed_under"], data["licensed_under"]),
+              ("relationships=DERIVED_FROM", headers["derived_from"], data["derived_from"]),
+              ("relationships=ALLOWS_DERIVATIVE_UNDER", g_rules.header, g_rules.data_files())]
+    args = [f"--{flag}={','.join(str(p) for p in [header, *files])}" for flag, header, files in inputs]
+    multiline = [p for _, _, files in inputs for p in files if p.name.endswith(".multiline.csv")]
+    args += ["--array-delimiter=U+001F", "--bad-tolerance=0", "--skip-duplicate-nodes=false",
+             "--skip-bad-relationships=false", f"--report-file={folder / 'import.report'}"]
+    if multiline:
+        args += ["--multiline-fields-format=v2", f"--multiline-fields={','.join(str(p) for p in multiline)}"]
+    csv_bytes = sum(p.stat().st_size for _, header, files in inputs for p in [header, *files])
+    assert sum(r.models for r in results) == n_models, "every Model row was written once"
     return ImportFiles(folder, args, n_models, n_edges, n_rows, n_edge_rows, g_lics.rows, g_orgs.rows,
-                       fixups, csv_bytes, g_models.empty_lists)
+                       fixups, csv_bytes, sum(r.empty_lists for r in results))
 
 
 _SET_EMPTY_LISTS = f"""
