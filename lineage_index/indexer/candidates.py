@@ -360,6 +360,18 @@ def candidate_pairs(
     vectors = np.stack([s.embedding for s in sketches]).astype(np.float32)
     rows = [(position[c], position[p]) for c, ps in declared.items() if c in position
             for p in ps if p in position and p != c]
+    if len(ids) <= FLAT_MAX:
+        # small families: every sketch's own k nearest (exact), no near-duplicate collapsing, so a
+        # child of a re-uploaded model still meets both the original and the re-upload
+        seen: dict[tuple[str, str], float] = {}
+        for i, row in enumerate(nearest(sketches, k + 1)):
+            for j, _ in [(j, d) for j, d in row if j != i][:k]:
+                seen[tuple(sorted((ids[i], ids[j])))] = 0.0
+        for a, b in rows:
+            seen[tuple(sorted((ids[a], ids[b])))] = 0.0
+        pairs = [(x, y) for x, y in seen]
+        return sorted((Candidate(x, y, float(np.sum((vectors[position[x]] - vectors[position[y]]) ** 2)))
+                       for x, y in pairs), key=lambda c: (c.a, c.b))
     found_rows = candidate_rows(vectors, k, sketch_priority([s.dtypes for s in sketches],
                                                             [s.quant for s in sketches]), rows)
     out = []
