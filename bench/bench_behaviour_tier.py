@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--size", default="small")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-aux", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the tier (its default: 1)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-behaviour-tier-"))
@@ -67,7 +67,8 @@ def main() -> None:
 
     # --- behaviour tier -----------------------------------------------------------------------
     load0 = os.getloadavg()[0]
-    tier = run_tier(records, weight.edges, BehaviourOptions(n_aux=args.n_aux, seed=args.seed), show_progress=False)
+    tier = run_tier(records, weight.edges, BehaviourOptions(n_aux=args.n_aux, seed=args.seed, threads=args.threads),
+                    show_progress=False)
     load1 = os.getloadavg()[0]
 
     distill = [(e["child"], e["parent"]) for e in truth["edges"] if e["relation"] == "distill"]
@@ -135,7 +136,8 @@ def main() -> None:
           f"{tier.calibration_seconds:.1f}s, {len(ps)} measured pairs (closeness or determine): mean "
           f"{statistics.mean(ps) * 1000:.0f} ms, median {statistics.median(ps) * 1000:.0f} ms per pair"
           if ps else "no pairs")
-    print(f"load average: {load0:.1f} at start, {load1:.1f} at end ({os.cpu_count()} CPUs, {args.threads} threads)")
+    print(f"load average: {load0:.1f} at start, {load1:.1f} at end ({os.cpu_count()} CPUs, {args.threads} torch "
+          "thread(s) in the tier)")
 
 
 if __name__ == "__main__":
