@@ -151,10 +151,12 @@ def run(n: int, home: Path, method: str | None, min_rows: int | None) -> None:
     nodes = driver.execute_query("MATCH (m:Model) RETURN count(m) AS n")[0][0]["n"]
     rels = driver.execute_query("MATCH ()-[r:DERIVED_FROM]->() RETURN count(r) AS n")[0][0]["n"]
     peak_py = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # CSV writers, importer
     stages = "  ".join(f"{k} {v:.1f}s" for k, v in result.stages.items())
     print(f"N={n:,} families={hub.families:,} edges={hub.n_edges():,}  method={result.method} ({result.reason})")
     print(f"  total {wall:.1f}s  [{stages}]")
-    print(f"  peak RSS: this process {peak_py / 2**30:.2f} GiB, importer {result.import_peak_rss_bytes / 2**30:.2f} GiB,"
+    print(f"  peak RSS: this process {peak_py / 2**30:.2f} GiB, largest child {peak_children / 2**30:.2f} GiB, "
+          f"importer {result.import_peak_rss_bytes / 2**30:.2f} GiB,"
           f" server now {_server_rss(home) / 2**30:.2f} GiB;  CSV {result.csv_bytes / 2**20:.0f} MiB,"
           f" fixups {result.fixups:,}")
     ok = nodes == n and rels == hub.n_edges()

@@ -44,13 +44,17 @@ IVF_THRESHOLD = FLAT_MAX  # former name, kept for callers
 # dtype casts sit near 0, an 8-bit absmax quantisation at its rounding error (~6e-3)^2 ~ 4e-5;
 # a fine-tune moves its weights by ~1e-1 (squared ~1e-2), its smallest updates by ~3e-2.
 DUPLICATE_EPS = 1e-4
+# The duplicate-finding first pass: near-duplicates share an IVF cell (they are ~1e-2 apart where
+# cells are ~1e-1 wide), so past this size one probe of a sqrt(n)-cell IVF index finds them.
+DUP_IVF_MIN = 4096
+KMEANS_ITERATIONS = 10
 
 
 @dataclass(frozen=True)
 class IndexPlan:
     """The index a family gets, and its parameters."""
 
-    kind: str  # "flat" | "ivfsq8" | "ivfpq" | "hnsw"
+    kind: str  # "flat" | "ivfsq8" | "ivfpq" | "hnsw" | "ivfflat" (the duplicate pass)
     n: int
     dim: int
     nlist: int = 0
@@ -95,33 +99,27 @@ def _set_probe(index: faiss.Index, plan: IndexPlan) -> None:
         index.nprobe = plan.nprobe
 
 
-def build_index(vectors: np.ndarray, plan: IndexPlan | None = None, trained: faiss.Index | None = None
-                ) -> faiss.Index:
-    """The FAISS index ``plan`` names (chosen from the size when not given), with ``vectors`` added.
-
-    ``trained``: a CPU index of the same kind already trained on (a superset of) these vectors;
-    its coarse cells and quantiser are reused instead of training again.
-    """
+def build_index(vectors: np.ndarray, plan: IndexPlan | None = None) -> faiss.Index:
+    """The FAISS index ``plan`` names (chosen from the size when not given), with ``vectors`` added."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
     plan = plan or choose_index(n, dim)
-    if trained is not None and plan.kind in ("ivfsq8", "ivfpq") and not plan.gpu:
-        index = faiss.clone_index(trained)
-        index.reset()
-        index.add(vectors)
-        _set_probe(index, plan)
-        return index
     if plan.kind == "flat":
         index = _to_device(faiss.IndexFlatL2(dim), plan)
     elif plan.kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, plan.m)
     else:
         quantizer = faiss.IndexFlatL2(dim)
-        cpu = (faiss.IndexIVFPQ(quantizer, dim, plan.nlist, plan.m, 8) if plan.kind == "ivfpq" else
-               faiss.IndexIVFScalarQuantizer(quantizer, dim, plan.nlist, faiss.ScalarQuantizer.QT_8bit))
+        if plan.kind == "ivfpq":
+            cpu = faiss.IndexIVFPQ(quantizer, dim, plan.nlist, plan.m, 8)
+        elif plan.kind == "ivfflat":
+            cpu = faiss.IndexIVFFlat(quantizer, dim, plan.nlist)
+        else:
+            cpu = faiss.IndexIVFScalarQuantizer(quantizer, dim, plan.nlist, faiss.ScalarQuantizer.QT_8bit)
+        cpu.cp.niter = KMEANS_ITERATIONS
         index = _to_device(cpu, plan)
-        index.train(vectors if n <= 64 * plan.nlist else
-                    vectors[np.random.default_rng(0).choice(n, 64 * plan.nlist, replace=False)])
+        index.train(vectors if n <= 32 * plan.nlist else
+                    vectors[np.random.default_rng(0).choice(n, 32 * plan.nlist, replace=False)])
     index.add(vectors)
     _set_probe(index, plan)
     return index
@@ -205,8 +203,7 @@ class KnnResult:
     tuned_recall: float
 
 
-def knn(vectors: np.ndarray, k: int = DEFAULT_K, plan: IndexPlan | None = None,
-        trained: faiss.Index | None = None) -> KnnResult:
+def knn(vectors: np.ndarray, k: int = DEFAULT_K, plan: IndexPlan | None = None) -> KnnResult:
     """For each row its k nearest other rows, with the index chosen (and tuned) automatically."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
@@ -215,7 +212,7 @@ def knn(vectors: np.ndarray, k: int = DEFAULT_K, plan: IndexPlan | None = None,
     if n < 2:
         return KnnResult(dist, idx, IndexPlan("flat", n, vectors.shape[1] if vectors.ndim == 2 else 0), 1.0)
     plan = plan or choose_index(n, vectors.shape[1])
-    index = build_index(vectors, plan, trained if plan.kind == "ivfsq8" else None)
+    index = build_index(vectors, plan)
     plan, recall = tune(index, vectors, plan, k + 1)
     _set_probe(index, plan)
     kk = min(k + 1, n)
@@ -295,8 +292,8 @@ def candidate_rows(vectors: np.ndarray, k: int = DEFAULT_K, priority: np.ndarray
                    declared: Iterable[tuple[int, int]] = (), plan: IndexPlan | None = None) -> CandidateRows:
     """Candidate pairs: near-duplicates to their representative, representatives to their k nearest.
 
-    A first search (cheap: duplicates are found at any recall, so an IVF index probes one cell)
-    groups near-duplicates; the second, tuned one runs over the representatives only.
+    A first search groups near-duplicates (cheap past DUP_IVF_MIN: one probe of an IVF index,
+    since duplicates share a cell); the second, chosen and tuned one runs over the representatives.
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
@@ -304,17 +301,14 @@ def candidate_rows(vectors: np.ndarray, k: int = DEFAULT_K, priority: np.ndarray
         a, b = np.triu_indices(n, 1)
         return CandidateRows(a.astype(np.int64), b.astype(np.int64),
                              IndexPlan("flat", n, vectors.shape[1] if vectors.ndim == 2 else 0), 1.0, n)
-    first_plan = choose_index(n, vectors.shape[1])
-    index = None
-    if first_plan.kind != "flat":
-        first_plan = replace(first_plan, nprobe=1)
-        index = build_index(vectors, first_plan)
-        first = knn_with(index, vectors, min(k, n - 1), first_plan)
+    if n >= DUP_IVF_MIN:
+        first_plan = IndexPlan("ivfflat", n, vectors.shape[1], nlist=max(16, int(math.sqrt(n))), nprobe=1)
+        first = knn_with(build_index(vectors, first_plan), vectors, min(k, n - 1), first_plan)
     else:
-        first = knn(vectors, min(k, n - 1), first_plan)
+        first = knn(vectors, min(k, n - 1), choose_index(n, vectors.shape[1], kind="flat"))
     rep = representatives(duplicate_groups(vectors, first), priority)
     reps = np.unique(rep)
-    second = knn(vectors[reps], k, plan, trained=index if index is not None and not first_plan.gpu else None)
+    second = knn(vectors[reps], k, plan)
     a = [np.arange(n), np.repeat(reps, k)]
     b = [rep, np.where(second.idx >= 0, reps[np.maximum(second.idx, 0)], -1).reshape(-1)]
     extra = np.asarray(list(declared), dtype=np.int64).reshape(-1, 2)

@@ -500,6 +500,7 @@ class ImportFiles:
     fixups: dict[str, list[dict[str, Any]]]  # label -> [{"id": .., "props": {..}}]
     csv_bytes: int
     empty_lists: int = 0  # Model nodes whose [] values are set after the import (server-side)
+    stages: dict[str, float] = field(default_factory=dict)  # seconds of each part of the writing
 
 
 def _model_stream(models_f) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -695,6 +696,7 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
     parts = writers or csv_writers()
 
     # pass 1: column types, duplicate ids, licence inputs, edge endpoints
+    t0 = time.monotonic()
     kinds = _Kinds()
     seen: set[str] = set()
     dups: set[str] = set()
@@ -709,29 +711,30 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
         if not props.keys().isdisjoint(_LICENSE_KEYS):
             state = lic_rows.setdefault(model_id, {"id": model_id})
             state.update({k: props[k] for k in _LICENSE_KEYS if k in props})
-    last: dict[tuple[str, str], int] = {}
+    t_models = time.monotonic()
+    last: dict[tuple[str, str], int] = {}  # (child, parent) -> index of its last row
+    conf: dict[tuple[str, str], float] = {}  # the edges licences are inherited along
     n_edge_rows = 0
     for i, e in enumerate(edges_f()):
-        last[(e.child, e.parent)] = i
-        n_edge_rows = i + 1
-    stubs: set[str] = set()
-    lic_edges: list[tuple[str, str, float]] = []
-    for i, e in enumerate(edges_f()):
-        if last[(e.child, e.parent)] != i:
-            continue
-        if e.child not in seen:
-            stubs.add(e.child)
-        if e.parent not in seen:
-            stubs.add(e.parent)
+        key = (e.child, e.parent)
+        last[key] = i
         if not e.contradicted and e.child != e.parent:
-            lic_edges.append((e.child, e.parent, float(e.confidence or 0.0)))
+            conf[key] = float(e.confidence or 0.0)
+        else:
+            conf.pop(key, None)
+        n_edge_rows = i + 1
+    stubs = {m for key in last for m in key if m not in seen}
+    lic_edges = [(c, p, x) for (c, p), x in conf.items()]
+    del conf
     n_models = len(seen) + len(stubs)
     del seen
+    t_edges = time.monotonic()
     jobs = [_Job(lambda last=last: _write_edges(folder, edges_f, last, now))]  # pass 2 of the edges starts now
     try:
         del last
         effective_of = _licence_state(cat, lic_rows, lic_edges)
         del lic_edges, lic_rows
+        t_licences = time.monotonic()
         model_cols, has_lists = kinds.columns(skip=frozenset(_MODEL_TAIL) | {"id"})
         headers = {  # the data of these groups comes in parts
             "models": _write_header(folder, "models", _MODEL_IDS, model_cols,
@@ -749,6 +752,7 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
             stub_writer.emit(model_id, {})
         results: list[_ModelPart] = [job.result() for job in jobs[1:]] + [stub_writer.close()]
         n_edges, edge_files = jobs[0].result()
+        t_pass2 = time.monotonic()
     except BaseException:
         for job in jobs:
             job.cancel()
@@ -802,8 +806,10 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
         args += ["--multiline-fields-format=v2", f"--multiline-fields={','.join(str(p) for p in multiline)}"]
     csv_bytes = sum(p.stat().st_size for _, header, files in inputs for p in [header, *files])
     assert sum(r.models for r in results) == n_models, "every Model row was written once"
+    stages = {"models pass 1": t_models - t0, "edges pass 1": t_edges - t_models, "licences": t_licences - t_edges,
+              "pass 2": t_pass2 - t_licences, "catalogue": time.monotonic() - t_pass2}
     return ImportFiles(folder, args, n_models, n_edges, n_rows, n_edge_rows, g_lics.rows, g_orgs.rows,
-                       fixups, csv_bytes, sum(r.empty_lists for r in results))
+                       fixups, csv_bytes, sum(r.empty_lists for r in results), stages)
 
 
 _SET_EMPTY_LISTS = f"""
@@ -871,7 +877,7 @@ def bulk_load(conn, models, edges, *, home: Path | str | None = None, reason: st
         shutil.rmtree(folder, ignore_errors=True)
     return GraphLoad(
         "bulk", reason, files.model_rows, files.edge_rows, time.monotonic() - t0,
-        stages={"csv": t1 - t0, "stop": run.stop_s, "import": run.seconds, "start": run.start_s,
+        stages={"csv": t1 - t0, **{f"csv: {k}": v for k, v in files.stages.items()}, "stop": run.stop_s, "import": run.seconds, "start": run.start_s,
                 "schema": t3 - t2, "fixups": t4 - t3},
         import_peak_rss_bytes=run.peak_rss_bytes, fixups=fixed, csv_bytes=files.csv_bytes,
     )
