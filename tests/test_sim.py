@@ -266,3 +266,21 @@ def test_packed_store_round_trip_and_shadowing(tmp_path: Path) -> None:
     after = json.loads((store.root / "_packed" / "manifest.json").read_text())
     assert [s["name"] for s in after["shards"]][: len(before["shards"])] == [s["name"] for s in before["shards"]]
     assert not list((store.root / "_packed").glob(".tmp-*"))
+
+
+def test_collapsed_search_passes_a_group_s_members_to_its_neighbours() -> None:
+    """A child of a re-upload meets the original even when the search ran over the re-upload."""
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(60, 32)).astype(np.float32)  # 60 unrelated models
+    original = base[0]
+    reupload = original + 1e-4 * rng.normal(size=32).astype(np.float32)  # near-duplicate of row 0
+    child = original + 0.3 * rng.normal(size=32).astype(np.float32)  # a fine-tune of it
+    vectors = np.vstack([base, reupload, child])
+    ro, rr, rc = 0, 60, 61
+    priority = np.zeros(len(vectors))
+    priority[ro] = 1.0  # the search prefers the re-upload as the group's representative
+    rows = candidates.candidate_rows(vectors, 5, priority)
+    assert rows.representatives == len(vectors) - 1  # the group was collapsed
+    pairs = set(zip(rows.a.tolist(), rows.b.tolist(), strict=True))
+    assert (rr, rc) in pairs and (ro, rr) in pairs
+    assert (ro, rc) in pairs  # through the group's fan-out, not the search

@@ -48,6 +48,9 @@ DUPLICATE_EPS = 1e-4
 # cells are ~1e-1 wide), so past this size one probe of a sqrt(n)-cell IVF index finds them.
 DUP_IVF_MIN = 4096
 KMEANS_ITERATIONS = 10
+# Members of a near-duplicate group each neighbour of its representative also meets (re-uploads,
+# casts and quantised copies of one model: the original among them).
+GROUP_FANOUT = 8
 
 
 @dataclass(frozen=True)
@@ -309,8 +312,12 @@ def candidate_rows(vectors: np.ndarray, k: int = DEFAULT_K, priority: np.ndarray
     rep = representatives(duplicate_groups(vectors, first), priority)
     reps = np.unique(rep)
     second = knn(vectors[reps], k, plan)
-    a = [np.arange(n), np.repeat(reps, k)]
-    b = [rep, np.where(second.idx >= 0, reps[np.maximum(second.idx, 0)], -1).reshape(-1)]
+    near_a = np.repeat(reps, k)
+    near_b = np.where(second.idx >= 0, reps[np.maximum(second.idx, 0)], -1).reshape(-1)
+    ok = near_b >= 0
+    ga, gb = _group_members(near_a[ok], near_b[ok], rep, priority)
+    a = [np.arange(n), near_a, ga]
+    b = [rep, near_b, gb]
     extra = np.asarray(list(declared), dtype=np.int64).reshape(-1, 2)
     a.append(extra[:, 0])
     b.append(extra[:, 1])
@@ -319,6 +326,31 @@ def candidate_rows(vectors: np.ndarray, k: int = DEFAULT_K, priority: np.ndarray
     lo, hi = np.minimum(aa[ok], bb[ok]), np.maximum(aa[ok], bb[ok])
     pairs = np.unique(lo * n + hi)
     return CandidateRows(pairs // n, pairs % n, second.plan, second.tuned_recall, len(reps))
+
+
+def _group_members(x: np.ndarray, r: np.ndarray, rep: np.ndarray, priority: np.ndarray | None,
+                   cap: int = GROUP_FANOUT) -> tuple[np.ndarray, np.ndarray]:
+    """For each pair of representatives (x, r), both ways: x with the other members of r's group.
+
+    The search ran over representatives only, so without this a child of a re-upload would meet
+    the group's representative but never the original when the two differ; each group passes at
+    most ``cap`` members on (in ``representatives``' preference order).
+    """
+    n = len(rep)
+    prio = np.zeros(n) if priority is None else np.asarray(priority, dtype=np.float64)
+    order = np.lexsort((np.arange(n), prio, rep))
+    order = order[order != rep[order]]  # members other than the representative, grouped by it
+    if len(order) == 0 or len(x) == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    grouped = rep[order]
+    src = np.concatenate([x, r])  # both orientations of each pair
+    dst = np.concatenate([r, x])
+    start = np.searchsorted(grouped, dst, "left")
+    size = np.minimum(np.searchsorted(grouped, dst, "right") - start, cap)
+    has = size > 0
+    src, start, size = src[has], start[has], size[has]
+    offsets = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
+    return np.repeat(src, size), order[np.repeat(start, size) + offsets]
 
 
 def knn_with(index: faiss.Index, vectors: np.ndarray, k: int, plan: IndexPlan) -> KnnResult:
