@@ -64,7 +64,7 @@ from lineage_index.indexer.pipeline import declared_parents
 from lineage_index.indexer.reader import LocalReader
 from lineage_index.indexer.sketch import sketch_model
 from lineage_index.indexer.sources import dir_sha, list_files, local_record, open_reader
-from lineage_index.indexer.store import SketchStore, load_sketch, record_from_dict
+from lineage_index.indexer.store import SketchStore, load_sketch
 from lineage_index.indexer.verify import RELATED_Z, MergeFit, PairFeatures, matrix_cosines
 from lineage_index.records import Failure, ModelRecord, Sketch
 
@@ -249,11 +249,7 @@ class _StoredRecords(Mapping[str, ModelRecord]):
         if model_id in self.extra:
             return self.extra[model_id]
         if model_id not in self.cache:
-            path = self.store._record_path(model_id)  # the store's own naming of a record file
-            try:
-                self.cache[model_id] = record_from_dict(json.loads(path.read_text())) if path.is_file() else None
-            except (ValueError, KeyError, TypeError):
-                self.cache[model_id] = None  # a damaged entry is as good as none
+            self.cache[model_id] = self.store.record(model_id)
         rec = self.cache[model_id]
         if rec is None:
             raise KeyError(model_id)

@@ -143,6 +143,14 @@ class SketchStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def record(self, model_id: str) -> ModelRecord | None:
+        """The stored per-model ModelRecord of one model, or None when absent or damaged."""
+        path = self._record_path(model_id)
+        try:
+            return record_from_dict(json.loads(path.read_text())) if path.is_file() else None
+        except (ValueError, KeyError, TypeError):
+            return None  # a damaged entry is as good as none: re-read from its source on the next ingest
+
     def records(self) -> dict[str, ModelRecord]:
         """Every stored ModelRecord, by model id (packed ones first, per-model JSON ones win)."""
         out: dict[str, ModelRecord] = dict(self.packed.records())
