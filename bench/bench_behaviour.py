@@ -17,7 +17,7 @@ re-trainings on their own data samples) once per root and shared by closeness an
 architecture; derived = same weight root in truth.json).
 
     .venv/bin/python bench/bench_behaviour.py [--kinds cnn,vit,text] [--roots 2] [--text-roots 1]
-        [--threads 2] [--lm-zoo /work/zoo-small] [--quick]
+        [--threads 2] [--n-aux 8] [--lm-zoo /work/zoo-small] [--quick]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import torch
 
 from lineage_index.behaviour import closeness as closeness_fn
 from lineage_index.behaviour import models as M
+from lineage_index.behaviour.closeness import N_AUX
 from lineage_index.behaviour.determine import calibrate, determine
 from lineage_index.behaviour.probes import ProbeSet, TaskSpec, synthetic_probes, task_data
 from lineage_index.errors import UsageError
@@ -110,7 +111,7 @@ def auc(pos: list[float], neg: list[float]) -> float:
     return wins / max(1, len(pos) * len(neg))
 
 
-def bench_kind(name: str, kind: Kind, roots: int, tmp: Path, quick: bool) -> dict[str, object]:
+def bench_kind(name: str, kind: Kind, roots: int, tmp: Path, quick: bool, n_aux: int = N_AUX) -> dict[str, object]:
     rows = []
     cal_t: list[float] = []
     det_t: list[float] = []
@@ -124,18 +125,22 @@ def bench_kind(name: str, kind: Kind, roots: int, tmp: Path, quick: bool) -> dic
         assert root.task is not None
         params = sum(p.numel() for p in root.module.parameters())
         t0 = time.perf_counter()
-        lin, ind = M.make_aux(root, M.aux_data(root, None, n=2000 if name != "text" else 800), n_lineage=4,
-                              n_independent=4, seed=1000 + seed)
+        lin, ind = M.make_aux(root, M.aux_data(root, None, n=2000 if name != "text" else 800), n_lineage=n_aux,
+                              n_independent=n_aux, seed=1000 + seed)
         aux_t = time.perf_counter() - t0
         probes_det = synthetic_probes(root.task, kind.det_probes, seed=4242)
         t0 = time.perf_counter()
         thr = calibrate(root, probes_det, derived=lin[:2], independent=ind[:2])
         cache = tmp / f"cache-{name}{seed}"
-        closeness_fn(root, root, k=kind.k, pool=kind.pool, cache_dir=cache, lineage_aux=lin,
-                     independent_aux=ind)  # selects the probes and calibrates (cached for the pairs)
+        own = closeness_fn(root, root, k=kind.k, pool=kind.pool, cache_dir=cache, lineage_aux=lin,
+                           independent_aux=ind)  # selects the probes and calibrates (cached for the pairs)
         cal_t.append(aux_t + time.perf_counter() - t0)
         print(f"[{name}{seed}] calibration {cal_t[-1]:.0f} s (aux models {aux_t:.0f} s); determine threshold "
               f"{thr.value:.4f} ({thr.how})", flush=True)
+        cal = own.calibration
+        print(f"[{name}{seed}] closeness threshold {cal.value:.3f} ({cal.how}); calibration scores lineage "
+              f"{[round(v, 3) for v in cal.lineage_scores]} independent {[round(v, 3) for v in cal.independent_scores]}",
+              flush=True)
         scores: dict[str, list[float]] = {"lin": [], "ind": []}
         for mname, group, m in models:
             t0 = time.perf_counter()
@@ -161,7 +166,7 @@ def bench_kind(name: str, kind: Kind, roots: int, tmp: Path, quick: bool) -> dic
     lin = derived + distilled
     acc = sum(r[6].verdict == "lineage" for r in lin) + sum(r[6].verdict == "no lineage" for r in indep)
     summary = {
-        "kind": name, "roots": roots, "pairs": len(rows),
+        "kind": name, "roots": roots, "pairs": len(rows), "n_aux": n_aux,
         "determine_separation": f"{ok}/{len(derived) + len(indep)}",
         "determine_separation_pct": round(100 * ok / max(1, len(derived) + len(indep)), 1),
         "distilled_different_basins": f"{sum(r[3] != 'same basin' for r in distilled)}/{len(distilled)}",
@@ -173,6 +178,10 @@ def bench_kind(name: str, kind: Kind, roots: int, tmp: Path, quick: bool) -> dic
         "determine_s_per_pair": round(sum(det_t) / len(det_t), 3),
         "closeness_s_per_pair": round(sum(clo_t) / len(clo_t), 3),
         "params": params,
+        "rows": [{"root": r[0], "model": r[1], "group": r[2], "determine": r[3], "barrier": r[4],
+                  "score": r[6].score, "threshold": r[6].threshold, "indirect": r[6].indirect,
+                  "calibration": [r[6].calibration.lineage_scores, r[6].calibration.independent_scores]}
+                 for r in rows],
     }
     return summary
 
@@ -229,6 +238,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lm-zoo", type=Path, default=None, help="a generated zoo (truth.json) for causal-LM determine")
     ap.add_argument("--lm-aux", type=int, default=2)
+    ap.add_argument("--n-aux", type=int, default=N_AUX, help="auxiliary lineage and independent models per root")
     ap.add_argument("--quick", action="store_true", help="shorter text training (half the steps)")
     ap.add_argument("--json", type=Path, default=None, help="also write the summaries here")
     args = ap.parse_args()
@@ -238,8 +248,10 @@ def main() -> None:
         tmp = Path(tmp_s)
         for name in [k for k in args.kinds.split(",") if k]:
             roots = args.text_roots if name == "text" else args.roots
-            summaries.append(bench_kind(name, KINDS[name], roots, tmp, args.quick))
-            print(json.dumps(summaries[-1]), flush=True)
+            summaries.append(bench_kind(name, KINDS[name], roots, tmp, args.quick, args.n_aux))
+            print(json.dumps({k: v for k, v in summaries[-1].items() if k != "rows"}), flush=True)
+            if args.json:
+                args.json.write_text(json.dumps(summaries, indent=2))
     if args.lm_zoo is not None:
         summaries.append(bench_lms(args.lm_zoo, args.lm_aux))
         print(json.dumps(summaries[-1]), flush=True)

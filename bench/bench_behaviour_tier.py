@@ -12,7 +12,7 @@ one, runs the weight tier (no graph), then the behaviour tier on its edges, and 
   same basin), and the candidate measurements judged lineage between truly unrelated models;
 - time: calibration (auxiliary models), per measured pair, the whole tier, with the load average.
 
-    .venv/bin/python bench/bench_behaviour_tier.py [--zoo DIR] [--size small] [--seed 0] [--n-aux 4]
+    .venv/bin/python bench/bench_behaviour_tier.py [--zoo DIR] [--size small] [--seed 0] [--n-aux 8]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from lineage_index import api
+from lineage_index.behaviour.closeness import N_AUX
 from lineage_index.behaviour.tier import BehaviourOptions, run_tier, weight_components
 from lineage_index.indexer.pipeline import index_scope, recover, sketch_all
 from lineage_index.indexer.store import SketchStore
@@ -40,7 +41,7 @@ def main() -> None:
     ap.add_argument("--zoo", type=Path)
     ap.add_argument("--size", default="small")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-aux", type=int, default=4)
+    ap.add_argument("--n-aux", type=int, default=N_AUX)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the tier (its default: 1)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from lineage_index.behaviour import closeness, determine
 from lineage_index.behaviour import models as M
 from lineage_index.behaviour.archs import TextClassifier, minilm_body, walk_inputs
+from lineage_index.behaviour.closeness import FPR, N_AUX, threshold_between
 from lineage_index.behaviour.determine import calibrate
 from lineage_index.behaviour.probes import (
     ProbeSet,
@@ -105,10 +106,26 @@ def test_calibration_states_a_threshold_between_the_groups(zoo: dict[str, M.Clas
     assert thr.separated and max(thr.lineage_scores) < thr.value < min(thr.independent_scores)
     r = closeness(zoo["root"], zoo["child"], probes, k=60)
     assert r.threshold == r.calibration.value
-    assert len(r.calibration.lineage_scores) == 4 and len(r.calibration.independent_scores) == 4  # 2 folds x 2
+    n = len(r.calibration.lineage_scores)  # 2 folds x half the auxiliary models of each kind
+    assert n == N_AUX and len(r.calibration.independent_scores) == N_AUX
+    assert f"{100 * FPR:g}% false positives" in r.calibration.how
     assert min(r.calibration.lineage_scores) > r.threshold > max(r.calibration.independent_scores)
     assert any("auxiliary models made by the tool" in n for n in r.notes)
     assert any("cross-fitted folds" in n for n in r.notes)
+
+
+def test_closeness_threshold_is_the_independent_upper_tail_at_the_stated_rate() -> None:
+    ind = [0.2, 0.3, 0.25, 0.35]
+    mu, sd = sum(ind) / 4, (sum((v - 0.275) ** 2 for v in ind) / 3) ** 0.5
+    a = threshold_between([0.8, 0.9, 0.7, 0.85], ind, spread_floor=0.01, fpr=0.05)
+    b = threshold_between([0.5, 0.6, 0.95, 0.99], ind, spread_floor=0.01, fpr=0.05)
+    assert a.value == b.value == pytest.approx(mu + 1.6449 * sd, abs=1e-3) and a.separated
+    assert threshold_between([0.8, 0.9], ind, spread_floor=0.01, fpr=0.01).value > a.value  # stricter rate
+    assert threshold_between([0.8, 0.9], [0.3] * 4, spread_floor=0.05, fpr=0.05).value == pytest.approx(
+        0.3 + 1.6449 * 0.05, abs=1e-3)  # no spread measured: the score noise is the floor
+    # the lineage side only bounds it: never above the median lineage calibration score
+    capped = threshold_between([0.3, 0.35, 0.9, 0.95], [0.1, 0.5, 0.2, 0.6], spread_floor=0.01, fpr=0.05)
+    assert capped.value == pytest.approx(0.625) and not capped.separated and "not separable" in capped.how
 
 
 def test_user_auxiliary_models_are_used_for_calibration(zoo: dict[str, M.Classifier]) -> None:

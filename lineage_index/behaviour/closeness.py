@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 
 import torch
 from torch import nn
@@ -29,6 +31,12 @@ from lineage_index.behaviour.models import Classifier
 from lineage_index.behaviour.probes import ProbeSet
 
 BATCH = 8192
+# Calibrated false-positive rate of closeness: the share of independently trained models of the
+# source's architecture that may score above the threshold (product rule: specificity first).
+FPR = 0.05
+# Auxiliary models of each kind the tool makes per source; with 8, each fold's selection drops the
+# points any of 4 independent models share (common boundaries) and calibration sees 8 of each.
+N_AUX = 8
 TEXT_BATCH = 512
 # Coarse grid points and bisection rounds of the boundary walk (text: each step is an encoder pass).
 WALK_STEPS = {"default": (16, 8), "text": (10, 6)}
@@ -232,7 +240,7 @@ class Threshold:
 
 
 def threshold_between(lineage: list[float], independent: list[float], *, higher_is_lineage: bool = True,
-                      spread_floor: float | None = None) -> Threshold:
+                      spread_floor: float | None = None, fpr: float | None = None) -> Threshold:
     """A threshold between the calibration groups.
 
     Default: the midpoint of the gap between the groups (of their means when they overlap). With
@@ -240,18 +248,39 @@ def threshold_between(lineage: list[float], independent: list[float], *, higher_
     lies as many standard deviations from each group's mean (each group's deviation at least the
     floor) - it leans towards the tighter group, e.g. towards the independent models when the
     lineage group spans mild and strong modifications.
+
+    With ``fpr`` as well (closeness scores only, higher = lineage): the independent group's upper
+    tail, mean + z(1 - fpr) standard deviations (Gaussian; deviation at least the floor), so that an
+    independently trained model is called lineage with probability about ``fpr`` whatever the
+    lineage group looks like - the product rule puts specificity first. The lineage side only
+    bounds it: never above the median of the lineage calibration scores (half the calibrated
+    derivations must still be found; beyond that the groups are not separable at this rate, and the
+    result says so).
     """
     lo_group, hi_group = (independent, lineage) if higher_is_lineage else (lineage, independent)
     if not lineage or not independent:
         raise ValueError("calibration needs at least one lineage and one independent model")
     gap = min(hi_group) - max(lo_group)
-    if spread_floor is not None:
-        def mean_sd(v: list[float]) -> tuple[float, float]:
-            mu = sum(v) / len(v)
-            sd = (sum((x - mu) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
-            return mu, max(sd, spread_floor)
 
-        (mu_lo, sd_lo), (mu_hi, sd_hi) = mean_sd(lo_group), mean_sd(hi_group)
+    def mean_sd(v: list[float], floor: float) -> tuple[float, float]:
+        mu = sum(v) / len(v)
+        sd = (sum((x - mu) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+        return mu, max(sd, floor)
+
+    if fpr is not None and higher_is_lineage:
+        mu_i, sd_i = mean_sd(independent, spread_floor or 0.0)
+        z = NormalDist().inv_cdf(1.0 - fpr)
+        value = mu_i + z * sd_i
+        median = statistics.median(lineage)
+        how = (f"independent models' upper tail at {100 * fpr:g}% false positives (mean {mu_i:.3f} + {z:.3f} x sd "
+               f"{sd_i:.3f}, sd at least the score noise {spread_floor or 0.0:.3f})")
+        if value > median:
+            value = median
+            how += f"; capped at the lineage calibration median {median:.3f}: groups not separable at this rate"
+        return Threshold(round(value, 6), tuple(round(v, 6) for v in lineage),
+                         tuple(round(v, 6) for v in independent), gap > 0, how)
+    if spread_floor is not None:
+        (mu_lo, sd_lo), (mu_hi, sd_hi) = mean_sd(lo_group, spread_floor), mean_sd(hi_group, spread_floor)
         value = (mu_lo * sd_hi + mu_hi * sd_lo) / (sd_lo + sd_hi)
         if gap > 0 and not max(lo_group) < value < min(hi_group):
             value = (min(hi_group) + max(lo_group)) / 2  # never outside the gap the groups leave
@@ -380,13 +409,15 @@ def _folds(lin: list[Classifier], ind: list[Classifier]) -> list[tuple[list[nn.M
 
 
 def calibrate_profiles(f: nn.Module, pool: ProbeSet, lin: list[Classifier], ind: list[Classifier],
-                       k: int) -> tuple[list[Profile], Threshold]:
+                       k: int, fpr: float | None = None) -> tuple[list[Profile], Threshold]:
     """Walk the pool on the source ``f``, select K points per fold and calibrate the threshold.
 
     In each fold one half of the auxiliary models selects the points (paper step 1 and 2) and the
-    other half is scored on them; the calibration scores of both folds set the threshold (the
-    equal-z point, with the binomial noise of a match rate on K points as the smallest spread).
+    other half is scored on them; the calibration scores of both folds set the threshold: the
+    independent models' upper tail at ``fpr`` false positives (default ``FPR``), with the binomial
+    noise of a match rate on K points as the smallest spread (``threshold_between``).
     """
+    fpr = FPR if fpr is None else fpr
     full = profile(f, pool)
     profs: list[Profile] = []
     lin_scores: list[float] = []
@@ -397,13 +428,13 @@ def calibrate_profiles(f: nn.Module, pool: ProbeSet, lin: list[Classifier], ind:
         lin_scores += [score(prof, m)[0] for m in cal_l]
         ind_scores += [score(prof, m)[0] for m in cal_i]
     n = sum(len(p.x) for p in profs) / len(profs)
-    thr = threshold_between(lin_scores, ind_scores, spread_floor=0.5 / max(1.0, n) ** 0.5)
+    thr = threshold_between(lin_scores, ind_scores, spread_floor=0.5 / max(1.0, n) ** 0.5, fpr=fpr)
     return profs, thr
 
 
 def closeness(source: Classifier, suspect: Classifier, probes: ProbeSet | None = None, *, k: int = 100,
               pool: int = 512, lineage_aux: list[Classifier] | None = None,
-              independent_aux: list[Classifier] | None = None, n_aux: int = 4, cache_dir: Path | None = None,
+              independent_aux: list[Classifier] | None = None, n_aux: int = N_AUX, cache_dir: Path | None = None,
               seed: int = 0, background_points: bool = True) -> ClosenessResult:
     """Closeness of ``suspect`` to ``source`` with a threshold calibrated for this source.
 
@@ -432,7 +463,7 @@ def closeness(source: Classifier, suspect: Classifier, probes: ProbeSet | None =
                          "closeness needs the same input space")
     indirect = suspect.classes != source.classes
     aux_ids = "|".join(_digest(m) for m in (lineage_aux or []) + (independent_aux or []))
-    key = profile_key(source, probes, k, f"{seed}|{n_aux}|{background_points}|v2|{aux_ids}")
+    key = profile_key(source, probes, k, f"{seed}|{n_aux}|{background_points}|v3|{FPR}|{aux_ids}")
     cached = None if (cache_dir is None or indirect) else load_profile(Path(cache_dir) / f"{key}.safetensors")
     if cached is not None:
         profs, thr = cached

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lineage_index.behaviour.closeness import ClosenessResult, closeness
+from lineage_index.behaviour.closeness import N_AUX, ClosenessResult, closeness
 from lineage_index.behaviour.determine import DetermineResult, determine
 from lineage_index.behaviour.fetch import resolve
 from lineage_index.behaviour.lm import (
@@ -49,7 +49,7 @@ def _classifiers(refs: list[str] | None, fetch: Fetch) -> list[Classifier] | Non
 
 def measure_closeness(source: str, suspect: str, probe: Path | None = None, *, k: int = 100,
                       lineage_aux: list[str] | None = None, independent_aux: list[str] | None = None,
-                      n_aux: int = 4, cache: Path | None = None, fetch: Fetch | None = None,
+                      n_aux: int = N_AUX, cache: Path | None = None, fetch: Fetch | None = None,
                       seed: int = 0) -> ClosenessResult:
     """Closeness of the model ``suspect`` to the model ``source`` (references, not objects)."""
     fetch = fetch or Fetch()

@@ -61,7 +61,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lineage_index.behaviour import models as M
-from lineage_index.behaviour.closeness import ClosenessResult, Threshold, closeness, predict
+from lineage_index.behaviour.closeness import N_AUX, ClosenessResult, Threshold, closeness, predict
 from lineage_index.behaviour.determine import DEFAULT_PROBES, calibrate, determine
 from lineage_index.behaviour.probes import ProbeSet, synthetic_probes
 from lineage_index.errors import LineageIndexError, UsageError
@@ -79,7 +79,7 @@ class BehaviourOptions:
     """Settings of the tier (every one has a default; ``ingest --behaviour`` uses them)."""
 
     probe: Path | None = None  # probe data for models without a synthetic task (file or image folder)
-    n_aux: int = 4  # auxiliary models per source (lineage) and per calibration group (independent)
+    n_aux: int = N_AUX  # auxiliary models per source (lineage) and per calibration group (independent)
     aux_steps: int | None = None  # training steps of each independent auxiliary model (None: the library's)
     k: int = 100  # probe points kept after selection
     pool: int = 512  # probe pool drawn from a synthetic task

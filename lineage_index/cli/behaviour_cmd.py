@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         suspect: Annotated[str, typer.Argument(help="Suspect model: directory or repo id.")],
         probe: ProbeOpt = None,
         k: Annotated[int, typer.Option("--k", help="Probe points kept per fold after selection.")] = 100,
-        n_aux: Annotated[int, typer.Option("--n-aux", help="Auxiliary models of each kind the tool makes.")] = 4,
+        n_aux: Annotated[int, typer.Option("--n-aux", help="Auxiliary models of each kind the tool makes.")] = 8,
         lineage_aux: LinAux = None,
         independent_aux: IndAux = None,
         cache: Annotated[Path | None, typer.Option(help="Directory caching source profiles.")] = None,
