@@ -9,7 +9,9 @@ matched fraction, d̄ = mean |d_f − d_g| / cap over matched points.
 Probe selection follows the paper: drop points that fail to match auxiliary lineage models
 (sensitive boundaries) and points that match independent models (common boundaries), then keep
 the K points with the largest summed distance to the others. The decision threshold is calibrated
-per source on a second, held-out set of auxiliary models (``calibrate.make_aux``), never fixed.
+per source on a second, held-out set of auxiliary models (``models.make_aux``), never fixed: the
+independent models' upper tail at a stated false-positive rate (``FPR``), because the product rule
+is never to claim lineage between independently trained models; the lineage side only bounds it.
 This module only computes; it writes nothing but the optional profile cache.
 """
 
