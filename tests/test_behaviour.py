@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from lineage_index.behaviour import closeness, determine
 from lineage_index.behaviour import models as M
 from lineage_index.behaviour.archs import TextClassifier, minilm_body, walk_inputs
-from lineage_index.behaviour.closeness import FPR, N_AUX, threshold_between
+from lineage_index.behaviour.closeness import FPR, N_AUX, directions, threshold_between
 from lineage_index.behaviour.determine import calibrate
 from lineage_index.behaviour.probes import (
     ProbeSet,
@@ -205,7 +205,7 @@ def test_image_folder_is_resized_and_bad_images_are_clear_errors(tmp_path: Path)
         probes_for(M.build("mlp", seed=0, task=TASK), tmp_path / "imgs")
 
 
-# --- text: an encoder with a classification head, walked in embedding space ------------------
+# --- text: an encoder with a classification head, walked along token substitutions ------
 
 
 @pytest.fixture(scope="module")
@@ -215,8 +215,12 @@ def text_zoo() -> dict[str, M.Classifier]:
     return {"root": root,
             "child": M.finetune(root, data, seed=1, steps=8, lr=1e-4, name="text-child"),
             "aux-l": M.finetune(root, data, seed=2, steps=8, lr=1e-4, name="aux-l"),
+            "aux-l2": M.finetune(root, data, seed=3, steps=8, lr=1e-4, name="aux-l2"),
             "other": M.train_fresh("text", TEXT, seed=5, steps=20, n=300, layers=1, lr=1e-3, name="text-other"),
-            "aux-i": M.train_fresh("text", TEXT, seed=6, steps=20, n=300, layers=1, lr=1e-3, name="aux-i")}
+            "aux-i": M.train_fresh("text", TEXT, seed=6, steps=20, n=300, layers=1, lr=1e-3, name="aux-i"),
+            "aux-i2": M.train_fresh("text", TEXT, seed=7, steps=20, n=300, layers=1, lr=1e-3, name="aux-i2"),
+            # a student with fresh word embeddings, trained on the root's logits only
+            "student": M.distill(root, task_data(TEXT, 600, seed=32), seed=9, steps=60, lr=1e-3, name="text-student")}
 
 
 def test_text_classifier_closeness_walks_embeddings_with_a_text_file(text_zoo: dict[str, M.Classifier],
@@ -232,11 +236,16 @@ def test_text_classifier_closeness_walks_embeddings_with_a_text_file(text_zoo: d
     probes = probes_for(src, tmp_path / "probes.txt")
     assert probes.x.dtype == torch.long and probes.texts is not None and len(probes) == 48
     assert torch.equal(probes.x, task_data(TEXT, 48, seed=10).x)  # the text file tokenises back
-    lin, ind = [text_zoo["aux-l"]], [text_zoo["aux-i"]]
+    lin, ind = [text_zoo["aux-l"], text_zoo["aux-l2"]], [text_zoo["aux-i"], text_zoo["aux-i2"]]
     r_c = closeness(src, text_zoo["child"], probes, k=24, lineage_aux=lin, independent_aux=ind)
     r_o = closeness(src, text_zoo["other"], probes, k=24, lineage_aux=lin, independent_aux=ind)
+    r_s = closeness(src, text_zoo["student"], probes, k=24, lineage_aux=lin, independent_aux=ind)
     assert r_c.verdict == "lineage" and r_o.verdict == "no lineage", (r_c, r_o)
+    assert r_s.verdict == "lineage" and r_s.score > r_o.score, (r_s, r_o)  # the token path is shared
     assert r_c.score > r_o.score
+    path = directions(src.module, probes.x[:4])  # (position, token) substitutions
+    assert path.dtype == torch.long and path.shape[0] == 4 and path.shape[2] == 2
+    assert set(path[..., 1][path[..., 0] >= 0].tolist()) <= set(probes.x.flatten().tolist())
 
 
 def test_text_classifier_determine_and_the_real_minilm_body(text_zoo: dict[str, M.Classifier]) -> None:

@@ -2,7 +2,10 @@
 
 For each probe point x the walk direction is sign(∇ₓ CE(f(x), f's label)) of the SOURCE f. Along
 it, a coarse grid (batched over points and steps) finds the first step where the label changes, and
-bisection refines it: the boundary distance d (capped at ``cap``; beyond it the point fails). A point
+bisection refines it: the boundary distance d (capped at ``cap``; beyond it the point fails). Token
+ids have no continuous input space that models share (each has its own word embeddings, and a
+distilled student's are fresh), so text is walked along a discrete path of token substitutions the
+source's embedding gradient ranks (``token_paths``), d = substitutions to the first label change. A point
 matches when f(x) = g(x), both cross within the cap, and both cross into the same class. Mr is the
 matched fraction, d̄ = mean |d_f − d_g| / cap over matched points.
 
@@ -42,6 +45,9 @@ N_AUX = 8
 TEXT_BATCH = 512
 # Coarse grid points and bisection rounds of the boundary walk (text: each step is an encoder pass).
 WALK_STEPS = {"default": (16, 8), "text": (10, 6)}
+# How text is walked: "tokens" (a discrete path of token substitutions every model of the
+# vocabulary shares) or "embeddings" (sign-gradient steps in each model's own word embeddings).
+TEXT_WALK = "tokens"
 
 
 def _batch(module: nn.Module) -> int:
@@ -69,9 +75,56 @@ def predict_walk(module: nn.Module, z: torch.Tensor, context: torch.Tensor | Non
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
+def content_mask(x: torch.Tensor) -> torch.Tensor:
+    """Token ids: the real tokens but the first and the last of each probe (the special tokens)."""
+    real = x != 0
+    content = real.clone()
+    content[:, 0] = False
+    content[torch.arange(len(x)), real.long().cumsum(1).argmax(1)] = False
+    return content
+
+
+def token_paths(module: TextClassifier, x: torch.Tensor) -> torch.Tensor:
+    """The source's walk for token ids: per probe, (position, token) substitutions, most loss-raising
+    first, shape (n, T, 2) with position -1 past a probe's content.
+
+    The first-order gain of putting token v at position i is (E[v] − E[x_i]) · ∇_{E[x_i]} CE of the
+    source's own label (the source's gradient, as in the continuous walk); candidates are the probes'
+    own content tokens. Every model sharing the vocabulary walks the same discrete path, whatever its
+    embeddings - a distilled student with fresh embeddings included.
+    """
+    content = content_mask(x)
+    vocab = torch.unique(x[content]) if content.any() else torch.unique(x[x != 0])
+    emb = module.bert.embeddings.word_embeddings.weight.detach()
+    cand = emb[vocab]  # (C, D)
+    steps = max(1, int(content.sum(1).max()))
+    out = []
+    b = _batch(module) // 2 or 1
+    for i in range(0, len(x), b):
+        xb = x[i:i + b]
+        with torch.no_grad():
+            z, ctx = walk_inputs(module, xb)
+        z = z.detach().clone().requires_grad_(True)
+        logits = walk_logits(module, z, ctx)
+        loss = nn.functional.cross_entropy(logits, logits.argmax(1).detach(), reduction="sum")
+        (grad,) = torch.autograd.grad(loss, z)
+        with torch.no_grad():
+            gain = grad @ cand.T - (z * grad).sum(-1, keepdim=True)  # (n, L, C)
+            gain[xb.unsqueeze(-1) == vocab] = float("-inf")  # a substitution changes the token
+            best, which = gain.max(-1)
+            best[~content[i:i + b]] = float("-inf")
+            order = torch.argsort(best, dim=1, descending=True, stable=True)[:, :steps]
+            ok = torch.gather(best, 1, order) > float("-inf")
+            tok = vocab[torch.gather(which, 1, order)]
+            out.append(torch.stack([torch.where(ok, order, -1), torch.where(ok, tok, 0)], -1))
+    return torch.cat(out)
+
+
 def directions(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """sign(∇ CE(f(x), f(x)'s label)) per point in the walk space (the source's own gradient;
-    for text the gradient with respect to the input word embeddings)."""
+    """sign(∇ CE(f(x), f(x)'s label)) per point in the walk space (the source's own gradient);
+    for token ids the source's discrete path of token substitutions (``token_paths``)."""
+    if isinstance(module, TextClassifier) and TEXT_WALK == "tokens":
+        return token_paths(module, x)
     out_dirs = []
     b = _batch(module) // 2 or 1
     for i in range(0, len(x), b):
@@ -89,7 +142,11 @@ def directions(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def walk(module: nn.Module, x: torch.Tensor, direction: torch.Tensor, cap: float,
          coarse: int = 16, refine: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Boundary distance along ``direction`` from the raw inputs ``x`` (walked in ``module``'s own
-    walk space): (d in units of cap, label beyond, crossed within cap)."""
+    walk space): (d in units of cap, label beyond, crossed within cap). A token path (integer
+    ``direction``) is walked substitution by substitution: d = substitutions to the first label
+    change / the path's length."""
+    if not direction.is_floating_point():
+        return _token_walk(module, x, direction)
     z, ctx = walk_inputs(module, x)
     n = len(z)
     base = predict_walk(module, z, ctx)
@@ -110,6 +167,24 @@ def walk(module: nn.Module, x: torch.Tensor, direction: torch.Tensor, cap: float
         hi, lo = torch.where(moved, mid, hi), torch.where(moved, lo, mid)
     beyond = predict_walk(module, z + hi.reshape(view) * direction, ctx)
     return hi / cap, beyond, crossed
+
+
+@torch.no_grad()
+def _token_walk(module: nn.Module, x: torch.Tensor, path: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n, steps = path.shape[0], path.shape[1]
+    base = predict(module, x)
+    seqs = x.unsqueeze(1).repeat(1, steps, 1)  # (n, T, L): step t holds the first t + 1 substitutions
+    rows = torch.arange(n)
+    for t in range(steps):
+        pos, tok = path[:, t, 0], path[:, t, 1]
+        live = pos >= 0
+        seqs[rows[live], t:, pos[live]] = tok[live].unsqueeze(1)
+    labels = predict(module, seqs.reshape(n * steps, -1)).reshape(n, steps)
+    changed = labels != base.unsqueeze(1)
+    crossed = changed.any(1)
+    first = torch.where(crossed, changed.float().argmax(1), torch.full((n,), steps - 1))
+    beyond = labels[rows, first]
+    return (first + 1).float() / steps, beyond, crossed
 
 
 @dataclass
@@ -138,7 +213,10 @@ def default_cap(x: torch.Tensor) -> float:
 
 
 def walk_cap(module: nn.Module, x: torch.Tensor) -> float:
-    """``default_cap`` of the probe points in ``module``'s walk space (text: non-padding tokens)."""
+    """``default_cap`` of the probe points in ``module``'s walk space (text: the longest token path,
+    in substitutions)."""
+    if isinstance(module, TextClassifier) and TEXT_WALK == "tokens":
+        return float(max(1, int(content_mask(x).sum(1).max())))
     with torch.no_grad():
         z, ctx = walk_inputs(module, x[:2048])
     return default_cap(z[ctx.bool()] if ctx is not None else z)
@@ -188,10 +266,17 @@ def select(prof: Profile, lineage: list[nn.Module], independent: list[nn.Module]
         idx = order[: max(k, len(idx))]
     if len(idx) <= k:
         return idx
-    # mutually distant points: in the input space, or (token ids) by their walk directions
-    flat = (prof.x[idx] if prof.x.is_floating_point() else prof.direction[idx]).flatten(1).float()
+    # mutually distant points: in the input space, or (token ids) as bags of hashed tokens
+    flat = prof.x[idx].flatten(1).float() if prof.x.is_floating_point() else _bags(prof.x[idx])
     spread = torch.cdist(flat, flat).sum(1)
     return idx[torch.argsort(spread, descending=True, stable=True)[:k]]
+
+
+def _bags(x: torch.Tensor, dim: int = 1024) -> torch.Tensor:
+    """Token ids as bag-of-token count vectors (ids hashed into ``dim`` buckets; padding left out)."""
+    out = torch.zeros(len(x), dim)
+    out.scatter_add_(1, x % dim, (x != 0).float())
+    return out
 
 
 def subset(prof: Profile, idx: torch.Tensor) -> Profile:
@@ -447,8 +532,9 @@ def closeness(source: Classifier, suspect: Classifier, probes: ProbeSet | None =
     re-trainings made here; in two cross-fitted folds half of them select the K probes and the
     other half calibrates the threshold; the score is the mean over the folds. A suspect with
     another number of classes is measured indirectly: the source (and every auxiliary model) is
-    re-headed on the suspect's labels of the probe data first. For text the walk is in the input
-    word-embedding space (``archs.walk_inputs``).
+    re-headed on the suspect's labels of the probe data first. For text the walk is a path of token
+    substitutions chosen by the source's embedding gradient (``token_paths``), shared by every model
+    of the vocabulary.
     """
     from lineage_index.behaviour.models import aux_data, make_aux
     from lineage_index.behaviour.probes import synthetic_probes
@@ -465,7 +551,7 @@ def closeness(source: Classifier, suspect: Classifier, probes: ProbeSet | None =
                          "closeness needs the same input space")
     indirect = suspect.classes != source.classes
     aux_ids = "|".join(_digest(m) for m in (lineage_aux or []) + (independent_aux or []))
-    key = profile_key(source, probes, k, f"{seed}|{n_aux}|{background_points}|v3|{FPR}|{aux_ids}")
+    key = profile_key(source, probes, k, f"{seed}|{n_aux}|{background_points}|v4|{FPR}|{aux_ids}")
     cached = None if (cache_dir is None or indirect) else load_profile(Path(cache_dir) / f"{key}.safetensors")
     if cached is not None:
         profs, thr = cached
