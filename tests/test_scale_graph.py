@@ -368,3 +368,42 @@ def test_bulk_import_and_bolt_writer_build_the_same_graph(
     assert bulk.choose_method(conn, n_rows - 1, min_rows=n_rows)[0] == "bolt"
     assert bulk.choose_method(conn, n_rows, min_rows=n_rows)[0] == "bulk"
     conn.close()
+
+
+def test_bulk_csv_writers_read_a_polars_backed_source_once_and_do_not_hang(tmp_path: Path) -> None:
+    """The packed store reads parquet through polars, whose thread pool does not survive a fork:
+    the forked CSV writers must work from pass 1's spool, never call back into the row source."""
+    import threading
+
+    import polars as pl
+
+    from lineage_index.schema import bulk
+
+    table = tmp_path / "rows.parquet"
+    pl.DataFrame({"id": [f"org{i % 7}/m{i}" for i in range(3000)], "n": list(range(3000))}).write_parquet(table)
+    calls = []
+
+    def rows():
+        calls.append(1)
+        frame = pl.read_parquet(table)  # polars' thread pool is busy in the parent before the fork
+        for model_id, n in frame.iter_rows():
+            yield {"id": model_id, "props": {"n": n, "license": "mit" if n % 2 else None}}
+
+    edges = [Edge(f"org{i % 7}/m{i}", f"org{(i - 1) % 7}/m{i - 1}", "finetune", "recovered", 0.9, 0.5, "")
+             for i in range(1, 3000)]
+    done: dict[str, object] = {}
+
+    def run() -> None:
+        done["files"] = bulk.write_import_files(rows, edges, tmp_path / "csv", writers=2)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the forked CSV writers hung"
+    files = done["files"]
+    assert files.model_rows == 3000 and files.edge_rows == 2999
+    assert len(calls) == 1  # pass 1 read the source once; the writers read the spool
+    written = sum(len(p.read_text().splitlines()) for p in (tmp_path / "csv").glob("models*.csv")
+                  if "header" not in p.name)
+    assert written == 3000
+    assert not (tmp_path / "csv" / ".spool").exists()

@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import pickle
 import shutil
 import tempfile
 import time
@@ -576,11 +577,56 @@ class _Job:
         return value
 
 
-def _write_edges(folder: Path, edges_f, last: dict[tuple[str, str], int], now: str) -> tuple[int, list[Path]]:
+SPOOL_BATCH = 4096
+
+
+class _Spool:
+    """Rows kept between the two passes in files of this process's own making, in ``parts`` parts.
+
+    Pass 1 reads the caller's rows once and spools them; the forked writers of pass 2 read only
+    these files. So a writer never calls back into the caller's row source, which may hold thread
+    pools that do not survive a fork (polars' does: a forked reader of the packed store hangs),
+    and the source is read once instead of once per writer. The files are pickles this function
+    wrote itself a moment before, in its private folder; nothing from outside is ever unpickled.
+    """
+
+    def __init__(self, folder: Path, name: str, parts: int) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.paths = [folder / f"{name}-{k}.pickle" for k in range(parts)]
+        self._files = [open(path, "wb") for path in self.paths]  # noqa: SIM115 - closed in close()
+        self._batches: list[list[Any]] = [[] for _ in range(parts)]
+
+    def add(self, part: int, item: Any) -> None:
+        batch = self._batches[part]
+        batch.append(item)
+        if len(batch) >= SPOOL_BATCH:
+            pickle.dump(batch, self._files[part], protocol=pickle.HIGHEST_PROTOCOL)
+            batch.clear()
+
+    def close(self) -> None:
+        for fh, batch in zip(self._files, self._batches, strict=True):
+            if batch:
+                pickle.dump(batch, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                batch.clear()
+            fh.close()
+
+
+def _read_spool(path: Path) -> Iterator[Any]:
+    """The items ``_Spool`` wrote to one part, in order."""
+    with open(path, "rb") as fh:
+        while True:
+            try:
+                batch = pickle.load(fh)  # our own spool file (see _Spool), never outside data
+            except EOFError:
+                return
+            yield from batch
+
+
+def _write_edges(folder: Path, spooled: Path, last: dict[tuple[str, str], int], now: str) -> tuple[int, list[Path]]:
     """The DERIVED_FROM data; the last row of a repeated (child, parent) wins, as in the writer."""
     group = _Group(folder, "derived_from", _EDGE_IDS, _EDGE_COLUMNS, tail={"updated_at": "string"}, part="0")
     n = 0
-    for i, e in enumerate(edges_f()):
+    for i, e in enumerate(_read_spool(spooled)):
         if last[(e.child, e.parent)] != i:
             continue
         rest = group.write([e.child, e.parent], edge_props(e), (now,), _has_newline(e.child) or _has_newline(e.parent))
@@ -659,15 +705,18 @@ class _ModelWriter:
         return _ModelPart(self.n, files, self.orgs, self.licences, self.fixups, self.models.empty_lists)
 
 
-def _write_model_part(k: int, parts: int, models_f, dups: set[str], writer: _ModelWriter) -> _ModelPart:
-    """Rows ``i % parts == k``, and the repeated ids that hash to ``k`` merged (later keys win,
-    None removes, as ``SET +=`` does)."""
+def _model_part(model_id: str, parts: int) -> int:
+    return zlib.crc32(model_id.encode()) % parts
+
+
+def _write_model_part(spooled: Path, dups: set[str], writer: _ModelWriter) -> _ModelPart:
+    """The rows of one spooled part (every row of an id is in the same part, in order); repeated
+    ids merged (later keys win, None removes, as ``SET +=`` does)."""
     merged: dict[str, dict[str, Any]] = {}
-    for i, (model_id, props) in enumerate(_model_stream(models_f)):
+    for model_id, props in _read_spool(spooled):
         if model_id in dups:
-            if zlib.crc32(model_id.encode()) % parts == k:
-                merged.setdefault(model_id, {}).update(props)
-        elif i % parts == k:
+            merged.setdefault(model_id, {}).update(props)
+        else:
             writer.emit(model_id, props)
     for model_id, props in merged.items():
         writer.emit(model_id, props)
@@ -684,7 +733,8 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
     """Write the importer's CSV files for ``models`` and ``edges`` into ``folder`` (two passes).
 
     The graph they describe is the one the Bolt path writes into an empty database (module doc).
-    Pass 2 runs in ``writers`` forked processes for the Model rows and one for the edges.
+    Pass 1 reads the rows once and spools them (``_Spool``); pass 2 runs in ``writers`` forked
+    processes for the Model rows and one for the edges, each reading its spooled part.
     """
     from lineage_index.queries.licenses import catalogue
 
@@ -697,12 +747,26 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
 
     # pass 1: column types, duplicate ids, licence inputs, edge endpoints
     t0 = time.monotonic()
+    spool_dir = folder / ".spool"
+    model_spool = _Spool(spool_dir, "models", parts)
+    edge_spool = _Spool(spool_dir, "edges", 1)
+    try:
+        return _write_import_files(models_f, edges_f, folder, now, cat, parts, model_spool, edge_spool, t0)
+    finally:
+        model_spool.close()
+        edge_spool.close()
+        shutil.rmtree(spool_dir, ignore_errors=True)
+
+
+def _write_import_files(models_f, edges_f, folder: Path, now: str, cat, parts: int, model_spool: _Spool,
+                        edge_spool: _Spool, t0: float) -> ImportFiles:
     kinds = _Kinds()
     seen: set[str] = set()
     dups: set[str] = set()
     lic_rows: dict[str, dict[str, Any]] = {}
     n_rows = 0
     for model_id, props in _model_stream(models_f):
+        model_spool.add(_model_part(model_id, parts), (model_id, props if type(props) is dict else dict(props)))
         n_rows += 1
         if model_id in seen:
             dups.add(model_id)
@@ -716,6 +780,7 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
     conf: dict[tuple[str, str], float] = {}  # the edges licences are inherited along
     n_edge_rows = 0
     for i, e in enumerate(edges_f()):
+        edge_spool.add(0, e)
         key = (e.child, e.parent)
         last[key] = i
         if not e.contradicted and e.child != e.parent:
@@ -729,7 +794,9 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
     n_models = len(seen) + len(stubs)
     del seen
     t_edges = time.monotonic()
-    jobs = [_Job(lambda last=last: _write_edges(folder, edges_f, last, now))]  # pass 2 of the edges starts now
+    model_spool.close()
+    edge_spool.close()
+    jobs = [_Job(lambda last=last: _write_edges(folder, edge_spool.paths[0], last, now))]  # pass 2 of the edges starts now
     try:
         del last
         effective_of = _licence_state(cat, lic_rows, lic_edges)
@@ -746,7 +813,7 @@ def write_import_files(models: Rows, edges: Edges, folder: Path | str, *, now: s
         }
         for k in range(parts):  # pass 2 of the models
             writer = _ModelWriter(folder, str(k + 1), model_cols, has_lists, effective_of, cat, now)
-            jobs.append(_Job(lambda k=k, writer=writer: _write_model_part(k, parts, models_f, dups, writer)))
+            jobs.append(_Job(lambda k=k, writer=writer: _write_model_part(model_spool.paths[k], dups, writer)))
         stub_writer = _ModelWriter(folder, "stubs", model_cols, has_lists, effective_of, cat, now)
         for model_id in sorted(stubs):
             stub_writer.emit(model_id, {})
