@@ -51,6 +51,9 @@ KMEANS_ITERATIONS = 10
 # Members of a near-duplicate group each neighbour of its representative also meets (re-uploads,
 # casts and quantised copies of one model: the original among them).
 GROUP_FANOUT = 8
+# Small flat families search once, SINGLE_PASS_WIDTH x k wide, for duplicates and neighbours alike
+# (the k nearest other groups are the first distinct ones in the list unless groups crowd it).
+SINGLE_PASS_WIDTH = 3
 
 
 @dataclass(frozen=True)
@@ -304,16 +307,29 @@ def candidate_rows(vectors: np.ndarray, k: int = DEFAULT_K, priority: np.ndarray
         a, b = np.triu_indices(n, 1)
         return CandidateRows(a.astype(np.int64), b.astype(np.int64),
                              IndexPlan("flat", n, vectors.shape[1] if vectors.ndim == 2 else 0), 1.0, n)
-    if n >= DUP_IVF_MIN:
-        first_plan = IndexPlan("ivfflat", n, vectors.shape[1], nlist=max(16, int(math.sqrt(n))), nprobe=1)
-        first = knn_with(build_index(vectors, first_plan), vectors, min(k, n - 1), first_plan)
+    if n < DUP_IVF_MIN and (plan or choose_index(n, vectors.shape[1])).kind == "flat":
+        # one exact search serves both passes: duplicates among each row's nearest, and each
+        # representative's k nearest other groups as the first distinct groups of its list
+        wide = knn(vectors, min(n - 1, SINGLE_PASS_WIDTH * k), choose_index(n, vectors.shape[1], kind="flat"))
+        narrow = KnnResult(wide.dist[:, :k], wide.idx[:, :k], wide.plan, wide.tuned_recall)  # as the first pass
+        rep = representatives(duplicate_groups(vectors, narrow), priority)
+        reps = np.unique(rep)
+        near = np.where(wide.idx[reps] >= 0, rep[np.maximum(wide.idx[reps], 0)], -1)
+        near[near == reps[:, None]] = -1  # the row's own group
+        near = _first_distinct(near, k)
+        second = wide
     else:
-        first = knn(vectors, min(k, n - 1), choose_index(n, vectors.shape[1], kind="flat"))
-    rep = representatives(duplicate_groups(vectors, first), priority)
-    reps = np.unique(rep)
-    second = knn(vectors[reps], k, plan)
-    near_a = np.repeat(reps, k)
-    near_b = np.where(second.idx >= 0, reps[np.maximum(second.idx, 0)], -1).reshape(-1)
+        if n >= DUP_IVF_MIN:
+            first_plan = IndexPlan("ivfflat", n, vectors.shape[1], nlist=max(16, int(math.sqrt(n))), nprobe=1)
+            first = knn_with(build_index(vectors, first_plan), vectors, min(k, n - 1), first_plan)
+        else:
+            first = knn(vectors, min(k, n - 1), choose_index(n, vectors.shape[1], kind="flat"))
+        rep = representatives(duplicate_groups(vectors, first), priority)
+        reps = np.unique(rep)
+        second = knn(vectors[reps], k, plan)
+        near = np.where(second.idx >= 0, reps[np.maximum(second.idx, 0)], -1)
+    near_a = np.repeat(reps, near.shape[1])
+    near_b = near.reshape(-1)
     ok = near_b >= 0
     ga, gb = _group_members(near_a[ok], near_b[ok], rep, priority)
     a = [np.arange(n), near_a, ga]
@@ -326,6 +342,19 @@ def candidate_rows(vectors: np.ndarray, k: int = DEFAULT_K, priority: np.ndarray
     lo, hi = np.minimum(aa[ok], bb[ok]), np.maximum(aa[ok], bb[ok])
     pairs = np.unique(lo * n + hi)
     return CandidateRows(pairs // n, pairs % n, second.plan, second.tuned_recall, len(reps))
+
+
+def _first_distinct(m: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the first ``k`` distinct non-negative values in their order; -1 elsewhere."""
+    order = np.argsort(m, axis=1, kind="stable")
+    ordered = np.take_along_axis(m, order, axis=1)
+    first_ordered = np.ones(m.shape, dtype=bool)
+    first_ordered[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    first = np.empty_like(first_ordered)
+    np.put_along_axis(first, order, first_ordered, axis=1)
+    keep = first & (m >= 0)
+    keep &= np.cumsum(keep, axis=1) <= k
+    return np.where(keep, m, -1)
 
 
 def _group_members(x: np.ndarray, r: np.ndarray, rep: np.ndarray, priority: np.ndarray | None,
