@@ -2,6 +2,7 @@
 
     python bench/bench_scale.py --models 10000 --models 100000 --models 1000000 [--work /tmp/scale]
         [--graph/--no-graph] [--k 10] [--out bench/out]
+    python bench/bench_scale.py --search-only /tmp/scale/n1000000   # the candidate search alone
 
 For each N: builds a simulated hub (``lineage_index.sim``), recovers its lineage over the
 packed store (``indexer.recover_batch``: candidates, verification of candidate pairs only,
@@ -220,6 +221,30 @@ def crossover(work: Path, sizes: list[int]) -> None:
                   f"nprobe {rows.plan.nprobe}/{rows.plan.nlist} tuned recall@k {rows.tuned_recall:.4f}", flush=True)
 
 
+def search_only(work: Path, k: int) -> None:
+    """The candidate search alone over every family of a built hub (families loaded first, untimed)."""
+    import faiss
+    import numpy as np
+
+    from lineage_index.indexer import candidates
+    from lineage_index.indexer.store import SketchStore
+
+    packed = SketchStore(work / "store").packed
+    fams = [packed.load_family(f, with_records=False) for f in packed.families() if not f.startswith("adapter:")]
+    data = [(np.asarray(f.embedding), candidates.sketch_priority(f.meta["dtypes"], f.meta["quant"])) for f in fams]
+    print(f"{sum(len(e) for e, _ in data):,} sketches in {len(data):,} families, largest {max(len(e) for e, _ in data):,};"
+          f" faiss threads {faiss.omp_get_max_threads()}; load average {_load()}", flush=True)
+    kinds: dict[str, int] = {}
+    pairs = 0
+    w0, c0 = time.perf_counter(), time.process_time()
+    for emb, prio in data:
+        rows = candidates.candidate_rows(emb, k, prio)
+        kinds[rows.plan.kind] = kinds.get(rows.plan.kind, 0) + len(emb)
+        pairs += len(rows.a)
+    print(f"candidate search: wall {time.perf_counter() - w0:.1f} s, cpu {time.process_time() - c0:.1f} s;"
+          f" {pairs:,} pairs; sketches per index {kinds}; load average after {_load()}")
+
+
 def _with_flat_max(module, value: int, fn):
     old = module.FLAT_MAX
     module.FLAT_MAX = value
@@ -345,6 +370,7 @@ def main() -> None:
     ap.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--plot-only", action="store_true")
     ap.add_argument("--crossover", type=Path, help="a built hub: time flat vs IVF-SQ8 on its largest family")
+    ap.add_argument("--search-only", type=Path, help="a built hub: time the candidate search alone")
     ap.add_argument("--stage")
     ap.add_argument("--n", type=int)
     args = ap.parse_args()
@@ -354,6 +380,9 @@ def main() -> None:
                "recover": lambda: stage_recover(work, args.k, args.sample),
                "eval": lambda: stage_eval(work), "graph": lambda: stage_graph(work)}[args.stage]()
         print("RESULT " + json.dumps(res))
+        return
+    if args.search_only:
+        search_only(args.search_only, args.k)
         return
     if args.crossover:
         crossover(args.crossover, [5_000, 10_000, 20_000, 40_000])
