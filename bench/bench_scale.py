@@ -186,7 +186,7 @@ def stage_graph(work: Path) -> dict:
     with conn.driver().session(database=conn.database) as session:  # the bulk path needs an empty database
         session.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
     w0, c0 = time.perf_counter(), time.process_time()
-    load = load_graph(conn, rows, edges)
+    load = load_graph(conn, rows, edges, n_models=len(ids))
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     records, _, _ = conn.driver().execute_query(
         "MATCH (m:Model) WITH count(m) AS models MATCH ()-[r:DERIVED_FROM]->() RETURN models, count(r) AS edges",

@@ -236,16 +236,12 @@ def knn(vectors: np.ndarray, k: int = DEFAULT_K, plan: IndexPlan | None = None) 
 
 
 def duplicate_groups(vectors: np.ndarray, res: KnnResult, eps: float = DUPLICATE_EPS) -> np.ndarray:
-    """Group label of each row: rows joined by a kNN edge shorter than ``eps`` x their squared norm."""
+    """Group label of each row (the smallest row of its group): rows joined, transitively, by a
+    kNN edge shorter than ``eps`` x their squared norm."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     n = len(vectors)
-    parent = np.arange(n)
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
     norms = np.einsum("ij,ij->i", vectors, vectors)
     safe = np.maximum(res.idx, 0)
     exact = np.empty(res.idx.shape, dtype=np.float32)  # compressed indexes return approximate distances
@@ -254,11 +250,13 @@ def duplicate_groups(vectors: np.ndarray, res: KnnResult, eps: float = DUPLICATE
         exact[lo:lo + 8192] = np.einsum("qkd,qkd->qk", diff, diff)
     close = (res.idx >= 0) & (exact <= eps * np.minimum(norms[:, None], norms[safe]))
     rows, cols = np.nonzero(close)
-    for i, j in zip(rows.tolist(), res.idx[rows, cols].tolist(), strict=True):
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-    return np.asarray([find(i) for i in range(n)], dtype=np.int64)
+    if len(rows) == 0:
+        return np.arange(n, dtype=np.int64)
+    links = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, res.idx[rows, cols])), shape=(n, n))
+    _, component = connected_components(links, directed=False)
+    smallest = np.full(int(component.max()) + 1, n, dtype=np.int64)
+    np.minimum.at(smallest, component, np.arange(n))
+    return smallest[component]
 
 
 def representatives(groups: np.ndarray, priority: np.ndarray | None = None) -> np.ndarray:

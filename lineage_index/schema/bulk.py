@@ -175,16 +175,19 @@ def load_graph(
     min_rows: int | None = None,
     workdir: Path | str | None = None,
     keep_files: bool = False,
+    n_models: int | None = None,
 ) -> GraphLoad:
     """Write ``models`` and ``edges`` into ``conn``'s database by bulk import or Bolt (see module doc).
 
     ``models`` and ``edges`` may be lists or zero-argument callables that return a fresh
     iterable (read twice by the bulk path, so 2M rows need not sit in memory). ``child_ids``:
     models whose DERIVED_FROM edges ``edges`` replace on the Bolt path (default: the model
-    rows' ids). Returns a ``GraphLoad`` with the method, its reason and stage timings.
+    rows' ids). ``n_models``: the number of model rows when the caller knows it (spares a
+    counting pass over a callable source). Returns a ``GraphLoad`` with the method, its reason
+    and stage timings.
     """
     models_f, edges_f = _reiterable(models), _reiterable(edges)
-    rows = _count(models, models_f) + _count(edges, edges_f)
+    rows = (n_models if n_models is not None else _count(models, models_f)) + _count(edges, edges_f)
     chosen, reason = choose_method(conn, rows, method, home=home, min_rows=min_rows)
     if chosen == "bulk":
         return bulk_load(conn, models_f, edges_f, home=managed_home_of(conn, home), reason=reason,
