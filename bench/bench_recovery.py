@@ -7,7 +7,7 @@ Sketches every model (local disk), then prints:
   parent is among the child's FAISS candidates;
 - the scorer's table for lineage-index as shipped, and under harder conditions a real hub
   does not offer: without upload times, and without upload times nor declared base models
-  (weights alone); MoTHer on the same sketches (given the true number of trees); declared-only.
+  (weights alone), and with upload times shuffled among the models (a re-dated collection); MoTHer on the same sketches (given the true number of trees); declared-only.
 No Neo4j is needed: this measures the recovery stages alone (ingest adds only the write).
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
 import time
 from pathlib import Path
 
@@ -60,6 +61,11 @@ def main() -> None:
     conditions = {
         "lineage-index": records,
         "lineage-index, no upload times": {m: dataclasses.replace(r, created_at=None) for m, r in records.items()},
+        # re-dated collection: the times say nothing; the time-trust check must notice and drop them
+        "lineage-index, shuffled upload times": dict(zip(records, (
+            dataclasses.replace(r, created_at=t) for r, t in zip(
+                records.values(), random.Random(0).sample([r.created_at for r in records.values()], len(records)),
+                strict=True)), strict=True)),
         "lineage-index, weights only": {m: dataclasses.replace(r, created_at=None, base_models=(),
                                                                base_model_relation=None, adapter_config=None
                                                                if not r.is_adapter else {"peft_type": "LORA"})

@@ -2,7 +2,7 @@
 
 MoTHer (Horwitz et al., ICLR 2025), re-implemented from the paper's equations in
 METHODS.md, never from its code: distance D(i,j) = mean over square 2-D attention matrices of
-RMS(W_i - W_j); direction from K(m) = sum of excess kurtosis (the parent has the higher
+RMS(W_i - W_j) (over every sampled tensor for models without square matrices, e.g. CNNs); direction from K(m) = sum of excess kurtosis (the parent has the higher
 kurtosis); edge cost i->j = D(i,j) + lambda * mean(D) * [K(j) > K(i)], lambda = 0.3; a minimum
 spanning arborescence per tree; trees split by Ward clustering with the number of trees given
 (MoTHer's own assumption, which favours it). It runs on the same sketches as lineage-index,
@@ -26,7 +26,8 @@ MOTHER_LAMBDA = 0.3
 def _attention_keys(s: Sketch) -> list[str]:
     keys = [k for k, v in s.samples.items() if len(v.shape) == 2 and v.shape[0] == v.shape[1]]
     attn = [k for k in keys if "attn" in k or "attention" in k]
-    return attn or keys
+    # a model with no square matrix (a CNN): every sampled tensor, so the baseline still runs
+    return attn or keys or sorted(s.samples)
 
 
 def mother_distance(a: Sketch, b: Sketch) -> float:

@@ -214,3 +214,72 @@ def test_a_soup_of_four_is_a_merge_but_a_parent_of_four_is_not() -> None:
     fit = find_merge(soup, kids + [sk("base", base)])
     assert fit is not None and sorted(fit.parents) == ["k0", "k1", "k2", "k3"]
     assert find_merge(sk("base", base), kids) is None  # the parent of four fine-tunes
+
+
+def _multi_sketch(name: str, tensors: dict[str, np.ndarray]) -> Sketch:
+    samples = {k: TensorSample(k, k.split(".", 1)[1], i, w.shape, "F32", 0, 0, w.astype(np.float32))
+               for i, (k, w) in enumerate(tensors.items())}
+    return Sketch(name, None, 1, "f", "f", "full", samples, np.zeros(4, np.float32))
+
+
+def _record(model_id: str, day: int | None, base: tuple[str, ...] = ()):
+    from lineage_index.records import ModelRecord
+
+    created = None if day is None else f"2024-01-{1 + day:02d}T00:00:00Z"
+    return ModelRecord(model_id, "dir", created_at=created, base_models=base)
+
+
+def test_shuffled_upload_times_are_noticed_and_dropped(recovered) -> None:
+    """A re-dated collection: times shuffled among the models must change nothing against no times
+    at all (the collection-wide time trust rejects them; a family's own few votes cannot pass them)."""
+    import dataclasses
+    import random
+
+    records, report, _ = recovered
+
+    def asserted(recs) -> set[tuple[str, str, str]]:
+        return {(e.child, e.parent, e.relation) for e in asserted_edges(recover(recs, report.sketches).edges)}
+
+    no_times = asserted({m: dataclasses.replace(r, created_at=None) for m, r in records.items()})
+    for seed in (0, 1):
+        times = random.Random(seed).sample([r.created_at for r in records.values()], len(records))
+        shuffled = {m: dataclasses.replace(r, created_at=t) for (m, r), t in zip(records.items(), times, strict=True)}
+        assert asserted(shuffled) == no_times
+
+
+def test_a_structural_child_votes_on_time_only_with_the_model_it_was_made_from() -> None:
+    """A pruned model is every relative's "child" by its zeros, but only its own nearest relative
+    made it: a sibling uploaded after it is no evidence against the upload times."""
+    from lineage_index.indexer.assemble import time_trust, time_votes
+
+    rng = np.random.default_rng(5)
+    root = {f"l{i}.w": rng.normal(0, 0.3, (32, 48)) for i in range(3)}
+    pruned = {k: np.where(np.abs(v) < np.quantile(np.abs(v), 0.3), 0.0, v) for k, v in root.items()}
+    sibling = {k: v + 0.3 * rng.normal(0, 0.3, v.shape) for k, v in root.items()}
+    s = {m: _multi_sketch(m, t) for m, t in (("root", root), ("pruned", pruned), ("sibling", sibling))}
+    made, other = compare(s["root"], s["pruned"]), compare(s["sibling"], s["pruned"])
+    assert made.prune_child == other.prune_child == "pruned" and made.dist < other.dist
+    records = {"root": _record("root", 0), "pruned": _record("pruned", 2), "sibling": _record("sibling", 10)}
+    assert time_votes([made, other], records, set()) == (1, 1)
+    assert time_trust([made, other], records, set()) == 1.0
+    # a declared base the weights relate votes too: here against the times (a re-dated upload)
+    records["pruned"] = _record("pruned", 2, ("sibling",))
+    assert time_votes([made, other], records, set()) == (1, 2)
+
+
+@pytest.mark.parametrize("declared_first", [True, False])
+def test_between_equally_near_parents_the_declared_one_is_taken(declared_first: bool) -> None:
+    """A transfer to another label space keeps only the body comparable; when two candidates share
+    that body exactly (the root and a head re-train of it), the card decides, whatever the ids."""
+    rng = np.random.default_rng(6)
+    root = {f"l{i}.conv": rng.normal(0, 0.3, (32, 48)) for i in range(6)} | {"l9.head": rng.normal(0, 0.3, (5, 48))}
+    new_head = {**root, "l9.head": rng.normal(0, 0.05, (5, 48))}  # re-trained from scratch: smaller
+    transfer = {k: v + 0.5 * rng.normal(0, 0.3, v.shape) for k, v in root.items() if k != "l9.head"}
+    transfer["l9.head"] = rng.normal(0, 0.3, (3, 48))
+    base, other = ("a/root", "z/new-head") if declared_first else ("z/root", "a/new-head")
+    sketches = {base: _multi_sketch(base, root), other: _multi_sketch(other, new_head),
+                "m/transfer": _multi_sketch("m/transfer", transfer)}
+    assert compare(sketches["m/transfer"], sketches[base]).dist == compare(sketches["m/transfer"], sketches[other]).dist
+    records = {base: _record(base, 0), other: _record(other, 5, (base,)), "m/transfer": _record("m/transfer", 9, (base,))}
+    edges = {(e.child, e.parent) for e in asserted_edges(recover(records, sketches).edges)}
+    assert edges == {(other, base), ("m/transfer", base)}

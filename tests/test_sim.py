@@ -23,7 +23,14 @@ from lineage_index.indexer.store import SketchStore
 from lineage_index.indexer.store_packed import PackedWriter
 from lineage_index.indexer.verify import compare, find_merge
 from lineage_index.indexer.verify_batch import compare_pairs, merge_screen
-from lineage_index.records import RELATIONS, FileEntry, ModelRecord, Sketch, TensorInfo, TensorSample
+from lineage_index.records import (
+    RELATIONS,
+    FileEntry,
+    ModelRecord,
+    Sketch,
+    TensorInfo,
+    TensorSample,
+)
 from lineage_index.sim.build import build_sim
 from lineage_index.sim.values import embed_batch
 

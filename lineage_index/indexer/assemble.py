@@ -3,8 +3,9 @@
 Order of decisions (most certain first, as TensorLock argues): structural children
 (copies, quantised, pruned: the child carries the signature) -> merges (least-squares
 fit over the nearest relatives) -> a minimum spanning arborescence (Chu-Liu/Edmonds) over
-the remaining related pairs, with direction penalties from upload time, declared base
-models and kurtosis. Unrelated components of one family stay separate trees: an arc exists
+the remaining related pairs, with direction penalties from upload time (when the family's
+reference votes, pooled with the collection's, say the times are trustworthy: ``time_votes``),
+norm growth, declared base models and kurtosis. Unrelated components of one family stay separate trees: an arc exists
 only between verified related models. Declared edges are then reconciled (both / declared /
 contradicted). No I/O here.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import networkx as nx
@@ -27,6 +28,9 @@ LAMBDA = 0.3  # direction penalty scale, in units of the mean related distance (
 W_TIME, W_NORM, W_DECLARED, W_KURT = 3.0, 2.5, 2.0, 0.5
 TIME_TRUST_MIN = 0.7  # creation times are ignored in a family where they agree less with the weights
 TIME_MIN_S = 60.0  # creation times closer than this say nothing about direction
+# Upload times are a property of the collection (the Hub's are reliable, a re-dated mirror's are
+# not): a family's own votes are pooled with the collection's share, worth this many votes.
+TIME_PRIOR_VOTES = 4.0
 MERGE_NEIGHBOURS = 8
 COPY_PARENT_PENALTY = 1e-3  # tie-break, in units of the mean related distance
 
@@ -64,32 +68,67 @@ def _weight_vote(f: PairFeatures, parent: str) -> float:
 
 
 def time_trust(related: list[PairFeatures], records: dict[str, ModelRecord], skip: set[str]) -> float:
-    """Share of nearest-relative pairs where upload time agrees with the weights on direction.
+    """Share of reference pairs where upload time agrees with a direction that is not time's
+    (``time_votes``); 1.0 when there is nothing to compare."""
+    agree, total = time_votes(related, records, skip)
+    return agree / total if total else 1.0
 
-    The weights' direction is the structural one (quantised, pruned, rounded copy) where there
-    is one, else norm growth (not for pairs touching ``skip``: merges bias it). Hub upload
+
+def time_votes(related: list[PairFeatures], records: dict[str, ModelRecord], skip: set[str]) -> tuple[int, int]:
+    """(agreeing, all) reference pairs where upload time votes on a direction that is not time's.
+
+    The references, one vote per pair, most certain first: a structural child (quantised,
+    pruned, rounded copy) and its own nearest relative (the model it was made from; a
+    sibling's time says nothing, so only the child's side counts); a declared base model and
+    the model declaring it, where the weights relate them (a wrong card names the wrong
+    ancestor far more often than a descendant); each model's nearest relative by norm growth
+    (not for pairs touching ``skip``: merges bias it, nor structural children). Hub upload
     times are reliable; a collection with re-dated or arbitrary times is not.
-    Returns 1.0 when there is nothing to compare.
     """
+    structural_of: dict[str, str] = {}  # structural child -> its own nearest relative
+    best: dict[str, float] = {}
     nearest: dict[str, tuple[float, PairFeatures]] = {}
-    for f in related:  # nearest relative of each model: mostly parent-child pairs
+    by_pair: dict[frozenset[str], PairFeatures] = {}
+    for f in related:
+        by_pair[frozenset((f.a, f.b))] = f
+        child = f.quant_child or f.prune_child or (f.copy_child if f.copy_child != "same" else None)
+        if child is not None and (child not in best or f.dist < best[child]):
+            best[child] = f.dist
+            structural_of[child] = f.b if child == f.a else f.a
         for m in (f.a, f.b):
             if f.copy_child != "same" and (m not in nearest or f.dist < nearest[m][0]):
                 nearest[m] = (f.dist, f)
-    agree = total = 0
-    for f in {id(f): f for _, f in nearest.values()}.values():
-        tv = _time_vote(f.a, f.b, records)
-        structural = f.quant_child or f.prune_child or (f.copy_child if f.copy_child != "same" else None)
-        if structural:
-            wv = 1.0 if structural == f.b else -1.0
-        elif f.a in skip or f.b in skip or f.copy_child == "same":
+    votes: dict[frozenset[str], tuple[str, str]] = {}  # pair -> (older, newer) by the reference
+    for child, parent in structural_of.items():
+        votes.setdefault(frozenset((child, parent)), (parent, child))
+    for m, rec in records.items():
+        for b in rec.base_models:
+            if frozenset((m, b)) in by_pair:
+                votes.setdefault(frozenset((m, b)), (b, m))
+    for _, f in nearest.values():
+        key = frozenset((f.a, f.b))
+        if key in votes or f.a in skip or f.b in skip or f.a in best or f.b in best:
             continue
-        else:
-            wv = _weight_vote(f, f.a)
-        if tv != 0.0 and abs(wv) >= 0.5:
+        wv = _weight_vote(f, f.a)
+        if abs(wv) >= 0.5:
+            votes[key] = (f.a, f.b) if wv > 0 else (f.b, f.a)
+    agree = total = 0
+    for older, newer in votes.values():
+        tv = _time_vote(older, newer, records)
+        if tv != 0.0:
             total += 1
-            agree += (tv > 0) == (wv > 0)
-    return agree / total if total else 1.0
+            agree += tv > 0
+    return agree, total
+
+
+def collection_time_share(families: list[list[PairFeatures]], records: dict[str, ModelRecord]) -> float | None:
+    """Share of agreeing upload-time votes over every family's related pairs (``time_votes``,
+    merges not excluded: norm growth votes about them are a little biased); None without votes."""
+    agree = total = 0
+    for pairs in families:
+        a, t = time_votes([f for f in pairs if f.related], records, set())
+        agree, total = agree + a, total + t
+    return agree / total if total else None
 
 
 def direction_score(
@@ -213,8 +252,14 @@ def _inside_merges(
 def assemble_family(
     sketches: list[Sketch], pairs: list[PairFeatures], records: dict[str, ModelRecord],
     *, merge_screen: MergeScreen | None = None, arborescence: Arborescence | None = None,
+    time_prior: float | None = None,
 ) -> FamilyResult:
     """Directed typed edges for one family from its verified candidate pairs.
+
+    ``time_prior``: the share of the whole collection's reference pairs on which upload time
+    agrees (``collection_time_share``); a family's own votes are pooled with it, so that a
+    small family of a re-dated collection does not trust its times by chance, nor a small
+    family of the Hub distrust them on one odd vote. Without it the family's votes decide.
 
     At hub scale (``indexer.recover_batch``) ``merge_screen`` skips the merge fit for models that
     cannot be merges and ``arborescence`` (``indexer.arborescence.arborescence_edges``) replaces
@@ -229,6 +274,14 @@ def assemble_family(
         neighbours[f.b].append((f.dist, f.a))
     mean_d = sum(f.dist for f in related) / len(related) if related else 1.0
 
+    def trusted(skip: set[str]) -> bool:
+        agree, total = time_votes(related, records, skip)
+        if time_prior is not None:
+            return (agree + TIME_PRIOR_VOTES * time_prior) / (total + TIME_PRIOR_VOTES) >= TIME_TRUST_MIN
+        return (agree / total if total else 1.0) >= TIME_TRUST_MIN
+
+    if not trusted(set()):  # untrusted times are no times: not for copies, merges nor direction
+        records = {m: replace(r, created_at=None) for m, r in records.items()}
     cited: dict[str, int] = {}
     for r in records.values():
         for b in r.base_models:
@@ -240,7 +293,7 @@ def assemble_family(
     merges = _find_merges(by_id, neighbours, forced_child, records, merge_screen)
     # merges (and their copies) have smaller norms than their inputs: norm growth is biased there
     merge_like = set(merges) | {c for k, (c, _) in forced.items() if c is not None and (set(k) - {c}) & set(merges)}
-    use_time = time_trust(related, records, merge_like) >= TIME_TRUST_MIN
+    use_time = trusted(merge_like)  # again without the merges, which bias norm growth
     inside = _inside_merges(related, merges, merge_like, forced)
 
     g = nx.DiGraph()
@@ -261,6 +314,9 @@ def assemble_family(
             penalty = 0.0 if child is not None else LAMBDA * mean_d * max(0.0, -s)
             if p in forced_child:  # between identical candidates prefer the original to its copy
                 penalty += COPY_PARENT_PENALTY * mean_d
+            rc = records.get(c)
+            if rc is not None and rc.base_models and p not in rc.base_models:
+                penalty += COPY_PARENT_PENALTY * mean_d  # between equally near parents the card decides
             g.add_edge(p, c, weight=f.dist + penalty)
             relation_of[(p, c)] = rel_pc
             score_of[(p, c)] = s

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lineage_index.errors import LineageIndexError
-from lineage_index.indexer.assemble import assemble_family
+from lineage_index.indexer.assemble import assemble_family, collection_time_share
 from lineage_index.indexer.candidates import DEFAULT_K, candidate_pairs, group_by_family
 from lineage_index.indexer.canon import adapter_target_signature, canonical, quant_aux_kind
 from lineage_index.indexer.sketch import sketch_model
@@ -306,12 +306,15 @@ def recover(
     roots: list[str] = []
     families: list[str] = []
     n_pairs = 0
+    verified: list[tuple[str, list[Sketch], list]] = []
     for family, members in sorted(group_by_family(full).items()):
         members.sort(key=lambda s: s.model_id)
         cands = candidate_pairs(members, declared, k=k)
         by_id = {s.model_id: s for s in members}
-        pairs = [compare(by_id[c.a], by_id[c.b]) for c in cands]
-        result = assemble_family(members, pairs, records)
+        verified.append((family, members, [compare(by_id[c.a], by_id[c.b]) for c in cands]))
+    time_prior = collection_time_share([pairs for _, _, pairs in verified], records)
+    for family, members, pairs in verified:
+        result = assemble_family(members, pairs, records, time_prior=time_prior)
         edges.extend(result.edges)
         roots.extend(result.roots)
         families.append(family)

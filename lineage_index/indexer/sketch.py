@@ -154,7 +154,8 @@ def embed(samples: dict[str, TensorSample]) -> np.ndarray:
     out = torch.zeros(EMBED_DIM, dtype=torch.float32, device=device)
     usable = [s for s in samples.values() if s.values.size > 1]
     for s in usable:
-        v = torch.from_numpy(np.ascontiguousarray(s.values.reshape(-1))).to(device)
+        flat = np.ascontiguousarray(s.values.reshape(-1))
+        v = torch.from_numpy(flat if flat.flags.writeable else flat.copy()).to(device)  # read-only: mmap'd store
         rms = torch.sqrt(torch.mean(v * v)).clamp_min(1e-12)
         idx, sign = _buckets(s.key, v.numel())
         v = v / (rms * np.sqrt(v.numel() * len(usable)))
