@@ -25,7 +25,7 @@ NEO4J_VERSION = "5.26.29"
 NEO4J_BROWSER_VERSION = "5.24.0"
 
 # Sketch: bump SKETCH_VERSION whenever the sampling plan or decoding changes.
-SKETCH_VERSION = 1
+SKETCH_VERSION = 2  # 2: layer prints of every layer (cross-depth lineage)
 SKETCH_SEED = 20240611
 WRITE_BATCH_ROWS = 5000
 

@@ -124,6 +124,9 @@ class Sketch:
     dtypes: tuple[str, ...] = ()
     quant: str | None = None  # "bnb-int8", "gptq", ... when the header shows it
     derived: dict[str, float] = field(default_factory=dict, repr=False, compare=False)  # memo of stats
+    # layer index -> a few rows of one matrix role (the same rows in every layer): which layer
+    # of another model a layer was copied from, across a change of depth (indexer.crossdepth)
+    layer_prints: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
+from lineage_index.config import SKETCH_VERSION
 from lineage_index.evaluation import score
 from lineage_index.indexer import candidates
 from lineage_index.indexer.arborescence import arborescence_edges
@@ -228,7 +229,7 @@ def _sketch(model_id: str, sha: str, seed: int, quant: str | None = None, family
         "norm.weight": TensorSample("norm.weight", "norm.weight", None, (32,), "F32", 0, 0,
                                     rng.standard_normal((1, 32)).astype(np.float32), 128, None),
     }
-    return Sketch(model_id, sha, 1, family, f"desc of {family}", "full", samples, rng.standard_normal(256).astype(np.float32),
+    return Sketch(model_id, sha, SKETCH_VERSION, family, f"desc of {family}", "full", samples, rng.standard_normal(256).astype(np.float32),
                   bytes_read=640, requests=2, model_bytes=12345, dtypes=("BF16", "F32"), quant=quant)
 
 

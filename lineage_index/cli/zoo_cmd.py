@@ -78,12 +78,23 @@ def build_command(
         "--classifiers", help="The classifier family instead (behaviour tier): image classifiers (CNN, ViT) "
                               "and, with --size medium, a MiniLM text classifier; fine-tunes, pruning, int8, "
                               "fp16, adversarial, transfer, distilled students, independent models.")] = False,
+    depth: Annotated[bool, typer.Option(
+        "--depth", help="The depth-changing Llama zoo instead (8 models, --size ignored): layer pruning, "
+                        "a passthrough frankenmerge, depth up-scaling, independent roots.")] = False,
 ) -> None:
     """Build a zoo of really trained tiny models in Hub layout, with truth.json."""
     from rich.console import Console
 
     from lineage_index.zoo import SIZES, build_zoo
 
+    if depth:
+        from lineage_index.zoo.depth import build_depth_zoo
+
+        d = build_depth_zoo(out, seed=seed, progress=progress)
+        Console().print(f"[bold]{d.n_models}[/] models, {d.n_edges} edges ({d.relations}), layers "
+                        f"{sorted(set(d.layers.values()))}, {d.bytes_written / 1e6:.1f} MB in {d.seconds:.0f}s "
+                        f"-> {d.truth_path}")
+        return
     if classifiers:
         from lineage_index.zoo.classifiers import build_classifier_zoo
 

@@ -24,6 +24,7 @@ from lineage_index.errors import LineageIndexError
 from lineage_index.indexer.assemble import assemble_family, collection_time_share
 from lineage_index.indexer.candidates import DEFAULT_K, candidate_pairs, group_by_family
 from lineage_index.indexer.canon import adapter_target_signature, canonical, quant_aux_kind
+from lineage_index.indexer.crossdepth import cross_depth_edges
 from lineage_index.indexer.sketch import sketch_model
 from lineage_index.indexer.store import SketchStore
 from lineage_index.indexer.verify import compare
@@ -319,6 +320,11 @@ def recover(
         roots.extend(result.roots)
         families.append(family)
         n_pairs += len(pairs)
+    # a family is one depth: its roots may come from another depth (pruned, passthrough, up-scaled)
+    copies = {e.child for e in edges if e.relation in SAME_WEIGHTS}
+    depth_edges = cross_depth_edges(full, roots, records, time_prior, copies)
+    edges.extend(depth_edges)
+    roots = [r for r in roots if r not in {e.child for e in depth_edges}]
     for s in sketches.values():  # adapters: the base is declared; the weights' shapes must fit it
         if s.kind != "adapter":
             continue

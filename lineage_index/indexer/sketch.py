@@ -36,6 +36,7 @@ ROW_REGION = 2_048  # rows are taken from the first ROW_REGION rows of a matrix
 VOCAB_REGION = 256  # ... and of a vocabulary matrix from its first 256 rows: resized vocabularies align
 VECTOR_ELEMS = 4_096  # elements sampled from a 1-D tensor
 MAX_LAYERS = 8  # layers sampled (evenly spaced, first and last included)
+PRINT_ELEMS = 2_048  # elements of every layer's print (rows of one matrix role, the same rows in every layer)
 EMBED_DIM = 256
 
 _DTYPE_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1}
@@ -100,6 +101,48 @@ def plan_reads(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = S
         if t.dtype == "I8" and scale is None:
             continue  # int8 without scales cannot be decoded into weights
         plan.append(PlannedRead(t, c.key, c.role, c.layer, row_start, take_rows, take_cols, scale))
+    return plan
+
+
+def print_role(tensors: tuple[TensorInfo, ...] | list[TensorInfo]) -> str | None:
+    """The matrix role whose rows print every layer: the largest layered 2-D role (then by name),
+    a function of the block shapes only, so models of one block design but any depth agree."""
+    best: tuple[int, str] | None = None
+    for t in tensors:
+        c = canonical(t.name)
+        if c.layer is None or len(t.shape) != 2 or quant_aux_kind(t.name) or is_adapter_tensor(t.name):
+            continue
+        cand = (-int(t.shape[0]) * int(t.shape[1]), c.role)
+        best = cand if best is None or cand < best else best
+    return best[1] if best else None
+
+
+def plan_prints(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = SKETCH_SEED) -> list[PlannedRead]:
+    """Reads of every layer's print: ``PRINT_ELEMS`` elements of rows of ``print_role``, at a row
+    offset that depends on the role and shape only (not the layer), so layer i of one model and
+    layer j of another are comparable (a layer moved by pruning or a passthrough merge)."""
+    role = print_role(tensors)
+    if role is None:
+        return []
+    by_name = {t.name: t for t in tensors}
+    plan: list[PlannedRead] = []
+    seen: set[int] = set()
+    for t in sorted(tensors, key=lambda x: (x.name, x.file)):
+        c = canonical(t.name)
+        if c.role != role or c.layer is None or c.layer in seen or t.dtype not in _DTYPE_SIZE:
+            continue
+        scale = None
+        if t.dtype == "I8":
+            module = t.name[: -len(".weight")] if t.name.endswith(".weight") else t.name
+            scale = by_name.get(module + ".SCB") or by_name.get(t.name + ".SCB")
+            if scale is None:
+                continue
+        seen.add(c.layer)
+        n_rows, cols = int(t.shape[0]), int(t.shape[1])
+        rows = min(n_rows, max(1, -(-PRINT_ELEMS // cols)))
+        region = min(n_rows, ROW_REGION)
+        start = _stable_int(seed, "print", role, tuple(t.shape)) % max(1, region - rows + 1)
+        plan.append(PlannedRead(t, f"print:{c.key}", role, c.layer, start, rows, cols, scale))
     return plan
 
 
@@ -171,7 +214,7 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
     """
     if not record.tensors:
         raise ModelReadError(f"{record.id}: no safetensors tensors to sketch ({record.weight_format})")
-    plan = plan_reads(record.tensors, seed)
+    plan = plan_reads(record.tensors, seed) + plan_prints(record.tensors, seed)
     before_bytes, before_requests = reader.bytes_read, reader.requests
     by_file: dict[str, list[tuple[PlannedRead, str]]] = {}
     ranges: dict[str, list[tuple[int, int]]] = {}
@@ -191,6 +234,7 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
                 raise ModelReadError(f"{record.id}: short read in {file} at {rng[0]}")
             raw[(p.key, part)] = chunk
     samples: dict[str, TensorSample] = {}
+    prints: dict[int, np.ndarray] = {}
     for p in plan:
         values = decode(raw[(p.key, "w")], p.tensor.dtype)
         quant = None
@@ -199,6 +243,9 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
             values = values.reshape(p.rows, p.cols) * (scb[:, None] / 127.0)
             quant = "bnb-int8"
         values = values.reshape(p.rows, -1).astype(np.float32, copy=False)
+        if p.key.startswith("print:"):
+            prints[int(p.layer)] = values.reshape(-1)
+            continue
         nbytes = len(raw[(p.key, "w")]) + len(raw.get((p.key, "s"), b""))
         samples[p.key] = TensorSample(
             p.key, p.role, p.layer, tuple(p.tensor.shape), p.tensor.dtype, p.row_start, 0, values, nbytes, quant
@@ -223,4 +270,5 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
         model_bytes=model_bytes,
         dtypes=tuple(sorted({t.dtype for t in record.tensors})),
         quant=min(quants) if quants else None,
+        layer_prints=prints,
     )

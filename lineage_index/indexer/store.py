@@ -82,7 +82,10 @@ class SketchStore:
                     "quant": s.quant,
                 }
             )
+        for layer, v in sketch.layer_prints.items():
+            arrays[f"p{layer}"] = v.astype(np.float32, copy=False)
         meta = {
+            "prints": sorted(sketch.layer_prints),
             "model_id": sketch.model_id,
             "sha": sketch.sha,
             "version": sketch.version,
@@ -195,6 +198,7 @@ def load_sketch(path: Path) -> Sketch:
                 quant=m.get("quant"),
             )
         embedding = data["embedding"]
+        prints = {int(layer): data[f"p{layer}"] for layer in meta.get("prints", [])}
     return Sketch(
         model_id=meta["model_id"],
         sha=meta["sha"],
@@ -209,5 +213,6 @@ def load_sketch(path: Path) -> Sketch:
         model_bytes=meta["model_bytes"],
         dtypes=tuple(meta["dtypes"]),
         quant=meta["quant"],
+        layer_prints=prints,
     )
 
