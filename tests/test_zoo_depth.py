@@ -194,3 +194,26 @@ def test_same_seed_gives_byte_identical_files_and_existing_archs_untouched(zoo, 
         assert (out / rel).read_bytes() == (again / rel).read_bytes(), rel
     assert "llama-nano" in ARCHS and ARCHS["llama-nano"].config_kwargs["num_hidden_layers"] == 2
     assert not any(k.startswith("llama-nano-") for k in ARCHS)
+
+
+@pytest.mark.parametrize("cards", ["as published", "weights only"])
+def test_recovery_finds_every_depth_changing_edge_and_nothing_else(zoo, cards: str):
+    """Pruned, passthrough and up-scaled models get their true parents with the right relation,
+    from the weights alone too; the independent 4-layer root stays unlinked."""
+    import dataclasses
+
+    from lineage_index import api
+    from lineage_index.evaluation import score
+    from lineage_index.indexer.pipeline import asserted_edges, recover, sketch_all
+
+    out, _ = zoo
+    truth = _truth(out)
+    src = api.make_source(directory=out)
+    records, report = sketch_all(src.iter_records(), src.open_reader, None)
+    if cards == "weights only":
+        records = {m: dataclasses.replace(r, created_at=None, base_models=(), base_model_relation=None)
+                   for m, r in records.items()}
+    edges = asserted_edges(recover(records, report.sketches).edges)
+    assert {(e.child, e.parent, e.relation) for e in edges} == {
+        (e["child"], e["parent"], e["relation"]) for e in truth["edges"]}
+    assert score(edges, truth).f1 == 1.0
