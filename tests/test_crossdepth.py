@@ -96,3 +96,20 @@ def test_no_cross_depth_lineage_between_independent_models(depth_zoo: Path, tmp_
     records, report = sketch_all(src.iter_records(), src.open_reader, None)
     rec = recover(records, report.sketches)
     assert {(e.child, e.parent) for e in asserted_edges(rec.edges)} == {(FT, ROOT)}
+
+
+def test_a_passthrough_ingested_in_a_later_run_finds_its_sources_in_the_index(depth_zoo: Path, tmp_path: Path) -> None:
+    """`ingest --dir A` then `ingest --dir B` into one store: the second run's passthrough model
+    is matched against the indexed models of the same block design at another depth."""
+    from lineage_index.indexer.store import SketchStore
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for m in (ROOT, FT, OTHER):
+        shutil.copytree(depth_zoo / m, first / m)
+    shutil.copytree(depth_zoo / "franken/fr-passthrough", second / "franken/fr-passthrough")
+    store = SketchStore(tmp_path / "store")
+    api.ingest(api.make_source(directory=first), store=store)
+    later = api.ingest(api.make_source(directory=second), store=store)
+    assert later.sketched == 1  # only the new model is read
+    got = {(e.child, e.parent, e.relation) for e in asserted_edges(later.edges)}
+    assert got == {("franken/fr-passthrough", FT, "merge"), ("franken/fr-passthrough", ROOT, "merge")}

@@ -24,7 +24,7 @@ from lineage_index.errors import LineageIndexError
 from lineage_index.indexer.assemble import assemble_family, collection_time_share
 from lineage_index.indexer.candidates import DEFAULT_K, candidate_pairs, group_by_family
 from lineage_index.indexer.canon import adapter_target_signature, canonical, quant_aux_kind
-from lineage_index.indexer.crossdepth import cross_depth_edges
+from lineage_index.indexer.crossdepth import block_signature, cross_depth_edges
 from lineage_index.indexer.sketch import sketch_model
 from lineage_index.indexer.store import SketchStore
 from lineage_index.indexer.verify import compare
@@ -175,16 +175,22 @@ def index_scope(
     the whole index of each touched family, not only this run's listing. Adapters come along
     when their declared base is in scope.
     """
-    return _family_scope(store, {**store.records(), **records}, records, sketches)
+    scope_recs, scope_sketches, _, _ = _family_scope(store, {**store.records(), **records}, records, sketches)
+    return scope_recs, scope_sketches
 
 
 def _family_scope(
     store: SketchStore, all_records: dict[str, ModelRecord], records: dict[str, ModelRecord],
     sketches: dict[str, Sketch],
-) -> tuple[dict[str, ModelRecord], dict[str, Sketch]]:
+) -> tuple[dict[str, ModelRecord], dict[str, Sketch], dict[str, ModelRecord], dict[str, Sketch]]:
+    """Scope records and sketches, then the indexed models of the other families with the same
+    block design (another depth: the sources a pruned or passthrough model is looked up in)."""
     families = {s.family for s in sketches.values()}
+    blocks = {block_signature(s.family_desc) for s in sketches.values() if s.kind == "full"}
     scope_recs = dict(records)
     scope_sketches = dict(sketches)
+    block_recs: dict[str, ModelRecord] = {}
+    block_sketches: dict[str, Sketch] = {}
     adapters = []
     for m, rec in all_records.items():
         if m in scope_recs:
@@ -196,10 +202,12 @@ def _family_scope(
             scope_recs[m], scope_sketches[m] = rec, sk
         elif sk.kind == "adapter":
             adapters.append((rec, sk))
+        elif block_signature(sk.family_desc) in blocks:
+            block_recs[m], block_sketches[m] = rec, sk
     for rec, sk in adapters:
         if any(p in scope_sketches for p in declared_parents(rec)):
             scope_recs[rec.id], scope_sketches[rec.id] = rec, sk
-    return scope_recs, scope_sketches
+    return scope_recs, scope_sketches, block_recs, block_sketches
 
 
 def changed_models(
@@ -221,8 +229,10 @@ class Scope:
 
     ``records``/``sketches``: the changed models, every indexed member of the families they
     touch, and adapters whose declared base is among them: their nodes and edges are
-    rewritten. ``context_records``/``context_sketches``: declared parents outside that set,
-    read (to check a declaration or an adapter's fit) but neither verified again nor written.
+    rewritten. ``context_records``/``context_sketches``: declared parents outside that set, and
+    the indexed models of the same block design at other depths (sources of a pruned or
+    passthrough root), read (to check a declaration or an adapter's fit, to match layers) but
+    neither verified again nor written.
     """
 
     records: dict[str, ModelRecord]
@@ -237,11 +247,9 @@ def incremental_scope(
 ) -> Scope:
     """The part of the index a re-ingest with ``changed`` models must recover again."""
     known = {**store.records(), **records}
-    scope_recs, scope_sketches = _family_scope(
+    scope_recs, scope_sketches, ctx_recs, ctx_sketches = _family_scope(
         store, known, {m: r for m, r in records.items() if m in changed},
         {m: s for m, s in sketches.items() if m in changed})
-    ctx_recs: dict[str, ModelRecord] = {}
-    ctx_sketches: dict[str, Sketch] = {}
     for rec in list(scope_recs.values()):
         for parent in declared_parents(rec):
             if parent in scope_recs or parent in ctx_recs or parent not in known:
@@ -322,7 +330,8 @@ def recover(
         n_pairs += len(pairs)
     # a family is one depth: its roots may come from another depth (pruned, passthrough, up-scaled)
     copies = {e.child for e in edges if e.relation in SAME_WEIGHTS}
-    depth_edges = cross_depth_edges(full, roots, records, time_prior, copies)
+    pool = full + [s for m, s in (context_sketches or {}).items() if s.kind == "full" and m not in sketches]
+    depth_edges = cross_depth_edges(pool, roots, all_records, time_prior, copies)
     edges.extend(depth_edges)
     roots = [r for r in roots if r not in {e.child for e in depth_edges}]
     for s in sketches.values():  # adapters: the base is declared; the weights' shapes must fit it
