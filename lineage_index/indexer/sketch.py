@@ -72,6 +72,7 @@ def plan_reads(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = S
     by_name = {t.name: t for t in tensors}
     layers = {c.layer for t in tensors if (c := canonical(t.name)).layer is not None}
     keep_layers = _selected_layers(layers)
+    anchor = print_role(tensors)
     plan: list[PlannedRead] = []
     planned: set[str] = set()
     for t in sorted(tensors, key=lambda x: (x.name, x.file)):
@@ -89,11 +90,13 @@ def plan_reads(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = S
             take_rows, take_cols = 1, min(numel, VECTOR_ELEMS)
         else:
             n_rows, cols = t.shape[0], numel // t.shape[0]
-            want = -(-TARGET_ELEMS // cols)
-            take_rows = min(n_rows, max(MIN_ROWS, min(MAX_ROWS, want)))
+            take_rows = _rows(n_rows, cols)
             take_cols = cols
         region = min(n_rows, VOCAB_REGION if is_vocab_role(c.role) else ROW_REGION)
-        row_start = _stable_int(seed, c.role, c.layer, tuple(t.shape[1:])) % max(1, region - take_rows + 1)
+        if c.role == anchor and len(t.shape) == 2:  # the layer print is the first rows of this sample
+            row_start = _print_start(seed, c.role, tuple(t.shape))
+        else:
+            row_start = _stable_int(seed, c.role, c.layer, tuple(t.shape[1:])) % max(1, region - take_rows + 1)
         scale = None
         if t.dtype == "I8":  # bitsandbytes writes <module>.SCB (older exports <module>.weight.SCB)
             module = t.name[: -len(".weight")] if t.name.endswith(".weight") else t.name
@@ -105,31 +108,51 @@ def plan_reads(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = S
 
 
 def print_role(tensors: tuple[TensorInfo, ...] | list[TensorInfo]) -> str | None:
-    """The matrix role whose rows print every layer: the largest layered 2-D role (then by name),
-    a function of the block shapes only, so models of one block design but any depth agree."""
-    best: tuple[int, str] | None = None
+    """The matrix role whose rows print every layer: the layered 2-D role with the shortest rows
+    (fewest bytes per row), then the most elements, then by name: a function of the block
+    shapes only, so models of one block design but any depth agree."""
+    best: tuple[int, int, str] | None = None
     for t in tensors:
         c = canonical(t.name)
         if c.layer is None or len(t.shape) != 2 or quant_aux_kind(t.name) or is_adapter_tensor(t.name):
             continue
-        cand = (-int(t.shape[0]) * int(t.shape[1]), c.role)
+        cand = (int(t.shape[1]), -int(t.shape[0]) * int(t.shape[1]), c.role)
         best = cand if best is None or cand < best else best
-    return best[1] if best else None
+    return best[2] if best else None
+
+
+def _rows(n_rows: int, cols: int) -> int:
+    """Rows the sample of a matrix takes."""
+    return min(n_rows, max(MIN_ROWS, min(MAX_ROWS, -(-TARGET_ELEMS // cols))))
+
+
+def _print_start(seed: int, role: str, shape: tuple[int, ...]) -> int:
+    """First sampled row of the print role, in every layer (the layer is not an input)."""
+    n_rows = int(shape[0])
+    return _stable_int(seed, "print", role, shape) % max(1, min(n_rows, ROW_REGION) - _rows(n_rows, int(shape[1])) + 1)
+
+
+def print_rows(shape: tuple[int, ...]) -> int:
+    """Rows of a layer print: ``PRINT_ELEMS`` elements, within the rows the sample takes."""
+    n_rows, cols = int(shape[0]), int(shape[1])
+    return min(_rows(n_rows, cols), max(1, -(-PRINT_ELEMS // cols)))
 
 
 def plan_prints(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = SKETCH_SEED) -> list[PlannedRead]:
-    """Reads of every layer's print: ``PRINT_ELEMS`` elements of rows of ``print_role``, at a row
-    offset that depends on the role and shape only (not the layer), so layer i of one model and
-    layer j of another are comparable (a layer moved by pruning or a passthrough merge)."""
+    """Reads of the layer prints the sample does not already hold: the first ``print_rows`` of
+    the print role's sampled rows, which start at the same row in every layer
+    (``_print_start``), so layer i of one model compares with layer j of another (a layer moved
+    by pruning or a passthrough merge). The sampled layers' prints are sliced from their samples."""
     role = print_role(tensors)
     if role is None:
         return []
     by_name = {t.name: t for t in tensors}
+    keep = _selected_layers({c.layer for t in tensors if (c := canonical(t.name)).layer is not None})
     plan: list[PlannedRead] = []
     seen: set[int] = set()
     for t in sorted(tensors, key=lambda x: (x.name, x.file)):
         c = canonical(t.name)
-        if c.role != role or c.layer is None or c.layer in seen or t.dtype not in _DTYPE_SIZE:
+        if c.role != role or c.layer is None or c.layer in keep or c.layer in seen or t.dtype not in _DTYPE_SIZE:
             continue
         scale = None
         if t.dtype == "I8":
@@ -138,11 +161,9 @@ def plan_prints(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = 
             if scale is None:
                 continue
         seen.add(c.layer)
-        n_rows, cols = int(t.shape[0]), int(t.shape[1])
-        rows = min(n_rows, max(1, -(-PRINT_ELEMS // cols)))
-        region = min(n_rows, ROW_REGION)
-        start = _stable_int(seed, "print", role, tuple(t.shape)) % max(1, region - rows + 1)
-        plan.append(PlannedRead(t, f"print:{c.key}", role, c.layer, start, rows, cols, scale))
+        shape = tuple(t.shape)
+        plan.append(PlannedRead(t, f"print:{c.key}", role, c.layer, _print_start(seed, role, shape),
+                                print_rows(shape), int(shape[1]), scale))
     return plan
 
 
@@ -215,6 +236,7 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
     if not record.tensors:
         raise ModelReadError(f"{record.id}: no safetensors tensors to sketch ({record.weight_format})")
     plan = plan_reads(record.tensors, seed) + plan_prints(record.tensors, seed)
+    anchor = print_role(record.tensors)
     before_bytes, before_requests = reader.bytes_read, reader.requests
     by_file: dict[str, list[tuple[PlannedRead, str]]] = {}
     ranges: dict[str, list[tuple[int, int]]] = {}
@@ -246,6 +268,8 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
         if p.key.startswith("print:"):
             prints[int(p.layer)] = values.reshape(-1)
             continue
+        if p.role == anchor and p.layer is not None and len(p.tensor.shape) == 2:
+            prints[p.layer] = values[: print_rows(tuple(p.tensor.shape))].reshape(-1)
         nbytes = len(raw[(p.key, "w")]) + len(raw.get((p.key, "s"), b""))
         samples[p.key] = TensorSample(
             p.key, p.role, p.layer, tuple(p.tensor.shape), p.tensor.dtype, p.row_start, 0, values, nbytes, quant
