@@ -205,3 +205,25 @@ def test_card_parsing_tolerates_garbage_and_reads_hub_tags() -> None:
     assert fields.license == "llama3.1"
     merge = card_fields(None, ["base_model:merge:x/1", "base_model:merge:x/2", "base_model:x/1"])
     assert merge.base_models == ("x/1", "x/2") and merge.base_model_relation == "merge"
+
+
+def test_declared_base_models_are_cleaned_into_hub_repo_ids() -> None:
+    """Messy cards: Hub URLs, revisions and trailing slashes give the repo id; local paths give none."""
+    fields = card_fields({"base_model": ["https://huggingface.co/meta-llama/Llama-3.1-8B/tree/main",
+                                         "hf.co/Qwen/Qwen2-7B/", "mistralai/Mistral-7B-v0.1@v0.1",
+                                         "/home/me/checkpoints/llama", "./ckpt", "gpt2", "org/name/extra"]})
+    assert fields.base_models == ("meta-llama/Llama-3.1-8B", "Qwen/Qwen2-7B", "mistralai/Mistral-7B-v0.1", "gpt2")
+    assert card_fields({"base_model": "/tmp/model"}).base_models == ()
+
+
+def test_a_declared_base_with_another_case_takes_the_indexed_spelling() -> None:
+    from lineage_index.indexer.pipeline import resolve_declared_case
+    from lineage_index.records import ModelRecord
+
+    recs = {"x/child": ModelRecord("x/child", "dir", base_models=("Meta-Llama/llama-3-8b", "other/absent")),
+            "meta-llama/Llama-3-8B": ModelRecord("meta-llama/Llama-3-8B", "dir")}
+    out = resolve_declared_case(recs, set(recs))
+    assert out["x/child"].base_models == ("meta-llama/Llama-3-8B", "other/absent")
+    # two indexed ids equal up to case: the card's spelling stays, nothing is guessed
+    twins = {**recs, "META-LLAMA/LLAMA-3-8B": ModelRecord("META-LLAMA/LLAMA-3-8B", "dir")}
+    assert resolve_declared_case(twins, set(twins))["x/child"].base_models == recs["x/child"].base_models

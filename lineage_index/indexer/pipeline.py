@@ -16,7 +16,7 @@ only their part of the graph.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -307,6 +307,7 @@ def recover(
     them, see ``Scope``) are looked at to judge a declaration or an adapter's fit, never
     verified again.
     """
+    records = resolve_declared_case(records, {*records, *sketches, *(context_records or {}), *(context_sketches or {})})
     all_records = {**(context_records or {}), **records}
     all_sketches = {**(context_sketches or {}), **sketches}
     full = [s for s in sketches.values() if s.kind == "full"]
@@ -346,6 +347,22 @@ def recover(
                 break
     edges = reconcile_declared(edges, records, sketches, context_records, context_sketches)
     return Recovery(edges, roots, families, n_pairs)
+
+
+def resolve_declared_case(records: dict[str, ModelRecord], known: set[str]) -> dict[str, ModelRecord]:
+    """Declared base models spelled with another case than an indexed id (the Hub resolves repo
+    ids case-insensitively: ``Meta-Llama/llama-3-8b`` is ``meta-llama/Llama-3-8B``) take the
+    indexed spelling; an id matching several indexed ids by case is left as written."""
+    lower: dict[str, list[str]] = {}
+    for m in known:
+        lower.setdefault(m.lower(), []).append(m)
+    out = dict(records)
+    for m, rec in records.items():
+        fixed = tuple(b if b in known or len(lower.get(b.lower(), [])) != 1 else lower[b.lower()][0]
+                      for b in rec.base_models)
+        if fixed != rec.base_models:
+            out[m] = replace(rec, base_models=tuple(dict.fromkeys(fixed)))
+    return out
 
 
 def reconcile_declared(

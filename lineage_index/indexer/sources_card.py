@@ -5,11 +5,12 @@ returns None (no card) for anything broken or hostile instead of raising. ``card
 combines the card (the author's claim: ``base_model`` as a string or list, legacy
 ``finetuned_from``, ``base_model_relation``, ``license``/``license_name``, ...) with the Hub's
 computed tags (``base_model:<id>``, ``base_model:<relation>:<id>``, ``license:<id>``).
-Pure functions: no I/O here.
+Declared base models are cleaned into Hub repo ids (``clean_repo_id``). Pure functions: no I/O here.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -91,6 +92,27 @@ def _unique(items: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+_HUB_URL = re.compile(r"^(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/(?:models/)?", re.IGNORECASE)
+_REPO_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def clean_repo_id(value: str) -> str | None:
+    """A declared base model as a Hub repo id: Hub URLs (``https://huggingface.co/org/name``,
+    ``hf.co/...``, ``.../tree/main``), revisions (``org/name@v1``), trailing slashes and ``.git``
+    are cut away; local paths and anything else that is not ``[org/]name`` give None (a card's
+    ``base_model: /home/me/llama`` names no model anyone else can find)."""
+    v = _HUB_URL.sub("", value.strip())
+    v = re.split(r"/(?:tree|blob|resolve|commit)/", v, maxsplit=1)[0]
+    v = v.split("@", 1)[0].split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    if v.endswith(".git"):
+        v = v[: -len(".git")]
+    return v if _REPO_ID.match(v) and ".." not in v else None
+
+
+def _repo_ids(values: list[str]) -> list[str]:
+    return [c for v in values if (c := clean_repo_id(v)) is not None]
+
+
 def parse_base_model_tags(tags: Sequence[str]) -> tuple[list[str], list[str]]:
     """(parent ids, relations) from ``base_model:<id>`` / ``base_model:<relation>:<id>`` tags."""
     parents: list[str] = []
@@ -112,9 +134,9 @@ def card_fields(card: dict[str, Any] | None, hub_tags: Sequence[str] | None = No
     card = card or {}
     tags = _str_list(hub_tags) if hub_tags is not None else _str_list(card.get("tags"))
     tag_parents, tag_relations = parse_base_model_tags(tags)
-    base_models = _unique(
+    base_models = _unique(_repo_ids(
         _str_list(card.get("base_model")) + tag_parents + _str_list(card.get("finetuned_from"))
-    )
+    ))
     relation = _str(card.get("base_model_relation"))
     if relation is None and len(set(tag_relations)) == 1:
         relation = tag_relations[0]
