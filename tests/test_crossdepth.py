@@ -113,3 +113,23 @@ def test_a_passthrough_ingested_in_a_later_run_finds_its_sources_in_the_index(de
     assert later.sketched == 1  # only the new model is read
     got = {(e.child, e.parent, e.relation) for e in asserted_edges(later.edges)}
     assert got == {("franken/fr-passthrough", FT, "merge"), ("franken/fr-passthrough", ROOT, "merge")}
+
+
+def test_check_names_the_sources_of_a_passthrough_model(depth_zoo: Path, tmp_path: Path) -> None:
+    """`lineage-index check DIR` on a passthrough model against an index of one depth."""
+    from lineage_index.indexer.check import check
+    from lineage_index.indexer.store import SketchStore
+
+    indexed = tmp_path / "indexed"
+    for m in (ROOT, FT, OTHER):
+        shutil.copytree(depth_zoo / m, indexed / m)
+    store = SketchStore(tmp_path / "store")
+    api.ingest(api.make_source(directory=indexed), store=store)
+    r = check(str(depth_zoo / "franken/fr-passthrough"), store, save=False)
+    assert r.verdict == "merge" and sorted(r.parents) == sorted([FT, ROOT])
+    assert any("cross-depth merge" in e for e in r.evidence)
+    # the source itself, checked against an index holding the passthrough: no parent at another depth
+    check(str(depth_zoo / "franken/fr-passthrough"), store, save=False, add=True)
+    assert store.latest("franken/fr-passthrough") is not None
+    root = check(str(depth_zoo / ROOT), store, save=False)
+    assert root.verdict not in ("merge", "prune") and "franken/fr-passthrough" not in root.parents

@@ -60,6 +60,7 @@ from lineage_index.indexer.check_verdict import (
     judge_claim,
     license_chain,
 )
+from lineage_index.indexer.crossdepth import DepthClaim, block_signature, cross_depth_claims
 from lineage_index.indexer.pipeline import declared_parents
 from lineage_index.indexer.reader import LocalReader
 from lineage_index.indexer.sketch import sketch_model
@@ -211,15 +212,19 @@ class _Stored:
     embedding: np.ndarray
 
 
-def stored_family(store: SketchStore, family: str, exclude: str) -> list[_Stored]:
-    """Latest stored sketch per model of ``family`` (meta and embedding only, samples lazy)."""
+def stored_family(store: SketchStore, family: str | None, exclude: str,
+                  keep: Callable[[dict[str, Any]], bool] | None = None) -> list[_Stored]:
+    """Latest stored sketch per model of ``family`` (or whose meta ``keep`` accepts), meta and
+    embedding only, samples lazy."""
     best: dict[str, tuple[int, _Stored]] = {}
     for path in store:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            if meta["family"] != family or meta["model_id"] == exclude:
+            wanted = keep(meta) if keep is not None else meta["family"] == family
+            if not wanted or meta["model_id"] == exclude:
                 continue
-            entry = _Stored(path, meta["model_id"], family, meta["kind"], data["embedding"].astype(np.float32))
+            entry = _Stored(path, meta["model_id"], meta["family"], meta["kind"],
+                            data["embedding"].astype(np.float32))
         mtime = path.stat().st_mtime_ns
         if entry.model_id not in best or mtime > best[entry.model_id][0]:
             best[entry.model_id] = (mtime, entry)
@@ -322,9 +327,18 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
             d.evidence.append(f"no stored model passes z >= {RELATED_Z:g} (best z {best:.1f})")
     else:
         d = Decision("no_relative", [], evidence=["no stored sketch of this architecture"])
+    depth = None
+    if sk.kind == "full" and d.verdict in ("no_relative", "insufficient") and sk.layer_prints:
+        depth = _cross_depth(sk, store, recs)
+        if depth is not None:
+            d = Decision(depth.relation, list(depth.parents), evidence=[depth.evidence()],
+                         relation_of={p: depth.relation for p in depth.parents})
     evidence += d.evidence
     scores, vfeat = _score(sk, d, feats, zs, bg, cal, recs, load, cmp)
     prob = verdict_probability(cal, d.verdict, vfeat, [c.p_related for c in scores])
+    if depth is not None:  # the fitted verdict model never saw a change of depth: the layer match's own figure
+        prob = 0.9 if depth.share >= 0.9 else 0.75
+        evidence.append("probability from the layer match (the calibrated verdict model covers one depth)")
     claim = judge_claim(sk, declared, d.verdict, d.parents, find, lambda f: calibrated_z(f, bg))
     chain = license_chain(d.parents, recs)
     code, failures = exit_code(d.verdict, d.parents, claim, chain, fail_on_license, fail_on_undeclared)
@@ -354,6 +368,21 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
     if save:
         save_result(store, target, result, cal)
     return result
+
+
+def _cross_depth(sk: Sketch, store: SketchStore, recs: Mapping[str, ModelRecord]) -> DepthClaim | None:
+    """The target's sources at another depth (``crossdepth``): stored models of its block design."""
+    block = block_signature(sk.family_desc)
+    mates = stored_family(store, None, sk.model_id,
+                          keep=lambda meta: meta["family"] != sk.family and meta["kind"] == "full"
+                          and block_signature(meta["family_desc"]) == block)
+    if not mates:
+        return None
+    load = _Loader(mates)
+    pool = [sk] + [load(e.model_id) for e in mates]
+    known = {m: recs[m] for m in [e.model_id for e in mates] + [sk.model_id] if m in recs}
+    claims = cross_depth_claims(pool, [sk.model_id], known)
+    return claims[0] if claims else None
 
 
 def _score(sk: Sketch, d: Decision, feats: dict[str, PairFeatures], zs: dict[str, float], bg: Background,
