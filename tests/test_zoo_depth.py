@@ -217,3 +217,39 @@ def test_recovery_finds_every_depth_changing_edge_and_nothing_else(zoo, cards: s
     assert {(e.child, e.parent, e.relation) for e in edges} == {
         (e["child"], e["parent"], e["relation"]) for e in truth["edges"]}
     assert score(edges, truth).f1 == 1.0
+
+
+def test_a_pruned_model_healed_unevenly_is_still_a_prune_of_its_source(zoo, tmp_path):
+    """Only the healed model is published, and healing moved some layers more than others
+    (here 0.2% to 3% relative change per layer): its layers are all changed, none copied, so
+    it is one derivation of the source, a prune."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from lineage_index import api
+    from lineage_index.indexer.pipeline import asserted_edges, recover, sketch_all
+
+    out, _ = zoo
+    truth = _truth(out)
+    pruned = next(e["child"] for e in truth["edges"] if e["relation"] == "prune")
+    source = next(e["parent"] for e in truth["edges"] if e["relation"] == "prune")
+    zoo2 = tmp_path / "zoo"
+    for m in truth["models"]:
+        if m != pruned and pruned not in truth["models"][m]["parents"]:
+            shutil.copytree(out / m, zoo2 / m)
+    healed = "someone/pruned-and-healed"
+    shutil.copytree(out / pruned, zoo2 / healed)
+    state = _state(out, pruned)
+    gen = torch.Generator().manual_seed(0)
+    for k, v in state.items():
+        if k.startswith("model.layers."):
+            scale = (0.002, 0.01, 0.03, 0.005)[int(k.split(".")[2])]
+            noise = torch.randn(v.shape, generator=gen) * v.float().std()
+            state[k] = (v.float() + scale * noise).to(v.dtype)
+    save_file(state, str(zoo2 / healed / "model.safetensors"), metadata={"format": "pt"})
+    src = api.make_source(directory=zoo2)
+    records, report = sketch_all(src.iter_records(), src.open_reader, None)
+    got = {(e.child, e.parent, e.relation) for e in asserted_edges(recover(records, report.sketches).edges)}
+    assert (healed, source, "prune") in got
+    assert not any(c == healed and p != source for c, p, _ in got)

@@ -17,7 +17,7 @@ same block design (``block_signature``: the family description without its depth
   model is not called a merge of a layer's several copies;
 - two or more sources, each explaining ``MIN_PARENT_SHARE`` of the layers: a passthrough **merge**;
 - one source, fewer layers, an injective order-preserving map and one process for every layer
-  (all copied, or all changed alike): **prune**;
+  (all copied, or none: a pruned model "healed" by fine-tuning): **prune**;
 - one source, more layers, some of its layers used twice: depth up-scaling, a **merge** with one
   parent;
 - anything else (for instance the source of a frankenmerge looking "pruned" from it: its layers
@@ -45,8 +45,8 @@ PRINT_Z = 8.0  # a layer match needs cos * sqrt(d) above this (independent layer
 MIN_COS = 0.5  # ... and a cosine a fine-tune keeps
 MIN_SHARE = 0.5  # share of the root's layers its cross-depth source(s) must explain
 MIN_PARENT_SHARE = 0.15  # share of the root's layers each further source of a merge must explain
-EXACT = 1e-4  # 1 - cos below this: a copied layer
-LEVEL_SPREAD = 3.0  # changes (1 - cos) within this factor count as one level: ties, one process
+EXACT = 1e-9  # 1 - cos below this: a copied layer (identical values; float64 rounding only)
+LEVEL_SPREAD = 3.0  # matches whose changes (1 - cos) lie within this factor explain a layer equally well
 
 
 def _as_good(c: float, best: float) -> bool:
@@ -137,7 +137,8 @@ def _claim(root: Sketch, others: list[Sketch], prints: dict[str, tuple[list[int]
     (p,) = parents
     pairs = layers[p]
     change = np.array([1.0 - c for _, _, c in pairs])
-    if change.max() > LEVEL_SPREAD * float(change.min()) + EXACT:
+    copied = change <= EXACT
+    if copied.any() and not copied.all():
         return None  # some layers copied, some only related: not one derivation of the whole
     p_layers, px = prints[p]
     targets = [j for _, j, _ in pairs]
