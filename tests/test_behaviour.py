@@ -133,6 +133,7 @@ def test_user_auxiliary_models_are_used_for_calibration(zoo: dict[str, M.Classif
     assert d.calibration.lineage_scores == (d.loss_barrier,)
     r = closeness(zoo["root"], zoo["child"], k=40, lineage_aux=[zoo["child"]], independent_aux=[zoo["other"]])
     assert r.calibration.lineage_scores == (r.score,) and not any("made by the tool" in n for n in r.notes)
+    assert any("one derived and one independent auxiliary model given" in n for n in r.notes)
 
 
 def test_indirect_mode_reheads_the_source_on_the_suspects_labels(zoo: dict[str, M.Classifier]) -> None:

@@ -558,6 +558,10 @@ def closeness(source: Classifier, suspect: Classifier, probes: ProbeSet | None =
         notes.append("source profiles and threshold from cache")
     else:
         lin, ind = lineage_aux or [], independent_aux or []
+        few = [what for what, given in (("derived", lin), ("independent", ind)) if len(given) == 1]
+        if few:
+            notes.append(f"one {' and one '.join(few)} auxiliary model given: its side of the threshold rests on one "
+                         "score and the folds cannot cross-fit; give two or more of each kind")
         if not lin or not ind:
             made_lin, made_ind = make_aux(source, aux_data(source, probes), n_lineage=0 if lin else n_aux,
                                           n_independent=0 if ind else n_aux, seed=seed)
