@@ -280,7 +280,8 @@ def assemble_family(
             return (agree + TIME_PRIOR_VOTES * time_prior) / (total + TIME_PRIOR_VOTES) >= TIME_TRUST_MIN
         return (agree / total if total else 1.0) >= TIME_TRUST_MIN
 
-    if not trusted(set()):  # untrusted times are no times: not for copies, merges nor direction
+    prelim = trusted(set())
+    if not prelim:  # untrusted times are no times: not for copies, merges nor direction
         records = {m: replace(r, created_at=None) for m, r in records.items()}
     cited: dict[str, int] = {}
     for r in records.values():
@@ -293,7 +294,7 @@ def assemble_family(
     merges = _find_merges(by_id, neighbours, forced_child, records, merge_screen)
     # merges (and their copies) have smaller norms than their inputs: norm growth is biased there
     merge_like = set(merges) | {c for k, (c, _) in forced.items() if c is not None and (set(k) - {c}) & set(merges)}
-    use_time = trusted(merge_like)  # again without the merges, which bias norm growth
+    use_time = trusted(merge_like) if merge_like else prelim  # again without the merges, which bias norm growth
     inside = _inside_merges(related, merges, merge_like, forced)
 
     g = nx.DiGraph()
