@@ -133,3 +133,26 @@ def test_check_names_the_sources_of_a_passthrough_model(depth_zoo: Path, tmp_pat
     assert store.latest("franken/fr-passthrough") is not None
     root = check(str(depth_zoo / ROOT), store, save=False)
     assert root.verdict not in ("merge", "prune") and "franken/fr-passthrough" not in root.parents
+
+
+def test_constant_layer_prints_claim_nothing() -> None:
+    """A matrix that is the same constant in every model of a design (zero-initialised, frozen)
+    prints identically everywhere: no lineage from it, while real copied layers still count."""
+    from lineage_index.indexer.crossdepth import cross_depth_claims
+    from lineage_index.records import Sketch
+
+    rng = np.random.default_rng(0)
+
+    def sk(name: str, prints: list[np.ndarray]) -> Sketch:
+        return Sketch(name, None, 2, f"fam{len(prints)}", f"L{len(prints)};mlp:64x64", "full", {},
+                      np.zeros(4, np.float32), layer_prints={i: p.astype(np.float32) for i, p in enumerate(prints)})
+
+    zero = np.full(512, 0.02)  # e.g. a frozen constant matrix
+    a = sk("a/six", [zero] * 6)
+    b = sk("b/four", [zero] * 4)
+    assert cross_depth_claims([a, b], ["a/six", "b/four"], {}) == []
+    layers = [rng.normal(size=512) for _ in range(6)]
+    src = sk("c/six", layers)
+    pruned = sk("d/four", [layers[i] for i in (0, 1, 3, 5)])
+    (claim,) = cross_depth_claims([src, pruned], ["c/six", "d/four"], {})
+    assert (claim.child, claim.parents, claim.relation) == ("d/four", ("c/six",), "prune")

@@ -80,7 +80,9 @@ class DepthClaim:
 
 
 def _unit_prints(s: Sketch) -> tuple[list[int], np.ndarray]:
-    layers = sorted(s.layer_prints)
+    """Unit-length prints of a model's layers; a constant print (a zero or frozen matrix, the same
+    in every model of the design) says nothing about lineage and is left out."""
+    layers = sorted(i for i, v in s.layer_prints.items() if v.size > 1 and float(np.std(v)) > 1e-12)
     if not layers:
         return [], np.zeros((0, 0), np.float32)
     m = np.stack([s.layer_prints[i].astype(np.float64) for i in layers])
