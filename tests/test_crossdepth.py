@@ -156,3 +156,20 @@ def test_constant_layer_prints_claim_nothing() -> None:
     pruned = sk("d/four", [layers[i] for i in (0, 1, 3, 5)])
     (claim,) = cross_depth_claims([src, pruned], ["c/six", "d/four"], {})
     assert (claim.child, claim.parents, claim.relation) == ("d/four", ("c/six",), "prune")
+
+
+def test_layers_of_varying_width_do_not_break_matching() -> None:
+    """A design whose blocks vary in size (per-layer FFN widths) prints at several lengths."""
+    from lineage_index.indexer.crossdepth import cross_depth_claims
+    from lineage_index.records import Sketch
+
+    rng = np.random.default_rng(1)
+    layers = [rng.normal(size=512 if i % 3 else 768) for i in range(6)]
+
+    def sk(name: str, prints: list[np.ndarray]) -> Sketch:
+        return Sketch(name, None, 2, f"fam{len(prints)}", f"L{len(prints)};mlp:var", "full", {},
+                      np.zeros(4, np.float32), layer_prints={i: p.astype(np.float32) for i, p in enumerate(prints)})
+
+    src, pruned = sk("c/six", layers), sk("d/five", [layers[i] for i in (0, 1, 2, 4, 5)])
+    (claim,) = cross_depth_claims([src, pruned], ["c/six", "d/five"], {})
+    assert (claim.child, claim.parents, claim.relation) == ("d/five", ("c/six",), "prune")

@@ -82,7 +82,12 @@ class DepthClaim:
 def _unit_prints(s: Sketch) -> tuple[list[int], np.ndarray]:
     """Unit-length prints of a model's layers; a constant print (a zero or frozen matrix, the same
     in every model of the design) says nothing about lineage and is left out."""
-    layers = sorted(i for i, v in s.layer_prints.items() if v.size > 1 and float(np.std(v)) > 1e-12)
+    usable = {i: v for i, v in s.layer_prints.items() if v.size > 1 and float(np.std(v)) > 1e-12}
+    sizes = [v.size for v in usable.values()]
+    common = max(set(sizes), key=lambda n: (sizes.count(n), n)) if sizes else 0
+    # layers of another width (a design whose blocks vary in size) print at another length: only
+    # the commonest length is compared
+    layers = sorted(i for i, v in usable.items() if v.size == common)
     if not layers:
         return [], np.zeros((0, 0), np.float32)
     m = np.stack([s.layer_prints[i].astype(np.float64) for i in layers])
@@ -144,7 +149,8 @@ def _claim(root: Sketch, others: list[Sketch], prints: dict[str, tuple[list[int]
         return None  # some layers copied, some only related: not one derivation of the whole
     p_layers, px = prints[p]
     targets = [j for _, j, _ in pairs]
-    if len(r_layers) < len(p_layers):
+    depth = {o.model_id: len(o.layer_prints) for o in others}  # every layer, printable or not
+    if len(root.layer_prints) < depth[p]:
         # pruned: each kept layer appears once in the source (a repeated one means the source is
         # the up-scaled model), in the same order
         sim = q @ px.T
