@@ -147,10 +147,10 @@ def _claim(root: Sketch, others: list[Sketch], prints: dict[str, tuple[list[int]
     copied = change <= EXACT
     if copied.any() and not copied.all():
         return None  # some layers copied, some only related: not one derivation of the whole
-    p_layers, px = prints[p]
+    px = prints[p][1]
     targets = [j for _, j, _ in pairs]
-    depth = {o.model_id: len(o.layer_prints) for o in others}  # every layer, printable or not
-    if len(root.layer_prints) < depth[p]:
+    source = next(o for o in others if o.model_id == p)
+    if len(root.layer_prints) < len(source.layer_prints):  # depth: every layer, printable or not
         # pruned: each kept layer appears once in the source (a repeated one means the source is
         # the up-scaled model), in the same order
         sim = q @ px.T
