@@ -334,7 +334,8 @@ def recover(
     pool = full + [s for m, s in (context_sketches or {}).items() if s.kind == "full" and m not in sketches]
     depth_edges = cross_depth_edges(pool, roots, all_records, time_prior, copies)
     edges.extend(depth_edges)
-    roots = [r for r in roots if r not in {e.child for e in depth_edges}]
+    depth_children = {e.child for e in depth_edges}
+    roots = [r for r in roots if r not in depth_children]
     for s in sketches.values():  # adapters: the base is declared; the weights' shapes must fit it
         if s.kind != "adapter":
             continue
