@@ -34,23 +34,23 @@ the delimiter, a key with a type other than its column's) are set over Bolt afte
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
-import pickle
 import shutil
 import tempfile
 import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlparse
 
 from lineage_index import config
 from lineage_index.errors import GraphError, UsageError
-from lineage_index.records import Edge
+from lineage_index.records import BehaviourEvidence, Edge
 from lineage_index.schema.writer import _check_props, _now, edge_props, org_of
 
 METHODS = ("auto", "bulk", "bolt")
@@ -533,7 +533,7 @@ _LIC_COLUMNS = {"effective": "boolean", "source": "string"}
 
 
 class _Job:
-    """``fn()`` in a forked process, its (pickled) result back on ``result()``; inline without fork.
+    """``fn()`` in a forked process, its result sent back through a pipe on ``result()``; inline without fork.
 
     The child inherits everything ``fn`` needs by ``fork`` (rows, maps, open nothing shared), so
     the CSV writing of a large load runs on all cores. An exception in the child is re-raised.
@@ -580,56 +580,50 @@ class _Job:
         return value
 
 
-SPOOL_BATCH = 4096
-
-
 class _Spool:
     """Rows kept between the two passes in files of this process's own making, in ``parts`` parts.
 
     Pass 1 reads the caller's rows once and spools them; the forked writers of pass 2 read only
     these files. So a writer never calls back into the caller's row source, which may hold thread
     pools that do not survive a fork (polars' does: a forked reader of the packed store hangs),
-    and the source is read once instead of once per writer. The files are pickles this function
-    wrote itself a moment before, in its private folder; nothing from outside is ever unpickled.
+    and the source is read once instead of once per writer. The files are JSON lines (property
+    values are strings, numbers, booleans and lists of them; edges go through ``_edge_json``).
     """
 
     def __init__(self, folder: Path, name: str, parts: int) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.paths = [folder / f"{name}-{k}.pickle" for k in range(parts)]
-        self._files = [open(path, "wb") for path in self.paths]  # noqa: SIM115 - closed in close()
-        self._batches: list[list[Any]] = [[] for _ in range(parts)]
+        self.paths = [folder / f"{name}-{k}.jsonl" for k in range(parts)]
+        self._files = [open(path, "w", encoding="utf-8") for path in self.paths]  # noqa: SIM115 - closed in close()
 
     def add(self, part: int, item: Any) -> None:
-        batch = self._batches[part]
-        batch.append(item)
-        if len(batch) >= SPOOL_BATCH:
-            pickle.dump(batch, self._files[part], protocol=pickle.HIGHEST_PROTOCOL)
-            batch.clear()
+        self._files[part].write(json.dumps(item, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
-        for fh, batch in zip(self._files, self._batches, strict=True):
-            if batch:
-                pickle.dump(batch, fh, protocol=pickle.HIGHEST_PROTOCOL)
-                batch.clear()
+        for fh in self._files:
             fh.close()
 
 
 def _read_spool(path: Path) -> Iterator[Any]:
     """The items ``_Spool`` wrote to one part, in order."""
-    with open(path, "rb") as fh:
-        while True:
-            try:
-                batch = pickle.load(fh)  # our own spool file (see _Spool), never outside data
-            except EOFError:
-                return
-            yield from batch
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            yield json.loads(line)
+
+
+def _edge_json(e: Edge) -> dict[str, Any]:
+    return asdict(e)
+
+
+def _edge_from_json(d: dict[str, Any]) -> Edge:
+    behaviour = d.pop("behaviour", None)
+    return Edge(**d, behaviour=BehaviourEvidence(**behaviour) if behaviour is not None else None)
 
 
 def _write_edges(folder: Path, spooled: Path, last: dict[tuple[str, str], int], now: str) -> tuple[int, list[Path]]:
     """The DERIVED_FROM data; the last row of a repeated (child, parent) wins, as in the writer."""
     group = _Group(folder, "derived_from", _EDGE_IDS, _EDGE_COLUMNS, tail={"updated_at": "string"}, part="0")
     n = 0
-    for i, e in enumerate(_read_spool(spooled)):
+    for i, e in enumerate(map(_edge_from_json, _read_spool(spooled))):
         if last[(e.child, e.parent)] != i:
             continue
         rest = group.write([e.child, e.parent], edge_props(e), (now,), _has_newline(e.child) or _has_newline(e.parent))
@@ -783,7 +777,7 @@ def _write_import_files(models_f, edges_f, folder: Path, now: str, cat, parts: i
     conf: dict[tuple[str, str], float] = {}  # the edges licences are inherited along
     n_edge_rows = 0
     for i, e in enumerate(edges_f()):
-        edge_spool.add(0, e)
+        edge_spool.add(0, _edge_json(e))
         key = (e.child, e.parent)
         last[key] = i
         if not e.contradicted and e.child != e.parent:
