@@ -291,7 +291,12 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
     recs: Mapping[str, ModelRecord] = _StoredRecords(store, {rec.id: rec}) if records is None \
         else {**records, rec.id: rec}
     declared = declared_parents(rec)
-    entries = [] if sk.kind == "adapter" else stored_family(store, sk.family, rec.id)
+    block = block_signature(sk.family_desc)
+    # one pass over the store: the target's family, and its block design at other depths
+    scanned = [] if sk.kind == "adapter" else stored_family(
+        store, None, rec.id, keep=lambda meta: meta["family"] == sk.family
+        or (meta["kind"] == "full" and block_signature(meta["family_desc"]) == block))
+    entries = [e for e in scanned if e.family == sk.family]
     load = _Loader(entries)
 
     def find(m: str) -> Sketch | None:
@@ -329,7 +334,7 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
         d = Decision("no_relative", [], evidence=["no stored sketch of this architecture"])
     depth = None
     if sk.kind == "full" and d.verdict in ("no_relative", "insufficient") and sk.layer_prints:
-        depth = _cross_depth(sk, store, recs)
+        depth = _cross_depth(sk, [e for e in scanned if e.family != sk.family], recs)
         if depth is not None:
             d = Decision(depth.relation, list(depth.parents), evidence=[depth.evidence()],
                          relation_of={p: depth.relation for p in depth.parents})
@@ -370,12 +375,9 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
     return result
 
 
-def _cross_depth(sk: Sketch, store: SketchStore, recs: Mapping[str, ModelRecord]) -> DepthClaim | None:
-    """The target's sources at another depth (``crossdepth``): stored models of its block design."""
-    block = block_signature(sk.family_desc)
-    mates = stored_family(store, None, sk.model_id,
-                          keep=lambda meta: meta["family"] != sk.family and meta["kind"] == "full"
-                          and block_signature(meta["family_desc"]) == block)
+def _cross_depth(sk: Sketch, mates: list[_Stored], recs: Mapping[str, ModelRecord]) -> DepthClaim | None:
+    """The target's sources at another depth (``crossdepth``) among ``mates``: stored models of
+    its block design in other families."""
     if not mates:
         return None
     load = _Loader(mates)
