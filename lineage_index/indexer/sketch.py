@@ -97,14 +97,19 @@ def plan_reads(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = S
             row_start = _print_start(seed, c.role, tuple(t.shape))
         else:
             row_start = _stable_int(seed, c.role, c.layer, tuple(t.shape[1:])) % max(1, region - take_rows + 1)
-        scale = None
-        if t.dtype == "I8":  # bitsandbytes writes <module>.SCB (older exports <module>.weight.SCB)
-            module = t.name[: -len(".weight")] if t.name.endswith(".weight") else t.name
-            scale = by_name.get(module + ".SCB") or by_name.get(t.name + ".SCB")
+        scale = _int8_scale(t, by_name)
         if t.dtype == "I8" and scale is None:
             continue  # int8 without scales cannot be decoded into weights
         plan.append(PlannedRead(t, c.key, c.role, c.layer, row_start, take_rows, take_cols, scale))
     return plan
+
+
+def _int8_scale(t: TensorInfo, by_name: dict[str, TensorInfo]) -> TensorInfo | None:
+    """The bitsandbytes row scales of an int8 weight: <module>.SCB (older exports <module>.weight.SCB)."""
+    if t.dtype != "I8":
+        return None
+    module = t.name[: -len(".weight")] if t.name.endswith(".weight") else t.name
+    return by_name.get(module + ".SCB") or by_name.get(t.name + ".SCB")
 
 
 def print_role(tensors: tuple[TensorInfo, ...] | list[TensorInfo]) -> str | None:
@@ -154,12 +159,9 @@ def plan_prints(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = 
         c = canonical(t.name)
         if c.role != role or c.layer is None or c.layer in keep or c.layer in seen or t.dtype not in _DTYPE_SIZE:
             continue
-        scale = None
-        if t.dtype == "I8":
-            module = t.name[: -len(".weight")] if t.name.endswith(".weight") else t.name
-            scale = by_name.get(module + ".SCB") or by_name.get(t.name + ".SCB")
-            if scale is None:
-                continue
+        scale = _int8_scale(t, by_name)
+        if t.dtype == "I8" and scale is None:
+            continue  # int8 without scales cannot be decoded into weights
         seen.add(c.layer)
         shape = tuple(t.shape)
         plan.append(PlannedRead(t, f"print:{c.key}", role, c.layer, _print_start(seed, role, shape),
