@@ -13,6 +13,7 @@ contradicted). No I/O here.
 from __future__ import annotations
 
 import math
+from collections import ChainMap
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -281,8 +282,8 @@ def assemble_family(
         return (agree / total if total else 1.0) >= TIME_TRUST_MIN
 
     prelim = trusted(set())
-    if not prelim:  # untrusted times are no times: not for copies, merges nor direction
-        records = {m: replace(r, created_at=None) for m, r in records.items()}
+    if not prelim:  # untrusted times are no times: not for copies, merges nor direction (members only)
+        records = ChainMap({m: replace(records[m], created_at=None) for m in by_id if m in records}, records)
     cited: dict[str, int] = {}
     for r in records.values():
         for b in r.base_models:
