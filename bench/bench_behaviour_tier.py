@@ -31,8 +31,8 @@ from lineage_index import api
 from lineage_index.behaviour.closeness import N_AUX
 from lineage_index.behaviour.tier import BehaviourOptions, run_tier, weight_components
 from lineage_index.indexer.pipeline import index_scope, recover, sketch_all
-from lineage_index.indexer.store import SketchStore
-from lineage_index.indexer.verify import compare
+from lineage_index.indexer.recover.verify import compare
+from lineage_index.indexer.sketch.store import SketchStore
 from lineage_index.zoo.classifiers import build_classifier_zoo
 
 

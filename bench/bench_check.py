@@ -33,18 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
-from lineage_index.indexer.check import check
-from lineage_index.indexer.check_calibration import (
+from lineage_index.indexer.check.calibration import (
     ZooTruth,
     brier,
     expected_calibration_error,
     load_calibration,
     reliability,
 )
+from lineage_index.indexer.check.run import check
 from lineage_index.indexer.pipeline import sketch_all
-from lineage_index.indexer.sketch import _byte_range, plan_reads
-from lineage_index.indexer.sources import DirSource
-from lineage_index.indexer.store import SketchStore, load_meta_id
+from lineage_index.indexer.read.sources import DirSource
+from lineage_index.indexer.sketch.sample import _byte_range, plan_reads
+from lineage_index.indexer.sketch.store import SketchStore, load_meta_id
 
 LINEAGE = {"copy", "quantized", "adapter", "finetune", "merge", "prune"}
 

@@ -34,11 +34,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from lineage_index.indexer.impute import FIELDS, declared_value, impute
-from lineage_index.indexer.impute_license_text import read_license_texts
+from lineage_index.indexer.impute.license_text import read_license_texts
+from lineage_index.indexer.impute.metadata import FIELDS, declared_value, impute
 from lineage_index.indexer.pipeline import asserted_edges, declared_parents, recover, sketch_all
-from lineage_index.indexer.sources import DirSource
-from lineage_index.indexer.store import SketchStore
+from lineage_index.indexer.read.sources import DirSource
+from lineage_index.indexer.sketch.store import SketchStore
 from lineage_index.records import Edge, ModelRecord
 
 TRUTH_KEY = {"license": "license", "reuse_method": "relation", "pipeline_tag": "pipeline_tag",

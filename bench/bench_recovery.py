@@ -24,9 +24,9 @@ from rich.console import Console
 
 from lineage_index.baselines import mother_edges
 from lineage_index.evaluation import declared_baseline, score, scores_table
-from lineage_index.indexer.candidates import candidate_pairs, group_by_family
 from lineage_index.indexer.pipeline import asserted_edges, declared_parents, recover, sketch_all
-from lineage_index.indexer.sources import DirSource
+from lineage_index.indexer.read.sources import DirSource
+from lineage_index.indexer.recover.candidates import candidate_pairs, group_by_family
 
 
 def candidate_recall(truth: dict, sketches: dict, records: dict, k: int) -> tuple[int, int]:

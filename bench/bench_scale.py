@@ -85,9 +85,9 @@ def stage_build(work: Path, n: int, seed: int) -> dict:
 def stage_recover(work: Path, k: int, sample: int) -> dict:
     import numpy as np
 
-    from lineage_index.indexer import candidates
-    from lineage_index.indexer.recover_batch import StageClock, edges_json, recover_packed
-    from lineage_index.indexer.store import SketchStore
+    from lineage_index.indexer.recover import candidates
+    from lineage_index.indexer.recover.batch import StageClock, edges_json, recover_packed
+    from lineage_index.indexer.sketch.store import SketchStore
 
     monitor = _Monitor()
     monitor.start()
@@ -161,7 +161,7 @@ def stage_eval(work: Path) -> dict:
 def stage_graph(work: Path) -> dict:
     from lineage_index.api import compute_roots, model_props
     from lineage_index.cli.zoo_cmd import load_pred_edges
-    from lineage_index.indexer.store import SketchStore
+    from lineage_index.indexer.sketch.store import SketchStore
     from lineage_index.records import Sketch
     from lineage_index.schema.bulk import load_graph
     from lineage_index.schema.connection import resolve
@@ -201,8 +201,8 @@ def crossover(work: Path, sizes: list[int]) -> None:
     """Flat against IVF-SQ8 candidate search on subsets of the largest family of a built hub."""
     import numpy as np
 
-    from lineage_index.indexer import candidates
-    from lineage_index.indexer.store import SketchStore
+    from lineage_index.indexer.recover import candidates
+    from lineage_index.indexer.sketch.store import SketchStore
 
     packed = SketchStore(work / "store").packed
     names = [f for f in packed.families() if not f.startswith("adapter:")]
@@ -226,8 +226,8 @@ def search_only(work: Path, k: int) -> None:
     import faiss
     import numpy as np
 
-    from lineage_index.indexer import candidates
-    from lineage_index.indexer.store import SketchStore
+    from lineage_index.indexer.recover import candidates
+    from lineage_index.indexer.sketch.store import SketchStore
 
     packed = SketchStore(work / "store").packed
     fams = [packed.load_family(f, with_records=False) for f in packed.families() if not f.startswith("adapter:")]

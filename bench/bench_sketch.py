@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lineage_index.indexer.pipeline import sketch_all
-from lineage_index.indexer.sources import DirSource
+from lineage_index.indexer.read.sources import DirSource
 
 LLAMA7B = dict(layers=32, hidden=4096, inter=11008, vocab=32000)
 
@@ -103,7 +103,7 @@ def bench_seven_b() -> None:
         try:
             from hubserver import LocalHub
 
-            from lineage_index.indexer.sources_hub import HubSource
+            from lineage_index.indexer.read.hub import HubSource
         except ImportError as exc:  # pragma: no cover
             print(f"  (HTTP run skipped: {exc})")
             return

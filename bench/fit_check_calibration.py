@@ -18,7 +18,7 @@ P(parent | related) on the pairs that pass check's z gate, and P(verdict right) 
 verdicts, from their group and the fitted pair probabilities behind them (with one right and
 one wrong pseudo-verdict per group: Laplace's rule, so no group is ever certain). Coefficients,
 feature names and provenance (zoo sizes and seeds, counts, date, this command) are written
-to lineage_index/indexer/data/check_calibration.json. It also prints leave-one-zoo-out Brier
+to lineage_index/indexer/check/data/calibration.json. It also prints leave-one-zoo-out Brier
 scores, so the fit is judged on zoos it did not see. --rows DIR keeps (or reuses) the rows
 collected per zoo, so the fit can be redone without re-checking.
 """
@@ -36,8 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lineage_index.indexer.check import check
-from lineage_index.indexer.check_calibration import (
+from lineage_index.indexer.check.calibration import (
     PARENT_FEATURES,
     RELATED_FEATURES,
     VERDICT_FEATURES,
@@ -50,11 +49,12 @@ from lineage_index.indexer.check_calibration import (
     score_verdict,
     verdict_probability,
 )
+from lineage_index.indexer.check.run import check
 from lineage_index.indexer.pipeline import sketch_all
-from lineage_index.indexer.sources import DirSource
-from lineage_index.indexer.store import SketchStore
+from lineage_index.indexer.read.sources import DirSource
+from lineage_index.indexer.sketch.store import SketchStore
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "lineage_index" / "indexer" / "data" / "check_calibration.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "lineage_index" / "indexer" / "check" / "data" / "calibration.json"
 L2 = 1.0  # ridge strength: keeps coefficients finite where a zoo separates the classes perfectly
 
 

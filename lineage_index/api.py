@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lineage_index.errors import UsageError
-from lineage_index.indexer.impute import impute, imputed_props, read_license_texts
+from lineage_index.indexer.impute.metadata import impute, imputed_props, read_license_texts
 from lineage_index.indexer.pipeline import (
     Recovery,
     changed_models,
@@ -22,9 +22,10 @@ from lineage_index.indexer.pipeline import (
     sketch_all,
     source_records,
 )
-from lineage_index.indexer.sources import DirSource, HfCacheSource, Source
-from lineage_index.indexer.store import SketchStore
+from lineage_index.indexer.read.sources import DirSource, HfCacheSource, Source
+from lineage_index.indexer.sketch.store import SketchStore
 from lineage_index.records import Edge, Failure, ModelRecord, Sketch
+from lineage_index.schema.graph import model_props  # noqa: F401  (public here too)
 
 
 def make_source(
@@ -49,7 +50,7 @@ def make_source(
         return DirSource(directory)
     if hf_cache:
         return HfCacheSource(None if hf_cache is True else hf_cache)
-    from lineage_index.indexer.sources_hub import HubSource
+    from lineage_index.indexer.read.hub import HubSource
 
     return HubSource(org=org, search=search, models=models, endpoint=endpoint, token=token, everything=everything)
 
@@ -100,36 +101,6 @@ def compute_roots(
     return roots
 
 
-def model_props(rec: ModelRecord, sketch: Sketch | None, root: str | None) -> dict[str, Any]:
-    cfg = rec.config or {}
-    archs = cfg.get("architectures")
-    return {
-        "sha": rec.sha,
-        "author": rec.author,
-        "created_at": rec.created_at,
-        "license": rec.license,
-        "license_name": rec.license_name,
-        "declared_base_models": list(rec.base_models) or None,  # none declared: no property
-        "base_model_relation": rec.base_model_relation,
-        "pipeline_tag": rec.pipeline_tag,
-        "library_name": rec.library_name,
-        "model_type": cfg.get("model_type") if isinstance(cfg.get("model_type"), str) else None,
-        "architectures": [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else None,
-        "gated": bool(rec.gated),
-        "private": bool(rec.private),
-        "weight_format": rec.weight_format,
-        "source": rec.source,
-        "is_adapter": rec.is_adapter,
-        "family": sketch.family if sketch else None,
-        "kind": sketch.kind if sketch else None,
-        "quant": sketch.quant if sketch else None,
-        "dtypes": list(sketch.dtypes) if sketch else None,
-        "sketch_bytes_read": sketch.bytes_read if sketch else None,
-        "root": root,
-        "status": "indexed" if sketch else "metadata-only",
-    }
-
-
 def write_graph(
     conn, records: dict[str, ModelRecord], sketches: dict[str, Sketch], failures: list[Failure],
     recovery: Recovery, license_texts: dict[str, str] | None = None, *,
@@ -177,7 +148,7 @@ def ingest(
     store = store if store is not None else SketchStore()
     fanout = None
     if ray:
-        from lineage_index.indexer.fanout import make_sketcher
+        from lineage_index.indexer.sketch.fanout import make_sketcher
 
         fanout = make_sketcher(source, address=ray if isinstance(ray, str) else None)
     try:

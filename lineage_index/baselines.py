@@ -16,8 +16,8 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
-from lineage_index.indexer.candidates import group_by_family
-from lineage_index.indexer.verify import excess_kurtosis
+from lineage_index.indexer.recover.candidates import group_by_family
+from lineage_index.indexer.recover.verify import excess_kurtosis
 from lineage_index.records import Edge, Sketch
 
 MOTHER_LAMBDA = 0.3

@@ -89,7 +89,7 @@ DEFAULT_BULK_MIN_ROWS = 200_000
 DEFAULT_IMPORT_HEAP = "1g"
 DEFAULT_IMPORT_OFFHEAP = "2g"
 
-# --- Ray fan-out of the sketch reads (lineage_index.indexer.fanout) --------------------------
+# --- Ray fan-out of the sketch reads (lineage_index.indexer.sketch.fanout) --------------------------
 FANOUT_LOCAL_CPUS = max(1, min(os.cpu_count() or 1, 4))  # a local Ray started on demand
 FANOUT_OBJECT_STORE_BYTES = 200 * 1024 * 1024  # small: the machine's RAM is shared
 FANOUT_MAX_PER_HOST = 8  # tasks reading from one Hub host at once

@@ -194,3 +194,13 @@ class Edge:
     contradicted: bool = False  # declared edge the weights contradict
     recovered_parent: str | None = None  # when contradicted: the parent the weights point to
     behaviour: BehaviourEvidence | None = None  # set by the opt-in behaviour tier only
+
+
+def record_from_dict(d: dict[str, Any]) -> ModelRecord:
+    """A ``ModelRecord`` from its JSON form (``dataclasses.asdict`` of one, as the store keeps it)."""
+    d = dict(d)
+    d["files"] = tuple(FileEntry(**f) for f in d.get("files", ()))
+    d["tensors"] = tuple(TensorInfo(**{**t, "shape": tuple(t["shape"])}) for t in d.get("tensors", ()))
+    for key in ("base_models", "tags"):
+        d[key] = tuple(d.get(key) or ())
+    return ModelRecord(**d)

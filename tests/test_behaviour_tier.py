@@ -17,7 +17,7 @@ import torch
 
 from lineage_index import api
 from lineage_index.behaviour.tier import BehaviourOptions, weight_components
-from lineage_index.indexer.store import SketchStore
+from lineage_index.indexer.sketch.store import SketchStore
 from lineage_index.records import Edge
 from lineage_index.zoo.classifiers import plan_classifiers, realise
 

@@ -20,8 +20,7 @@ from typer.testing import CliRunner
 from lineage_index import api
 from lineage_index.cli.check_cmd import register
 from lineage_index.errors import UsageError
-from lineage_index.indexer.check import check, last_result
-from lineage_index.indexer.check_calibration import (
+from lineage_index.indexer.check.calibration import (
     PARENT_FEATURES,
     RELATED_FEATURES,
     Logistic,
@@ -29,11 +28,12 @@ from lineage_index.indexer.check_calibration import (
     fit_logistic,
     load_calibration,
 )
-from lineage_index.indexer.check_features import parent_vector
-from lineage_index.indexer.check_mergekit import mergekit_config, mergekit_yaml, sparse_method
+from lineage_index.indexer.check.features import parent_vector
+from lineage_index.indexer.check.mergekit import mergekit_config, mergekit_yaml, sparse_method
+from lineage_index.indexer.check.run import check, last_result
 from lineage_index.indexer.pipeline import sketch_all
-from lineage_index.indexer.store import SketchStore, load_meta_id
-from lineage_index.indexer.verify import compare, find_merge
+from lineage_index.indexer.recover.verify import compare, find_merge
+from lineage_index.indexer.sketch.store import SketchStore, load_meta_id
 from lineage_index.records import ModelRecord, Sketch, TensorSample
 
 LLAMA_TREE = ("meta-llama/Llama-3.1-Nano", "Intel/Llama-3.1-Nano-fr", "berkeley-nest/Llama-3.1-Nano-fr-ft-top",

@@ -14,8 +14,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lineage_index import api
-from lineage_index.indexer.crossdepth import block_signature
 from lineage_index.indexer.pipeline import asserted_edges, recover, sketch_all
+from lineage_index.indexer.recover.crossdepth import block_signature
 
 ROOT = "meta-llama/Llama-3.1-Nano"
 FT = "Intel/Llama-3.1-Nano-fr"
@@ -101,7 +101,7 @@ def test_no_cross_depth_lineage_between_independent_models(depth_zoo: Path, tmp_
 def test_a_passthrough_ingested_in_a_later_run_finds_its_sources_in_the_index(depth_zoo: Path, tmp_path: Path) -> None:
     """`ingest --dir A` then `ingest --dir B` into one store: the second run's passthrough model
     is matched against the indexed models of the same block design at another depth."""
-    from lineage_index.indexer.store import SketchStore
+    from lineage_index.indexer.sketch.store import SketchStore
 
     first, second = tmp_path / "first", tmp_path / "second"
     for m in (ROOT, FT, OTHER):
@@ -117,8 +117,8 @@ def test_a_passthrough_ingested_in_a_later_run_finds_its_sources_in_the_index(de
 
 def test_check_names_the_sources_of_a_passthrough_model(depth_zoo: Path, tmp_path: Path) -> None:
     """`lineage-index check DIR` on a passthrough model against an index of one depth."""
-    from lineage_index.indexer.check import check
-    from lineage_index.indexer.store import SketchStore
+    from lineage_index.indexer.check.run import check
+    from lineage_index.indexer.sketch.store import SketchStore
 
     indexed = tmp_path / "indexed"
     for m in (ROOT, FT, OTHER):
@@ -138,7 +138,7 @@ def test_check_names_the_sources_of_a_passthrough_model(depth_zoo: Path, tmp_pat
 def test_constant_layer_prints_claim_nothing() -> None:
     """A matrix that is the same constant in every model of a design (zero-initialised, frozen)
     prints identically everywhere: no lineage from it, while real copied layers still count."""
-    from lineage_index.indexer.crossdepth import cross_depth_claims
+    from lineage_index.indexer.recover.crossdepth import cross_depth_claims
     from lineage_index.records import Sketch
 
     rng = np.random.default_rng(0)
@@ -160,7 +160,7 @@ def test_constant_layer_prints_claim_nothing() -> None:
 
 def test_layers_of_varying_width_do_not_break_matching() -> None:
     """A design whose blocks vary in size (per-layer FFN widths) prints at several lengths."""
-    from lineage_index.indexer.crossdepth import cross_depth_claims
+    from lineage_index.indexer.recover.crossdepth import cross_depth_claims
     from lineage_index.records import Sketch
 
     rng = np.random.default_rng(1)

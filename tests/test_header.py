@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 from lineage_index.errors import HeaderError, ModelReadError
-from lineage_index.indexer.reader import LocalReader, coalesce
-from lineage_index.indexer.safetensors_header import (
+from lineage_index.indexer.read.ranges import LocalReader, coalesce
+from lineage_index.indexer.read.safetensors import (
     parse_header,
     read_header,
     read_model_tensors,

@@ -19,9 +19,9 @@ from hubserver import LocalHub, write_model  # noqa: E402
 from huggingface_hub import hf_hub_download  # noqa: E402
 
 from lineage_index.errors import HeaderError, ModelReadError, RateLimitedError  # noqa: E402
-from lineage_index.indexer.reader_hub import HubReader, RetryPolicy  # noqa: E402
-from lineage_index.indexer.sources import DirSource, HfCacheSource, open_reader  # noqa: E402
-from lineage_index.indexer.sources_hub import HubSource  # noqa: E402
+from lineage_index.indexer.read.hub import HubSource  # noqa: E402
+from lineage_index.indexer.read.remote import HubReader, RetryPolicy  # noqa: E402
+from lineage_index.indexer.read.sources import DirSource, HfCacheSource, open_reader  # noqa: E402
 from lineage_index.records import Failure, ModelRecord  # noqa: E402
 
 FAST = RetryPolicy(max_retries=3, base_wait_s=0.0, max_wait_s=0.05, max_total_wait_s=1.0, timeout_s=10)
@@ -329,7 +329,7 @@ def test_local_hub_speaks_the_hub_protocol(hub: LocalHub, zoo: Path) -> None:
 
 
 def test_a_listing_without_files_falls_back_to_model_info(hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lineage_index.indexer.sources_hub as sources_hub
+    import lineage_index.indexer.read.hub as sources_hub
 
     # a Hub server that returns only ids and cards in listings (no siblings, no sha)
     monkeypatch.setattr(sources_hub, "EXPAND", ["cardData", "createdAt"])

@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lineage_index.indexer.impute import FIELDS, Imputed, impute, imputed_props
-from lineage_index.indexer.impute_license_text import (
+from lineage_index.indexer.impute.license_text import (
     identify_license,
     is_license_file,
     load_license_texts,
     read_license_texts,
 )
-from lineage_index.indexer.sources import DirSource
+from lineage_index.indexer.impute.metadata import FIELDS, Imputed, impute, imputed_props
+from lineage_index.indexer.read.sources import DirSource
 from lineage_index.records import Edge, FileEntry, ModelRecord, TensorInfo
 
 MIT = """MIT License

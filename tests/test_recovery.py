@@ -11,8 +11,8 @@ import pytest
 
 from lineage_index import api
 from lineage_index.indexer.pipeline import asserted_edges, recover, sketch_all
-from lineage_index.indexer.store import SketchStore
-from lineage_index.indexer.verify import compare
+from lineage_index.indexer.recover.verify import compare
+from lineage_index.indexer.sketch.store import SketchStore
 from lineage_index.records import Sketch, TensorSample
 
 
@@ -140,7 +140,7 @@ def test_full_ingest_into_neo4j_and_eval_from_the_graph(zoo, truth, neo4j_server
 
 
 def test_merge_fit_recovers_coefficients_of_a_linear_merge() -> None:
-    from lineage_index.indexer.verify import merge_fit
+    from lineage_index.indexer.recover.verify import merge_fit
 
     rng = np.random.default_rng(0)
     base = rng.normal(size=(16, 64)).astype(np.float32)
@@ -176,7 +176,7 @@ def test_lineage_crosses_ingest_runs_of_different_orgs(zoo: Path, truth, tmp_pat
 
 @pytest.mark.parametrize("method", ["linear", "task", "ties", "dare"])
 def test_merge_methods_are_found_with_their_inputs(method: str) -> None:
-    from lineage_index.indexer.verify import find_merge
+    from lineage_index.indexer.recover.verify import find_merge
 
     rng = np.random.default_rng(1)
     base = rng.normal(size=(32, 128))
@@ -203,7 +203,7 @@ def test_merge_methods_are_found_with_their_inputs(method: str) -> None:
 
 
 def test_a_soup_of_four_is_a_merge_but_a_parent_of_four_is_not() -> None:
-    from lineage_index.indexer.verify import find_merge
+    from lineage_index.indexer.recover.verify import find_merge
 
     rng = np.random.default_rng(2)
     base = rng.normal(size=(32, 128))
@@ -250,7 +250,7 @@ def test_shuffled_upload_times_are_noticed_and_dropped(recovered) -> None:
 def test_a_structural_child_votes_on_time_only_with_the_model_it_was_made_from() -> None:
     """A pruned model is every relative's "child" by its zeros, but only its own nearest relative
     made it: a sibling uploaded after it is no evidence against the upload times."""
-    from lineage_index.indexer.assemble import time_trust, time_votes
+    from lineage_index.indexer.recover.assemble import time_trust, time_votes
 
     rng = np.random.default_rng(5)
     root = {f"l{i}.w": rng.normal(0, 0.3, (32, 48)) for i in range(3)}

@@ -25,8 +25,8 @@ import pytest
 
 from lineage_index import api
 from lineage_index.indexer.pipeline import recover, sketch_all
-from lineage_index.indexer.sources import DirSource
-from lineage_index.indexer.store import SketchStore
+from lineage_index.indexer.read.sources import DirSource
+from lineage_index.indexer.sketch.store import SketchStore
 from lineage_index.records import Edge
 from lineage_index.schema.connection import Connection
 
@@ -96,7 +96,7 @@ def test_ray_fanout_gives_the_local_results_and_survives_a_killed_worker(
 
 
 def test_ray_fanout_bounds_tasks_per_host(tiny_zoo: Path, tmp_path: Path, local_ray: None) -> None:
-    from lineage_index.indexer.fanout import FanoutConfig, RaySketcher, ReaderSpec
+    from lineage_index.indexer.sketch.fanout import FanoutConfig, RaySketcher, ReaderSpec
 
     src = DirSource(tiny_zoo)
     sketcher = RaySketcher(ReaderSpec("local"), FanoutConfig(max_in_flight_per_host=2, crash_once=None))
@@ -110,9 +110,9 @@ def test_ray_fanout_bounds_tasks_per_host(tiny_zoo: Path, tmp_path: Path, local_
 
 
 def test_a_task_retries_transient_hub_errors_on_a_fresh_reader(tiny_zoo: Path) -> None:
-    from lineage_index.indexer.fanout import ReaderSpec, sketch_task
-    from lineage_index.indexer.reader_hub import RetryPolicy
-    from lineage_index.indexer.sketch import sketch_model
+    from lineage_index.indexer.read.remote import RetryPolicy
+    from lineage_index.indexer.sketch.fanout import ReaderSpec, sketch_task
+    from lineage_index.indexer.sketch.sample import sketch_model
     from lineage_index.records import Failure
 
     model = "openlm-research/open_llama_nano"

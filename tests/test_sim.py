@@ -15,15 +15,15 @@ import pytest
 
 from lineage_index.config import SKETCH_VERSION
 from lineage_index.evaluation import score
-from lineage_index.indexer import candidates
-from lineage_index.indexer.arborescence import arborescence_edges
 from lineage_index.indexer.pipeline import asserted_edges
-from lineage_index.indexer.recover_batch import recover_packed
-from lineage_index.indexer.sketch import embed
-from lineage_index.indexer.store import SketchStore
-from lineage_index.indexer.store_packed import PackedWriter
-from lineage_index.indexer.verify import compare, find_merge
-from lineage_index.indexer.verify_batch import compare_pairs, merge_screen
+from lineage_index.indexer.recover import candidates
+from lineage_index.indexer.recover.arborescence import arborescence_edges
+from lineage_index.indexer.recover.batch import recover_packed
+from lineage_index.indexer.recover.vectorised import compare_pairs, merge_screen
+from lineage_index.indexer.recover.verify import compare, find_merge
+from lineage_index.indexer.sketch.packed import PackedWriter
+from lineage_index.indexer.sketch.sample import embed
+from lineage_index.indexer.sketch.store import SketchStore
 from lineage_index.records import (
     RELATIONS,
     FileEntry,

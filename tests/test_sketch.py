@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lineage_index.indexer.canon import canonical, family_signature
-from lineage_index.indexer.sketch import MAX_LAYERS, plan_reads, sketch_model
-from lineage_index.indexer.sources import DirSource
-from lineage_index.indexer.store import SketchStore
+from lineage_index.indexer.read.sources import DirSource
+from lineage_index.indexer.sketch.canon import canonical, family_signature
+from lineage_index.indexer.sketch.sample import MAX_LAYERS, plan_reads, sketch_model
+from lineage_index.indexer.sketch.store import SketchStore
 
 
 def _weights(seed: int, layers: int = 3, d: int = 64, vocab: int = 300) -> dict[str, torch.Tensor]:
@@ -141,7 +141,7 @@ def test_embedding_distance_separates_related_from_independent(tmp_path: Path, n
 
 
 def test_duplicate_weight_sets_are_read_once(tmp_path: Path) -> None:
-    from lineage_index.indexer.safetensors_header import primary_weight_files
+    from lineage_index.indexer.read.safetensors import primary_weight_files
 
     assert primary_weight_files(["consolidated.safetensors", "model.safetensors", "config.json"]) == [
         "model.safetensors"]

@@ -12,9 +12,9 @@ import pytest
 from hubserver import write_model
 
 from lineage_index.errors import UsageError
-from lineage_index.indexer.reader import LocalReader
-from lineage_index.indexer.sources import DirSource, HfCacheSource, iter_records, open_reader
-from lineage_index.indexer.sources_card import card_fields, front_matter
+from lineage_index.indexer.read.card import card_fields, front_matter
+from lineage_index.indexer.read.ranges import LocalReader
+from lineage_index.indexer.read.sources import DirSource, HfCacheSource, iter_records, open_reader
 from lineage_index.records import Failure, ModelRecord
 
 RNG = np.random.default_rng(7)

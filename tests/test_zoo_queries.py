@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lineage_index import api
-from lineage_index.indexer.store import SketchStore
+from lineage_index.indexer.sketch.store import SketchStore
 from lineage_index.queries.runner import list_queries, run_query
 from lineage_index.schema.connection import Connection
 

@@ -16,6 +16,9 @@ per source on a second, held-out set of auxiliary models (``models.make_aux``), 
 independent models' upper tail at a stated false-positive rate (``FPR``), because the product rule
 is never to claim lineage between independently trained models; the lineage side only bounds it.
 This module only computes; it writes nothing but the optional profile cache.
+
+Why this module is long: the walk, the probe selection, the threshold and the profile cache are
+one method (seed 002) over one ``Profile`` record; each step is short and reads the others'.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from lineage_index.errors import ModelReadError, UnsupportedFormatError, UsageError
-from lineage_index.indexer.sources import PICKLE_SUFFIXES
+from lineage_index.indexer.read.sources import PICKLE_SUFFIXES
 
 DEFAULT_MAX_DOWNLOAD_MB = 2048.0
 # Files fetched besides the weights: configuration, tokenizer, card.
@@ -61,7 +61,7 @@ def download_model(repo_id: str, *, max_download_mb: float = DEFAULT_MAX_DOWNLOA
     """Download the safetensors weights and small metadata files of ``repo_id`` (never pickle)."""
     from huggingface_hub import HfApi, snapshot_download
 
-    from lineage_index.indexer.reader_hub import HUB_ERRORS, map_hub_error
+    from lineage_index.indexer.read.remote import HUB_ERRORS, map_hub_error
 
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None  # read now, not at library import
     api = HfApi(endpoint=endpoint, token=token)

@@ -15,6 +15,9 @@ and nothing is opened; a missing one raises ``UsageError``. int8 weights with a 
 The training helpers (``train``, ``train_fresh``, ``minilm_classifier``, ``finetune``,
 ``adversarial_finetune``, ``transfer``, ``distill``, ``prune``, ``round_fp16``,
 ``quantise_int8``) make the auxiliary models for calibration and the bench zoo.
+
+Why this module is long: loading and the derivations share the ``Classifier`` record and its
+safetensors layout, and the derivations are the calibration's auxiliary models.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from lineage_index.behaviour.archs import (
 )
 from lineage_index.behaviour.probes import ProbeSet, TaskSpec, task_data
 from lineage_index.errors import ModelReadError, UnsupportedFormatError, UsageError
-from lineage_index.indexer.sources import PICKLE_SUFFIXES
+from lineage_index.indexer.read.sources import PICKLE_SUFFIXES
 
 CONFIG_KEY = "lineage_behaviour"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")

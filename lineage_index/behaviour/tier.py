@@ -43,6 +43,10 @@ per source ``n_aux`` cheap derivations (``models.make_aux``), and ``n_aux`` inde
 re-trainings shared by every source of one calibration group (architecture, its keywords and
 task), made once. Results are cached on disk per (source weights, suspect weights, settings), so a
 second ``--behaviour`` run over unchanged models measures nothing again.
+
+Why this module is long: it is the tier's whole procedure (loading, calibration, measuring,
+the distillation search and its direction rules) over the private ``_Model`` / ``_Measure``
+records; the methods themselves live in ``closeness`` and ``determine``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from lineage_index.cli.query_cmd import register as register_query_commands
 from lineage_index.cli.sim_cmd import sim_app
 from lineage_index.cli.zoo_cmd import zoo_app
 from lineage_index.errors import LineageIndexError
-from lineage_index.indexer.store import SketchStore
+from lineage_index.indexer.sketch.store import SketchStore
 
 app = typer.Typer(
     name="lineage-index",

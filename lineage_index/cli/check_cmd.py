@@ -19,16 +19,16 @@ from rich.table import Table
 
 from lineage_index.cli.output import console, err_console
 from lineage_index.errors import GraphError, LineageIndexError
-from lineage_index.indexer.check import CheckResult, check, last_result
-from lineage_index.indexer.check_report import label
-from lineage_index.indexer.store import SketchStore
+from lineage_index.indexer.check.report import label
+from lineage_index.indexer.check.run import CheckResult, check, last_result
+from lineage_index.indexer.sketch.store import SketchStore
 from lineage_index.records import ModelRecord
 
 
 def _records(directory: Path | None) -> dict[str, ModelRecord] | None:
     if directory is None:
         return None
-    from lineage_index.indexer.sources import DirSource
+    from lineage_index.indexer.read.sources import DirSource
 
     return {r.id: r for r in DirSource(directory).iter_records() if isinstance(r, ModelRecord)}
 
@@ -170,8 +170,8 @@ def register(app: typer.Typer) -> None:
             if add and no_graph:
                 result.graph = "graph not written (--no-graph)"
             if report:
-                from lineage_index.indexer.check_graph import graph_context
-                from lineage_index.indexer.check_report import render_report
+                from lineage_index.indexer.check.graph import graph_context
+                from lineage_index.indexer.check.report import render_report
 
                 ctx = graph_context(conn, result.target, result.parents).__dict__ if conn else None
                 report.write_text(render_report(result.to_dict(), ctx))
@@ -182,7 +182,7 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from None
         if mergekit:
-            from lineage_index.indexer.check_mergekit import mergekit_yaml
+            from lineage_index.indexer.check.mergekit import mergekit_yaml
 
             if result.merge:
                 print(mergekit_yaml(result.target, result.merge, result.merge.get("dtype")), end="")

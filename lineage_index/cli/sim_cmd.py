@@ -1,7 +1,7 @@
 """CLI for the simulated hub: ``sim build``, ``sim recover``, ``sim calibrate``.
 
 Thin typer commands over ``lineage_index.sim`` (build, calibrate) and
-``lineage_index.indexer.recover_batch`` (recovery over a packed store). They parse options,
+``lineage_index.indexer.recover.batch`` (recovery over a packed store). They parse options,
 call one library function and print its summary; nothing is computed here.
 """
 
@@ -52,8 +52,8 @@ def recover(
     k: Annotated[int, typer.Option(min=1, help="Nearest neighbours per model.")] = 10,
 ) -> None:
     """Recover lineage over the packed store, family by family; score with ``eval --pred``."""
-    from lineage_index.indexer.recover_batch import edges_json, peak_rss_bytes, recover_packed
-    from lineage_index.indexer.store import SketchStore
+    from lineage_index.indexer.recover.batch import edges_json, peak_rss_bytes, recover_packed
+    from lineage_index.indexer.sketch.store import SketchStore
 
     store = SketchStore(out / "store" if (out / "store").is_dir() else out)
     with _bar() as bar:

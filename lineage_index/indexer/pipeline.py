@@ -2,7 +2,7 @@
 
 ``sketch_all`` fills the sketch store (reading only planned byte ranges, skipping models
 whose (id, sha) is already stored), here or as Ray tasks (``fanout``: ``ingest --ray``; the
-results are the same either way); ``recover`` turns sketches into directed typed edges
+results are the same either way); ``recover`` (``recover.edges``) turns sketches into directed typed edges
 (candidates -> verify -> assemble -> adapters -> declared reconciliation). Failures are
 collected per model; nothing here raises for one bad model. The CLI only calls these.
 
@@ -16,21 +16,29 @@ only their part of the graph.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lineage_index.errors import LineageIndexError
-from lineage_index.indexer.assemble import assemble_family, collection_time_share
-from lineage_index.indexer.candidates import DEFAULT_K, candidate_pairs, group_by_family
-from lineage_index.indexer.canon import adapter_target_signature, canonical, quant_aux_kind
-from lineage_index.indexer.crossdepth import block_signature, cross_depth_edges
-from lineage_index.indexer.sketch import sketch_model
-from lineage_index.indexer.store import SketchStore
-from lineage_index.indexer.verify import compare
-from lineage_index.records import Edge, Failure, ModelRecord, Sketch
+from lineage_index.indexer.recover.crossdepth import block_signature
+from lineage_index.indexer.recover.declared import (  # noqa: F401  (the pipeline's public names)
+    SAME_WEIGHTS,
+    asserted_edges,
+    declared_parents,
+    reconcile_declared,
+    resolve_declared_case,
+)
+from lineage_index.indexer.recover.edges import Recovery, recover  # noqa: F401
+from lineage_index.indexer.sketch.sample import sketch_model
+from lineage_index.indexer.sketch.store import SketchStore
+from lineage_index.records import Failure, ModelRecord, Sketch
 
-SAME_WEIGHTS = ("copy", "quantized")  # relations the weights cannot always tell apart
+__all__ = [
+    "SketchReport", "Scope", "Recovery", "sketch_all", "sketch_one", "source_records", "index_scope",
+    "incremental_scope", "changed_models", "recover", "declared_parents", "reconcile_declared",
+    "resolve_declared_case", "asserted_edges", "SAME_WEIGHTS",
+]
 
 
 @dataclass
@@ -61,7 +69,7 @@ def source_records(source, store: SketchStore | None) -> Iterable[ModelRecord | 
     """
     if store is None or not (hasattr(source, "iter_infos") and hasattr(source, "record")):
         return source.iter_records()
-    from lineage_index.indexer.sources_hub import ordered_map
+    from lineage_index.indexer.read.hub import ordered_map
 
     known = store.records()
 
@@ -261,166 +269,3 @@ def incremental_scope(
                 ctx_sketches[parent] = sk
     families = {s.family for s in scope_sketches.values() if s.kind == "full"}
     return Scope(scope_recs, scope_sketches, ctx_recs, ctx_sketches, families)
-
-
-def declared_parents(rec: ModelRecord) -> tuple[str, ...]:
-    """Declared bases: an adapter's ``base_model_name_or_path`` first (what PEFT loads), then the card's."""
-    parents = list(rec.base_models)
-    if rec.adapter_config:
-        base = rec.adapter_config.get("base_model_name_or_path")
-        if isinstance(base, str) and base:
-            parents = [base] + [p for p in parents if p != base]
-    return tuple(p for p in parents if p != rec.id)
-
-
-def _adapter_fits(adapter: ModelRecord, base: ModelRecord) -> bool:
-    targets = adapter_target_signature(adapter.tensors)
-    if not targets:
-        return False
-    shapes = {}
-    for t in base.tensors:
-        c = canonical(t.name)
-        if len(t.shape) == 2:
-            shapes[c.role] = (t.shape[0], t.shape[1])
-    if any(quant_aux_kind(t.name) in ("bnb-4bit", "gptq") for t in base.tensors):
-        return True  # 4-bit packed bases (QLoRA) hide their shapes: the weights cannot object
-    # int8 weights keep the (out, in) shape; GPT-2's Conv1D stores (in, out)
-    return all(shapes.get(role) in (shape, shape[::-1]) for role, shape in targets.items())
-
-
-@dataclass
-class Recovery:
-    edges: list[Edge]
-    roots: list[str]
-    families: list[str] = field(default_factory=list)  # families verified (candidates + verify)
-    pairs: int = 0  # candidate pairs compared
-
-
-def recover(
-    records: dict[str, ModelRecord], sketches: dict[str, Sketch], *, k: int = DEFAULT_K,
-    context_records: dict[str, ModelRecord] | None = None,
-    context_sketches: dict[str, Sketch] | None = None,
-) -> Recovery:
-    """Directed, typed edges from sketches, reconciled with the declared base models.
-
-    Edges are recovered for ``records``/``sketches``; ``context_*`` (declared parents outside
-    them, see ``Scope``) are looked at to judge a declaration or an adapter's fit, never
-    verified again.
-    """
-    records = resolve_declared_case(records, {*records, *sketches, *(context_records or {}), *(context_sketches or {})})
-    all_records = {**(context_records or {}), **records}
-    all_sketches = {**(context_sketches or {}), **sketches}
-    full = [s for s in sketches.values() if s.kind == "full"]
-    declared = {m: declared_parents(r) for m, r in records.items()}
-    edges: list[Edge] = []
-    roots: list[str] = []
-    families: list[str] = []
-    n_pairs = 0
-    verified: list[tuple[str, list[Sketch], list]] = []
-    for family, members in sorted(group_by_family(full).items()):
-        members.sort(key=lambda s: s.model_id)
-        cands = candidate_pairs(members, declared, k=k)
-        by_id = {s.model_id: s for s in members}
-        verified.append((family, members, [compare(by_id[c.a], by_id[c.b]) for c in cands]))
-    time_prior = collection_time_share([pairs for _, _, pairs in verified], records)
-    for family, members, pairs in verified:
-        result = assemble_family(members, pairs, records, time_prior=time_prior)
-        edges.extend(result.edges)
-        roots.extend(result.roots)
-        families.append(family)
-        n_pairs += len(pairs)
-    # a family is one depth: its roots may come from another depth (pruned, passthrough, up-scaled)
-    copies = {e.child for e in edges if e.relation in SAME_WEIGHTS}
-    pool = full + [s for m, s in (context_sketches or {}).items() if s.kind == "full" and m not in sketches]
-    depth_edges = cross_depth_edges(pool, roots, all_records, time_prior, copies)
-    edges.extend(depth_edges)
-    depth_children = {e.child for e in depth_edges}
-    roots = [r for r in roots if r not in depth_children]
-    for s in sketches.values():  # adapters: the base is declared; the weights' shapes must fit it
-        if s.kind != "adapter":
-            continue
-        rec = records.get(s.model_id)
-        for parent in declared.get(s.model_id, ()):
-            base = all_records.get(parent)
-            if rec is not None and base is not None and parent in all_sketches and _adapter_fits(rec, base):
-                edges.append(Edge(s.model_id, parent, "adapter", "both", 0.9, None,
-                                  evidence="adapter: LoRA shapes fit the declared base"))
-                break
-    edges = reconcile_declared(edges, records, sketches, context_records, context_sketches)
-    return Recovery(edges, roots, families, n_pairs)
-
-
-def resolve_declared_case(records: dict[str, ModelRecord], known: set[str]) -> dict[str, ModelRecord]:
-    """Declared base models spelled with another case than an indexed id (the Hub resolves repo
-    ids case-insensitively: ``Meta-Llama/llama-3-8b`` is ``meta-llama/Llama-3-8B``) take the
-    indexed spelling; an id matching several indexed ids by case is left as written."""
-    lower: dict[str, list[str]] = {}
-    for m in known:
-        lower.setdefault(m.lower(), []).append(m)
-    out = dict(records)
-    for m, rec in records.items():
-        fixed = tuple(b if b in known or len(lower.get(b.lower(), [])) != 1 else lower[b.lower()][0]
-                      for b in rec.base_models)
-        if fixed != rec.base_models:
-            out[m] = replace(rec, base_models=tuple(dict.fromkeys(fixed)))
-    return out
-
-
-def reconcile_declared(
-    edges: list[Edge], records: dict[str, ModelRecord], sketches: dict[str, Sketch],
-    context_records: dict[str, ModelRecord] | None = None,
-    context_sketches: dict[str, Sketch] | None = None,
-) -> list[Edge]:
-    """Mark recovered edges the card also declares (``both``); keep and flag the others.
-
-    Declarations of ``records`` are judged; ``context_*`` only supply the parents' side.
-    """
-    all_records = {**(context_records or {}), **records}
-    sketches = {**(context_sketches or {}), **sketches}
-    recovered = {(e.child, e.parent): e for e in edges}
-    parents_of: dict[str, list[str]] = {}
-    for e in edges:
-        parents_of.setdefault(e.child, []).append(e.parent)
-    out: list[Edge] = []
-    declared_pairs: set[tuple[str, str]] = set()
-    for child, rec in sorted(records.items()):
-        for parent in declared_parents(rec):
-            declared_pairs.add((child, parent))
-            if (child, parent) in recovered:
-                continue
-            relation = rec.base_model_relation or ("adapter" if rec.is_adapter else "finetune")
-            if parent not in sketches or child not in sketches:
-                out.append(Edge(child, parent, relation, "declared", 0.5, None,
-                                evidence="declared; weights of one side not indexed"))
-                continue
-            found = parents_of.get(child, [])
-            a, b = sketches[child], sketches[parent]
-            if a.kind == "adapter":
-                base = all_records.get(parent)
-                why = ("the LoRA shapes fit it, but another declared base was taken"
-                       if base is not None and _adapter_fits(rec, base) else "the LoRA shapes do not fit it")
-            elif a.family != b.family:
-                why = "architectures differ"
-            else:
-                f = compare(a, b)
-                why = f"related (cos={f.cos_median:.3f}) but not the direct parent" if f.related else (
-                    f"weights unrelated (cos={f.cos_median:.3f})")
-            out.append(Edge(child, parent, relation, "declared", 0.1, None, evidence=f"contradicted: {why}",
-                            contradicted=True, recovered_parent=", ".join(found) or None))
-    for e in edges:
-        if (e.child, e.parent) in declared_pairs:
-            relation = e.relation
-            declared_rel = records[e.child].base_model_relation if e.child in records else None
-            if relation in SAME_WEIGHTS and declared_rel in SAME_WEIGHTS:
-                relation = declared_rel  # a plain dtype cast fits both: the card decides
-            e = Edge(e.child, e.parent, relation, "both", e.confidence, e.closeness, e.evidence)
-        out.append(e)
-    return sorted(out, key=lambda e: (e.child, e.parent))
-
-
-def asserted_edges(edges: Iterable[Edge]) -> list[Edge]:
-    """The edges the weights support (what ``eval`` scores): recovered or confirmed ones.
-
-    Declared-only edges stay in the graph as the card's claim, flagged when contradicted.
-    """
-    return [e for e in edges if e.source in ("recovered", "both") and not e.contradicted]

@@ -9,10 +9,12 @@ are fixed package data.
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 
 from neo4j import Driver
 
 from lineage_index import config
+from lineage_index.records import ModelRecord, Sketch
 
 # Node labels.
 MODEL = "Model"
@@ -53,6 +55,37 @@ INDEX_NAMES: tuple[str, ...] = (
     "model_root",
     "derived_from_relation",
 )
+
+
+def model_props(rec: ModelRecord, sketch: Sketch | None, root: str | None) -> dict[str, Any]:
+    """The properties of a ``Model`` node (besides its key and imputed fields): card, config, sketch."""
+    cfg = rec.config or {}
+    archs = cfg.get("architectures")
+    return {
+        "sha": rec.sha,
+        "author": rec.author,
+        "created_at": rec.created_at,
+        "license": rec.license,
+        "license_name": rec.license_name,
+        "declared_base_models": list(rec.base_models) or None,  # none declared: no property
+        "base_model_relation": rec.base_model_relation,
+        "pipeline_tag": rec.pipeline_tag,
+        "library_name": rec.library_name,
+        "model_type": cfg.get("model_type") if isinstance(cfg.get("model_type"), str) else None,
+        "architectures": [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else None,
+        "gated": bool(rec.gated),
+        "private": bool(rec.private),
+        "weight_format": rec.weight_format,
+        "source": rec.source,
+        "is_adapter": rec.is_adapter,
+        "family": sketch.family if sketch else None,
+        "kind": sketch.kind if sketch else None,
+        "quant": sketch.quant if sketch else None,
+        "dtypes": list(sketch.dtypes) if sketch else None,
+        "sketch_bytes_read": sketch.bytes_read if sketch else None,
+        "root": root,
+        "status": "indexed" if sketch else "metadata-only",
+    }
 
 
 def schema_statements() -> list[str]:

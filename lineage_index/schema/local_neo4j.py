@@ -12,6 +12,10 @@ the home's lock; ``schema.bulk`` writes the CSV files it reads.
 This module must not touch any Neo4j other than the one it launched (it signals only the pid
 in its own state file, after checking that pid is a Neo4j of this home), and must not write
 graph data: that is ``writer.py``'s job. See shared docs NEO4J.md for the verified recipe.
+
+Why this module is long: build, start, stop, status and the bulk import all run under the home's
+one lock, read and write its one state file and share the checks that a pid is this home's
+Neo4j; split apart, each part would need the others' private helpers.
 """
 
 from __future__ import annotations

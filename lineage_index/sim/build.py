@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from lineage_index.config import SKETCH_VERSION
-from lineage_index.indexer.store import SketchStore
-from lineage_index.indexer.store_packed import SHARD_ROWS, PackedFamily, PackedLayout, PackedWriter
+from lineage_index.indexer.sketch.packed import SHARD_ROWS, PackedFamily, PackedLayout, PackedWriter
+from lineage_index.indexer.sketch.store import SketchStore
 from lineage_index.sim.calibrate import load_calibration
 from lineage_index.sim.plan import (
     DTYPES,

@@ -264,8 +264,8 @@ def fit(obs: Observations) -> dict[str, Any]:
 def measure_zoos(zoos: list[Path], store_root: Path | None = None) -> Observations:
     """Sketch each zoo (reusing a sketch store) and measure it."""
     from lineage_index.indexer.pipeline import sketch_all
-    from lineage_index.indexer.sources import DirSource
-    from lineage_index.indexer.store import SketchStore
+    from lineage_index.indexer.read.sources import DirSource
+    from lineage_index.indexer.sketch.store import SketchStore
 
     obs = Observations()
     for zoo in zoos:
@@ -298,7 +298,7 @@ CHECK_KEYS = ("model_log_rel", "growth_median", "cos_median", "identical_share",
 
 def observe_sim(out: Path, per_method: int = 300, seed: int = 0) -> Observations:
     """The same measurements on a simulated hub's sketches (a sample of edges per method)."""
-    from lineage_index.indexer.store import SketchStore
+    from lineage_index.indexer.sketch.store import SketchStore
 
     truth = json.loads((Path(out) / "truth.json").read_text())
     store = SketchStore(Path(out) / "store")

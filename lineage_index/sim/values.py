@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from lineage_index.indexer.sketch import EMBED_DIM, _buckets
+from lineage_index.indexer.sketch.sample import EMBED_DIM, _buckets
 from lineage_index.sim.plan import DTYPES, OP, OPS, HubPlan
 
 SIGMA = 0.02  # weight scale of a root matrix (irrelevant to the verifier, which is scale-free)

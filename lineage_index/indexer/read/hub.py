@@ -1,0 +1,167 @@
+"""The Hub source: model records from a Hugging Face Hub (or a compatible endpoint).
+
+Listing uses ``HfApi.list_models(author=..., search=..., expand=EXPAND)`` (``expand`` cannot be
+combined with ``full``/``cardData``; the client retries list pages itself); explicit ids use
+``HfApi.model_info(id, files_metadata=True)`` wrapped in our retry policy (the client does not
+retry it). Per model, small files (``config.json``, ``adapter_config.json``, the README only
+when the API returned no ``cardData``) and the safetensors headers are read with
+``HubReader`` range requests pinned to the commit sha, so one record is one commit. We do not
+use ``get_safetensors_metadata`` (it probes root names only and fills the HF cache).
+
+``HF_ENDPOINT``/``HF_TOKEN`` apply through huggingface_hub's defaults when ``endpoint``/``token``
+are None. Per-model errors become ``Failure`` (gated, not_found, rate_limited, bad_header,
+read_error); a failure of the listing itself raises. Never downloads weights or unpickles.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from huggingface_hub import HfApi
+
+from lineage_index.errors import ModelReadError, UsageError
+from lineage_index.indexer.read.card import iso_utc
+from lineage_index.indexer.read.remote import (
+    HUB_ERRORS,
+    HubReader,
+    RetryPolicy,
+    map_hub_error,
+    with_retries,
+)
+from lineage_index.indexer.read.safetensors import DEFAULT_PREFIX_BYTES
+from lineage_index.indexer.read.sources import build_record, read_card
+from lineage_index.records import Failure, FileEntry, ModelRecord
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+HUB_README_PREFIX_BYTES = 32 * 1024  # README fallback, only when the API gave no cardData
+EXPAND = [
+    "author", "sha", "createdAt", "lastModified", "private", "gated", "disabled", "tags",
+    "pipeline_tag", "library_name", "cardData", "config", "siblings", "safetensors",
+]
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``map`` with up to ``workers`` calls in flight, results in input order, bounded look-ahead."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="hub-source") as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+class HubSource:
+    """Models of a Hub org (``org``), a search (``search``) or explicit ids (``models``).
+
+    ``retry`` governs every call the client does not retry itself (model_info, file and
+    header reads); ``max_workers`` models are read concurrently, records come out in
+    listing order.
+    """
+
+    name = "hub"
+
+    def __init__(self, org: str | None = None, search: str | None = None,
+                 models: Iterable[str] | None = None, endpoint: str | None = None,
+                 token: str | bool | None = None, *, limit: int | None = None,
+                 retry: RetryPolicy | None = None, max_workers: int = 8, reader_workers: int = 4,
+                 readme_fallback: bool = True,
+                 header_prefix_bytes: int = DEFAULT_PREFIX_BYTES, everything: bool = False) -> None:
+        self.models = list(models) if models is not None else None
+        if not (org or search or self.models or everything):
+            raise UsageError("HubSource needs an org, a search string, a list of model ids, or everything=True")
+        self.org = org
+        self.search = search
+        self.token = token
+        self.limit = limit
+        self.retry = retry or RetryPolicy()
+        self.max_workers = max_workers
+        self.reader_workers = reader_workers
+        self.readme_fallback = readme_fallback
+        self.header_prefix_bytes = header_prefix_bytes
+        self.api = HfApi(endpoint=endpoint, token=token)
+        self.endpoint: str = self.api.endpoint
+
+    def reader(self, repo_id: str, sha: str | None) -> HubReader:
+        return HubReader(repo_id, revision=sha, endpoint=self.endpoint, token=self.token,
+                         retry=self.retry, max_workers=self.reader_workers)
+
+    def open_reader(self, record: ModelRecord) -> HubReader:
+        """A RangeReader on ``record``'s repo pinned to ``record.sha``."""
+        return self.reader(record.id, record.sha)
+
+    # --- metadata ----------------------------------------------------------------------
+    def _model_info(self, repo_id: str) -> Any:
+        try:
+            return with_retries(
+                lambda: self.api.model_info(repo_id, files_metadata=True, timeout=self.retry.timeout_s),
+                self.retry, repo_id,
+            )
+        except HUB_ERRORS as exc:
+            err = map_hub_error(exc, repo_id)
+            return Failure(repo_id, err.kind, str(err))
+        except ModelReadError as exc:
+            return Failure(repo_id, exc.kind, str(exc))
+
+    def iter_infos(self) -> Iterator[Any]:
+        """``ModelInfo`` per model (``Failure`` for an explicit id that cannot be fetched)."""
+        if self.models is not None and not (self.org or self.search):
+            yield from ordered_map(self._model_info, self.models, self.max_workers)
+            return
+        what = f"list_models(author={self.org!r}, search={self.search!r})"
+        try:
+            yield from self.api.list_models(author=self.org, search=self.search, expand=EXPAND,
+                                            limit=self.limit)
+        except HUB_ERRORS as exc:
+            raise map_hub_error(exc, what) from None
+        if self.models:
+            yield from ordered_map(self._model_info, self.models, self.max_workers)
+
+    # --- records -----------------------------------------------------------------------
+    def record(self, info: Any) -> ModelRecord | Failure:
+        """Read one model's small files and headers; any read error -> Failure."""
+        if isinstance(info, Failure):
+            return info
+        repo_id: str = info.id
+        if info.disabled:
+            return Failure(repo_id, "not_found", f"{repo_id}: repository is disabled")
+        if info.siblings is None or info.sha is None:  # a listing without files: ask the repo itself
+            info = self._model_info(repo_id)
+            if isinstance(info, Failure):
+                return info
+        siblings = info.siblings or []
+        files = [FileEntry(s.rfilename, s.size) for s in siblings]
+        reader = self.reader(repo_id, info.sha)
+        try:
+            card = info.card_data.to_dict() if info.card_data is not None else None
+            if card is None and self.readme_fallback and any(f.path == "README.md" for f in files):
+                card = read_card(reader, prefix_bytes=HUB_README_PREFIX_BYTES)
+            return build_record(
+                repo_id, self.name, reader, files, sha=info.sha, location=self.endpoint,
+                card=card, hub_tags=list(info.tags or []),
+                api_config=info.config if isinstance(info.config, dict) else None,
+                created_at=iso_utc(info.created_at), author=info.author,
+                pipeline_tag=info.pipeline_tag, library_name=info.library_name,
+                gated=info.gated not in (None, False, "false"), private=bool(info.private),
+                header_prefix_bytes=self.header_prefix_bytes,
+            )
+        except ModelReadError as exc:
+            return Failure(repo_id, exc.kind, str(exc))
+        except HUB_ERRORS as exc:
+            err = map_hub_error(exc, repo_id)
+            return Failure(repo_id, err.kind, str(err))
+        finally:
+            reader.close()
+
+    def iter_records(self) -> Iterator[ModelRecord | Failure]:
+        """Records (or Failures) in listing order; ``max_workers`` models read concurrently."""
+        return ordered_map(self.record, self.iter_infos(), self.max_workers)

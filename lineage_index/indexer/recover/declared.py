@@ -1,0 +1,121 @@
+"""Declared base models against recovered lineage: what a card claims, judged by the weights.
+
+In: recovered ``Edge`` lists, the ``ModelRecord``s whose cards declare bases, their ``Sketch``es.
+Out: the same edges marked ``both`` where the card agrees, plus ``declared`` edges for the other
+claims (flagged ``contradicted`` with the reason when the weights disagree). Also the helpers
+every path shares: which bases a record declares (``declared_parents``), whether an adapter's
+shapes fit a base (``adapter_fits``), declared ids in another case than an indexed one, and
+which edges the weights support (``asserted_edges``). Pure functions; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from lineage_index.indexer.recover.verify import compare
+from lineage_index.indexer.sketch.canon import adapter_target_signature, canonical, quant_aux_kind
+from lineage_index.records import Edge, ModelRecord, Sketch
+
+SAME_WEIGHTS = ("copy", "quantized")  # relations the weights cannot always tell apart
+
+
+def declared_parents(rec: ModelRecord) -> tuple[str, ...]:
+    """Declared bases: an adapter's ``base_model_name_or_path`` first (what PEFT loads), then the card's."""
+    parents = list(rec.base_models)
+    if rec.adapter_config:
+        base = rec.adapter_config.get("base_model_name_or_path")
+        if isinstance(base, str) and base:
+            parents = [base] + [p for p in parents if p != base]
+    return tuple(p for p in parents if p != rec.id)
+
+
+def adapter_fits(adapter: ModelRecord, base: ModelRecord) -> bool:
+    targets = adapter_target_signature(adapter.tensors)
+    if not targets:
+        return False
+    shapes = {}
+    for t in base.tensors:
+        c = canonical(t.name)
+        if len(t.shape) == 2:
+            shapes[c.role] = (t.shape[0], t.shape[1])
+    if any(quant_aux_kind(t.name) in ("bnb-4bit", "gptq") for t in base.tensors):
+        return True  # 4-bit packed bases (QLoRA) hide their shapes: the weights cannot object
+    # int8 weights keep the (out, in) shape; GPT-2's Conv1D stores (in, out)
+    return all(shapes.get(role) in (shape, shape[::-1]) for role, shape in targets.items())
+
+
+def resolve_declared_case(records: dict[str, ModelRecord], known: set[str]) -> dict[str, ModelRecord]:
+    """Declared base models spelled with another case than an indexed id (the Hub resolves repo
+    ids case-insensitively: ``Meta-Llama/llama-3-8b`` is ``meta-llama/Llama-3-8B``) take the
+    indexed spelling; an id matching several indexed ids by case is left as written."""
+    lower: dict[str, list[str]] = {}
+    for m in known:
+        lower.setdefault(m.lower(), []).append(m)
+    out = dict(records)
+    for m, rec in records.items():
+        fixed = tuple(b if b in known or len(lower.get(b.lower(), [])) != 1 else lower[b.lower()][0]
+                      for b in rec.base_models)
+        if fixed != rec.base_models:
+            out[m] = replace(rec, base_models=tuple(dict.fromkeys(fixed)))
+    return out
+
+
+def reconcile_declared(
+    edges: list[Edge], records: dict[str, ModelRecord], sketches: dict[str, Sketch],
+    context_records: dict[str, ModelRecord] | None = None,
+    context_sketches: dict[str, Sketch] | None = None,
+) -> list[Edge]:
+    """Mark recovered edges the card also declares (``both``); keep and flag the others.
+
+    Declarations of ``records`` are judged; ``context_*`` only supply the parents' side.
+    """
+    all_records = {**(context_records or {}), **records}
+    sketches = {**(context_sketches or {}), **sketches}
+    recovered = {(e.child, e.parent): e for e in edges}
+    parents_of: dict[str, list[str]] = {}
+    for e in edges:
+        parents_of.setdefault(e.child, []).append(e.parent)
+    out: list[Edge] = []
+    declared_pairs: set[tuple[str, str]] = set()
+    for child, rec in sorted(records.items()):
+        for parent in declared_parents(rec):
+            declared_pairs.add((child, parent))
+            if (child, parent) in recovered:
+                continue
+            relation = rec.base_model_relation or ("adapter" if rec.is_adapter else "finetune")
+            if parent not in sketches or child not in sketches:
+                out.append(Edge(child, parent, relation, "declared", 0.5, None,
+                                evidence="declared; weights of one side not indexed"))
+                continue
+            found = parents_of.get(child, [])
+            a, b = sketches[child], sketches[parent]
+            if a.kind == "adapter":
+                base = all_records.get(parent)
+                why = ("the LoRA shapes fit it, but another declared base was taken"
+                       if base is not None and adapter_fits(rec, base) else "the LoRA shapes do not fit it")
+            elif a.family != b.family:
+                why = "architectures differ"
+            else:
+                f = compare(a, b)
+                why = f"related (cos={f.cos_median:.3f}) but not the direct parent" if f.related else (
+                    f"weights unrelated (cos={f.cos_median:.3f})")
+            out.append(Edge(child, parent, relation, "declared", 0.1, None, evidence=f"contradicted: {why}",
+                            contradicted=True, recovered_parent=", ".join(found) or None))
+    for e in edges:
+        if (e.child, e.parent) in declared_pairs:
+            relation = e.relation
+            declared_rel = records[e.child].base_model_relation if e.child in records else None
+            if relation in SAME_WEIGHTS and declared_rel in SAME_WEIGHTS:
+                relation = declared_rel  # a plain dtype cast fits both: the card decides
+            e = Edge(e.child, e.parent, relation, "both", e.confidence, e.closeness, e.evidence)
+        out.append(e)
+    return sorted(out, key=lambda e: (e.child, e.parent))
+
+
+def asserted_edges(edges: Iterable[Edge]) -> list[Edge]:
+    """The edges the weights support (what ``eval`` scores): recovered or confirmed ones.
+
+    Declared-only edges stay in the graph as the card's claim, flagged when contradicted.
+    """
+    return [e for e in edges if e.source in ("recovered", "both") and not e.contradicted]
