@@ -5,8 +5,9 @@ Order of decisions (most certain first, as TensorLock argues): structural childr
 fit over the nearest relatives) -> a minimum spanning arborescence (Chu-Liu/Edmonds) over
 the remaining related pairs, with direction penalties from upload time (when the family's
 reference votes, pooled with the collection's, say the times are trustworthy: ``time_votes``),
-norm growth, declared base models and kurtosis. Unrelated components of one family stay separate trees: an arc exists
-only between verified related models. Declared edges are then reconciled (both / declared /
+norm growth, declared base models and kurtosis -> a fine-tune hung under a sibling moves up
+unless it carries that sibling's update (``siblings``). Unrelated components of one family stay
+separate trees: an arc exists only between verified related models. Declared edges are then reconciled (both / declared /
 contradicted). No I/O here.
 """
 
@@ -20,6 +21,7 @@ from datetime import datetime
 
 import networkx as nx
 
+from lineage_index.indexer.recover.siblings import star_or_chain
 from lineage_index.indexer.recover.verify import MergeFit, PairFeatures, find_merge
 from lineage_index.records import Edge, ModelRecord, Sketch
 
@@ -336,6 +338,7 @@ def assemble_family(
 
     edges: list[Edge] = []
     roots: list[str] = []
+    tree: list[tuple[str, str]] = []
     for comp in nx.weakly_connected_components(g):
         sub = g.subgraph(comp).copy()
         big = 10.0 * (1.0 + sum(d["weight"] for _, _, d in sub.edges(data=True)))
@@ -347,14 +350,19 @@ def assemble_family(
         for p, c in tree_edges:
             if p == "__root__":
                 roots.append(c)
-                continue
-            if c in merges:
-                continue
-            f = feats[frozenset((p, c))]
-            rel = relation_of[(p, c)]
-            conf = _confidence(f, score_of[(p, c)], rel in ("quantized", "copy", "prune") and c not in guessed)
-            edges.append(Edge(c, p, rel, "recovered", conf, round(max(0.0, f.cos_median), 4),
-                              evidence=_evidence(f, rel)))
+            elif c not in merges:
+                tree.append((p, c))
+    # siblings chained by nearness: a fine-tune stays under a sibling only if it carries its update
+    tree, caps, notes = star_or_chain(sorted(tree), relation_of, by_id, records, feats,
+                                      forced_child | set(merges) | merge_like)
+    for p, c in sorted(tree, key=lambda e: (e[1], e[0])):
+        f = feats[frozenset((p, c))]
+        rel = relation_of.get((p, c), "finetune")
+        s = score_of[(p, c)] if (p, c) in score_of else direction_score(f, p, c, records, use_time)
+        conf = _confidence(f, s, rel in ("quantized", "copy", "prune") and c not in guessed)
+        evidence = _evidence(f, rel) + (f"; {notes[c]}" if c in notes else "")
+        edges.append(Edge(c, p, rel, "recovered", min(conf, caps.get(c, 1.0)), round(max(0.0, f.cos_median), 4),
+                          evidence=evidence))
     for m, fit in merges.items():
         base = f", base {fit.base}" if fit.base else ""
         for p, w in zip(fit.parents, fit.weights, strict=True):

@@ -18,6 +18,10 @@ from lineage_index.indexer.sketch.canon import adapter_target_signature, canonic
 from lineage_index.records import Edge, ModelRecord, Sketch
 
 SAME_WEIGHTS = ("copy", "quantized")  # relations the weights cannot always tell apart
+# A declared base within this factor of the recovered parent's distance is "about as near": the
+# weights then prefer the recovered parent by a margin too small to overrule the card's claim
+# (the assembly's own tie-break lets the card decide between equally near parents too).
+NEAR_AS_PARENT = 1.1
 
 
 def declared_parents(rec: ModelRecord) -> tuple[str, ...]:
@@ -66,7 +70,9 @@ def reconcile_declared(
     context_records: dict[str, ModelRecord] | None = None,
     context_sketches: dict[str, Sketch] | None = None,
 ) -> list[Edge]:
-    """Mark recovered edges the card also declares (``both``); keep and flag the others.
+    """Mark recovered edges the card also declares (``both``); keep the others as ``declared``
+    edges whose evidence starts with the verdict (``_judge``: supported, imprecise, unverified,
+    contradicted); only a contradicted one is flagged ``contradicted``.
 
     Declarations of ``records`` are judged; ``context_*`` only supply the parents' side.
     """
@@ -89,19 +95,11 @@ def reconcile_declared(
                                 evidence="declared; weights of one side not indexed"))
                 continue
             found = parents_of.get(child, [])
-            a, b = sketches[child], sketches[parent]
-            if a.kind == "adapter":
-                base = all_records.get(parent)
-                why = ("the LoRA shapes fit it, but another declared base was taken"
-                       if base is not None and adapter_fits(rec, base) else "the LoRA shapes do not fit it")
-            elif a.family != b.family:
-                why = "architectures differ"
-            else:
-                f = compare(a, b)
-                why = f"related (cos={f.cos_median:.3f}) but not the direct parent" if f.related else (
-                    f"weights unrelated (cos={f.cos_median:.3f})")
-            out.append(Edge(child, parent, relation, "declared", 0.1, None, evidence=f"contradicted: {why}",
-                            contradicted=True, recovered_parent=", ".join(found) or None))
+            verdict, why = _judge(rec, parent, sketches, all_records, parents_of, found)
+            bad = verdict == "contradicted"
+            out.append(Edge(child, parent, relation, "declared", 0.1 if bad else 0.5, None,
+                            evidence=f"{verdict}: {why}", contradicted=bad,
+                            recovered_parent=", ".join(found) or None))
     for e in edges:
         if (e.child, e.parent) in declared_pairs:
             relation = e.relation
@@ -111,6 +109,52 @@ def reconcile_declared(
             e = Edge(e.child, e.parent, relation, "both", e.confidence, e.closeness, e.evidence)
         out.append(e)
     return sorted(out, key=lambda e: (e.child, e.parent))
+
+
+def _lineage(start: str, step: dict[str, list[str]]) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for n in step.get(todo.pop(), ()):
+            if n not in seen:
+                seen.add(n)
+                todo.append(n)
+    return seen
+
+
+def _judge(rec: ModelRecord, parent: str, sketches: dict[str, Sketch], records: dict[str, ModelRecord],
+           parents_of: dict[str, list[str]], found: list[str]) -> tuple[str, str]:
+    """(verdict, reason) for a declared base the recovery did not take as ``rec``'s parent.
+
+    A card is contradicted only when the weights show the declared model unrelated, or a
+    descendant of the model declaring it. A recovered ancestor is an imprecise declaration; a
+    related model about as near as the recovered parent (``NEAR_AS_PARENT``) supports the card;
+    models the weights cannot compare (another architecture or depth) leave it unverified.
+    """
+    child = rec.id
+    a, b = sketches[child], sketches[parent]
+    if a.kind == "adapter":
+        base = records.get(parent)
+        if base is not None and adapter_fits(rec, base):
+            return "imprecise", "the LoRA shapes fit it, but another declared base was taken"
+        return "contradicted", "the LoRA shapes do not fit it"
+    if parent in _lineage(child, parents_of):
+        return "imprecise", "an ancestor in the recovered lineage, not the direct parent"
+    children_of: dict[str, list[str]] = {}
+    for c, ps in parents_of.items():
+        for p in ps:
+            children_of.setdefault(p, []).append(c)
+    if parent in _lineage(child, children_of):
+        return "contradicted", "the declared base descends from this model in the recovered lineage"
+    if a.family != b.family:
+        return "unverified", "architectures differ; the weights cannot compare them"
+    f = compare(a, b)
+    if not f.related:
+        return "contradicted", f"weights unrelated (cos={f.cos_median:.3f})"
+    near = [compare(a, sketches[p]).dist for p in found if p in sketches and sketches[p].family == a.family]
+    if not near or f.dist <= NEAR_AS_PARENT * min(near):
+        return "supported", f"related (cos={f.cos_median:.3f}) and about as near as the recovered parent"
+    return "imprecise", f"related (cos={f.cos_median:.3f}) but not the direct parent"
 
 
 def asserted_edges(edges: Iterable[Edge]) -> list[Edge]:

@@ -367,3 +367,28 @@ def sparse_merge_fit(child: Sketch, candidates: list[Sketch]) -> MergeFit | None
             chosen = sorted(chosen, key=lambda t: -t[1])[:MERGE_MAX_PARENTS]
             return MergeFit([i for i, _ in chosen], [wi for _, wi in chosen], resid, "sparse", base.model_id)
     return None
+
+
+def containment(grand: Sketch, parent: Sketch, child: Sketch) -> tuple[float, int] | None:
+    """How much of ``parent``'s update from ``grand`` ``child`` carries: median over matrices of
+    kappa = <child - grand, parent - grand> / |parent - grand|^2, and the number of matrices.
+
+    A chain grand -> parent -> child gives kappa = 1 + <e, d>/|d|^2 with e the child's own update,
+    about 1 when e is unrelated to d; siblings with updates d, d' of correlation rho give
+    rho * |d'|/|d|. Matrices that ``parent`` did not change are left out. None when fewer than
+    two matrices of the three align.
+    """
+    mg, mp, mc = _matrices(grand), _matrices(parent), _matrices(child)
+    kappas = []
+    for k in mg:
+        if k not in mp or k not in mc or not (mg[k].shape == mp[k].shape == mc[k].shape):
+            continue
+        g = mg[k].astype(np.float64)
+        d = mp[k].astype(np.float64) - g
+        dd = float(np.sum(d * d))
+        if dd <= 0.0:
+            continue
+        kappas.append(float(np.sum((mc[k].astype(np.float64) - g) * d)) / dd)
+    if len(kappas) < 2:
+        return None
+    return float(np.median(kappas)), len(kappas)
