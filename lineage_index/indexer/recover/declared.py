@@ -80,8 +80,10 @@ def reconcile_declared(
     sketches = {**(context_sketches or {}), **sketches}
     recovered = {(e.child, e.parent): e for e in edges}
     parents_of: dict[str, list[str]] = {}
+    children_of: dict[str, list[str]] = {}
     for e in edges:
         parents_of.setdefault(e.child, []).append(e.parent)
+        children_of.setdefault(e.parent, []).append(e.child)
     out: list[Edge] = []
     declared_pairs: set[tuple[str, str]] = set()
     for child, rec in sorted(records.items()):
@@ -95,7 +97,7 @@ def reconcile_declared(
                                 evidence="declared; weights of one side not indexed"))
                 continue
             found = parents_of.get(child, [])
-            verdict, why = _judge(rec, parent, sketches, all_records, parents_of, found)
+            verdict, why = _judge(rec, parent, sketches, all_records, parents_of, children_of, found)
             bad = verdict == "contradicted"
             out.append(Edge(child, parent, relation, "declared", 0.1 if bad else 0.5, None,
                             evidence=f"{verdict}: {why}", contradicted=bad,
@@ -123,7 +125,8 @@ def _lineage(start: str, step: dict[str, list[str]]) -> set[str]:
 
 
 def _judge(rec: ModelRecord, parent: str, sketches: dict[str, Sketch], records: dict[str, ModelRecord],
-           parents_of: dict[str, list[str]], found: list[str]) -> tuple[str, str]:
+           parents_of: dict[str, list[str]], children_of: dict[str, list[str]],
+           found: list[str]) -> tuple[str, str]:
     """(verdict, reason) for a declared base the recovery did not take as ``rec``'s parent.
 
     A card is contradicted only when the weights show the declared model unrelated, or a
@@ -140,10 +143,6 @@ def _judge(rec: ModelRecord, parent: str, sketches: dict[str, Sketch], records: 
         return "contradicted", "the LoRA shapes do not fit it"
     if parent in _lineage(child, parents_of):
         return "imprecise", "an ancestor in the recovered lineage, not the direct parent"
-    children_of: dict[str, list[str]] = {}
-    for c, ps in parents_of.items():
-        for p in ps:
-            children_of.setdefault(p, []).append(c)
     if parent in _lineage(child, children_of):
         return "contradicted", "the declared base descends from this model in the recovered lineage"
     if a.family != b.family:
