@@ -5,12 +5,16 @@ sibling can sit nearer than the parent and a minimum arborescence chains them (P
 where the truth is a star (P -> s1, P -> s2). Nearness cannot tell the two apart; containment
 can (``verify.containment``): in a chain g -> p -> c the child's update from g carries p's,
 kappa = <c - g, p - g> / |p - g|^2 = 1 + <e, d>/|d|^2, about 1; for siblings kappa = rho |d'|/|d|,
-below 1 unless the later sibling both correlates with and outgrows the other.
+below 1 unless the later sibling both correlates with and outgrows the other. Siblings made
+with one recipe share a common update component (weight decay, the same data), so rho is often
+0.8-0.95 and kappa alone passes them as a chain; where other descendants of g exist they serve
+as references (``verify.partial_containment``): beta_p, p's share in a joint fit of c's update,
+is ~1 for a chain and <= 0.5 for siblings, and the chain stands only at ``PARTIAL_CONTAINED``.
 
 Each fine-tune edge p -> c whose parent p is itself a fine-tune of g is judged, top-down, so a
 model that moves is judged again under its new parent:
 
-* kappa >= ``CONTAINED``: c carries at least that share of p's update: the chain stands.
+* kappa >= ``CONTAINED`` (beta_p >= ``PARTIAL_CONTAINED`` with references): c carries at least that share of p's update: the chain stands.
 * otherwise the card decides: c declaring an ancestor of p moves c under it; c declaring p keeps
   the chain.
 * otherwise kappa <= ``NOT_CONTAINED``: a child would have undone over half of its parent's own
@@ -27,11 +31,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from lineage_index.indexer.recover.verify import PairFeatures, compare, containment
+from lineage_index.indexer.recover.verify import PairFeatures, compare, containment, partial_containment
 from lineage_index.records import ModelRecord, Sketch
 
 CONTAINED = 0.9
+# With references (other descendants of g outside p's and c's subtrees) the test is beta_p of
+# ``verify.partial_containment``: ~1 for a chain whatever the references, <= 1/(k+1) <= 0.5 for
+# siblings with k sibling references; the chain stands above the midpoint of the two.
+PARTIAL_CONTAINED = 0.75
 NOT_CONTAINED = 0.5
+MAX_REFS = 8  # references per judged triple (cost: one least-squares fit per matrix)
 AMBIGUOUS_CONFIDENCE = 0.5
 MOVED_CONFIDENCE = 0.6  # a star drawn from containment alone
 
@@ -43,6 +52,38 @@ def _ancestors(node: str, parent_of: Mapping[str, str]) -> list[str]:
         seen.add(node)
         out.append(node)
     return out
+
+
+def children_of(parent_of: Mapping[str, str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for c, p in parent_of.items():
+        out.setdefault(p, []).append(c)
+    return out
+
+
+def _subtree(node: str, children: Mapping[str, list[str]]) -> set[str]:
+    out, todo = {node}, [node]
+    while todo:
+        for k in children.get(todo.pop(), ()):
+            if k not in out:
+                out.add(k)
+                todo.append(k)
+    return out
+
+
+def _references(g: str, p: str, c: str, parent_of: Mapping[str, str], children: Mapping[str, list[str]],
+                rel: Mapping[tuple[str, str], str], by_id: Mapping[str, Sketch], fixed: set[str]) -> list[str]:
+    """Other models of the tree that cannot carry c's own update: outside c's subtree, not
+    merges or structural children (a merge or a copy may hold it). Models under p are kept:
+    p's other children carry p's update plus their own, which leaves beta_p at 1 in a chain;
+    near copies of p are dropped by ``partial_containment`` itself."""
+    top = g
+    while top in parent_of:
+        top = parent_of[top]
+    banned = _subtree(c, children) | {g, p}
+    out = [m for m in sorted(_subtree(top, children) - banned)
+           if m in by_id and m not in fixed and rel.get((parent_of.get(m, ""), m), "finetune") == "finetune"]
+    return out[:MAX_REFS]
 
 
 def star_or_chain(
@@ -80,8 +121,12 @@ def star_or_chain(
             if (g is None or c in fixed or p in fixed or rel.get((p, c)) != "finetune"
                     or rel.get((g, p), "finetune") != "finetune" or not {g, p, c} <= by_id.keys()):
                 break
-            k = containment(by_id[g], by_id[p], by_id[c])
-            if k is None or k[0] >= CONTAINED:
+            refs = _references(g, p, c, parent_of, children_of(parent_of), rel, by_id, fixed)
+            k = partial_containment(by_id[g], by_id[p], by_id[c], [by_id[r] for r in refs])
+            high = PARTIAL_CONTAINED
+            if k is None:
+                k, high = containment(by_id[g], by_id[p], by_id[c]), CONTAINED
+            if k is None or k[0] >= high:
                 break
             kappa = k[0]
             rec = records.get(c)
@@ -102,7 +147,7 @@ def star_or_chain(
             parent_of[c] = target
             rel[(target, c)] = "finetune"
             why = "the card names it" if above else "the weights say so"
-            notes[c] = (f"star, not chain: carries {kappa:.2f} of {p}'s update (kappa < {CONTAINED}); "
+            notes[c] = (f"star, not chain: carries {kappa:.2f} of {p}'s own update (< {high}); "
                         f"hung under {target}: {why}")
             caps[c] = min(caps.get(c, 1.0), 1.0 if above else MOVED_CONFIDENCE)
             if above:

@@ -392,3 +392,51 @@ def containment(grand: Sketch, parent: Sketch, child: Sketch) -> tuple[float, in
     if len(kappas) < 2:
         return None
     return float(np.median(kappas)), len(kappas)
+
+
+NEAR_COPY = 0.1  # a reference within sqrt(0.1) ~ 0.32 of p's update norm from p is a copy of p
+
+
+def partial_containment(
+    grand: Sketch, parent: Sketch, child: Sketch, refs: list[Sketch]
+) -> tuple[float, int] | None:
+    """How much of ``parent``'s *own* update from ``grand`` ``child`` carries, beyond what other
+    descendants of ``grand`` (``refs``, none in the parent's or child's subtree) share.
+
+    Fine-tunes of one model share a common component (weight decay, the same continued
+    pretraining direction, similar data): siblings then carry 0.8-1.0 of each other's update
+    and plain ``containment`` cannot tell them from a chain. Per matrix, c - g is regressed on
+    [p - g, r_1 - g, ..., r_k - g] by least squares and beta_p, p's coefficient, is kept; the
+    median over matrices is returned. In a chain g -> p -> c, c - g = (p - g) + e with e the
+    child's own update, independent of the refs: beta_p ~ 1 whatever the refs. For siblings
+    sharing a common component with k exchangeable sibling refs, beta_p ~ 1/(k + 1) <= 0.5.
+    None without refs or with fewer than two aligned matrices.
+    """
+    if not refs:
+        return None
+    mg, mp, mc = _matrices(grand), _matrices(parent), _matrices(child)
+    mrs = [_matrices(r) for r in refs]
+    betas = []
+    for k, g in mg.items():
+        if k not in mp or k not in mc or not (g.shape == mp[k].shape == mc[k].shape):
+            continue
+        g64 = g.astype(np.float64).reshape(-1)
+        d = mp[k].astype(np.float64).reshape(-1) - g64
+        if not np.any(d):
+            continue
+        dd = float(d @ d)
+        cols = [d]
+        for mr in mrs:
+            if k in mr and mr[k].shape == g.shape:
+                r = mr[k].astype(np.float64).reshape(-1) - g64
+                diff = r - d
+                # a near copy of p (quantised, re-saved) is collinear with p: it would share beta_p
+                if np.any(r) and float(diff @ diff) >= NEAR_COPY * dd:
+                    cols.append(r)
+        if len(cols) < 2:
+            continue
+        beta, *_ = np.linalg.lstsq(np.stack(cols, axis=1), mc[k].astype(np.float64).reshape(-1) - g64, rcond=None)
+        betas.append(float(beta[0]))
+    if len(betas) < 2:
+        return None
+    return float(np.median(betas)), len(betas)
