@@ -31,7 +31,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from lineage_index.indexer.recover.verify import PairFeatures, compare, containment, partial_containment
+from lineage_index.indexer.recover.verify import (
+    PairFeatures,
+    compare,
+    containment,
+    partial_containment,
+)
 from lineage_index.records import ModelRecord, Sketch
 
 CONTAINED = 0.9
