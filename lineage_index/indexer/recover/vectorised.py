@@ -26,7 +26,7 @@ import numpy as np
 from lineage_index.indexer.recover.verify import (
     _PRECISION,
     COPY_MATCH,
-    GRID_LEVELS,
+    GRID_DEV,
     MERGE_MAX_PARENTS,
     MERGE_RATIO,
     PRUNE_ZERO_GAIN,
@@ -35,6 +35,7 @@ from lineage_index.indexer.recover.verify import (
     SPARSE_EQUAL,
     PairFeatures,
     _round_to,
+    grid_deviation,
     low_rank_share,
 )
 from lineage_index.indexer.sketch.packed import PackedFamily
@@ -83,7 +84,9 @@ def family_stats(fam: PackedFamily, chunk: int = 16_384) -> FamilyStats:
     width = max((e - s for s, e, _, _ in segs), default=0)
     weights = np.random.default_rng(0x5EED).integers(1, 2**62, size=width, dtype=np.uint64) | np.uint64(1)
     grid = np.zeros(n, dtype=bool)
-    wide = [(s, e, r, c) for s, e, r, c in segs if c >= 4 * GRID_LEVELS]
+    lay = fam.layout
+    layered = [(int(lay.offsets[j]), int(lay.offsets[j + 1]), lay.rows[j], lay.cols[j])
+               for j in lay.matrices if lay.rows[j] >= 1 and lay.layers[j] is not None] or segs
     for lo in range(0, n, chunk):
         v = np.asarray(fam.values[lo:lo + chunk], dtype=np.float64)
         ks = []
@@ -102,10 +105,8 @@ def family_stats(fam: PackedFamily, chunk: int = 16_384) -> FamilyStats:
             with np.errstate(divide="ignore", invalid="ignore"):
                 ks.append(np.where(var > 0, np.mean(xc**4, axis=1) / var**2 - 3.0, 0.0))
         kurt[lo:lo + len(v)] = np.mean(ks, axis=0) if ks else 0.0
-        if wide:
-            for i in range(len(v)):
-                levels = [len(np.unique(row)) for s, e, r, c in wide for row in v[i, s:e].reshape(r, c)[:4]]
-                grid[lo + i] = bool(np.median(levels) <= GRID_LEVELS)
+        for i in range(len(v)):
+            grid[lo + i] = grid_deviation([v[i, s:e].reshape(r, c) for s, e, r, c in layered]) < GRID_DEV
     quant = np.asarray([bool(q) for q in fam.meta["quant"]])
     codes = {d: i for i, d in enumerate(DTYPE_NAMES)}
     mat_idx = [j for j in fam.layout.matrices if fam.layout.rows[j] >= 1]

@@ -23,9 +23,8 @@ RELATED_MIN_COS = 0.05
 # Copy: the lower-precision model equals the higher-precision one rounded to its dtype on
 # this share of elements (a re-upload), or is bit-identical.
 COPY_MATCH = 0.999
-# Quantised: the child's matrices carry int8/4-bit markers (bnb SCB, GPTQ) or sit on a grid of
-# at most 2**8 levels per row while the parent does not.
-GRID_LEVELS = 256
+# Quantised: the child's matrices carry int8/4-bit markers (bnb SCB, GPTQ) or sit on a
+# quantisation grid (``grid_deviation`` < GRID_DEV, below) while the parent does not.
 # Pruned: the child's share of exact zeros in matrices exceeds the parent's by this much.
 PRUNE_ZERO_GAIN = 0.05
 # Low rank: a changed matrix's delta block has numerical rank below this share of its rows.
@@ -145,14 +144,73 @@ def _roundtrip_child(a: Sketch, b: Sketch, common: list[str]) -> str | None:
     return None
 
 
+# Quantised and stored as floats: a row (or a group of its columns) quantised with one scale
+# holds values v = (q - z) * s with integer q. For each hypothesis (symmetric 8-bit per row,
+# asymmetric 8-bit per row, symmetric or asymmetric 4-bit per group of 32/64/128 columns) the
+# scale is read off the row's extremes and t = v / s (or (v - min) / s) is compared with the
+# nearest integer. Continuous weights give |t - round(t)| ~ Uniform(0, 0.5): mean 0.25, sd 0.144
+# per element, so over the >= 64 non-zero elements of a matrix read the null's mean has sd <= 0.018 and
+# GRID_DEV = 0.15 sits over 5 sd below it (the median over matrices is tighter still); a float container's rounding moves a quantised t by
+# at most |t| * 2**-11 (F16) or 2**-9 (BF16): mean deviation <= 0.12 with 8 bits in BF16.
+GRID_DEV = 0.15
+GRID_ROWS = 4  # rows read per matrix, of at most GRID_MATRICES matrices (enough elements, cheap)
+GRID_MATRICES = 8
+# asymmetric grids with a rounded zero point may use one level fewer than 2**bits - 1 (the top
+# code clamped away), so both level counts are tried
+_GRID_HYPOTHESES = ((None, "sym", 127), (None, "asym", 255), (None, "asym", 254)) + tuple(
+    (group, kind, levels) for group in (128, 64, 32) for kind, levels in (("sym", 7), ("asym", 15), ("asym", 14)))
+
+
+def _row_deviation(rows: list[np.ndarray], group: int | None, kind: str, levels: int) -> tuple[float, int]:
+    dev, n = 0.0, 0
+    for row in rows:
+        if group is not None and (row.size % group or row.size < 2 * group):
+            continue
+        g = row.reshape(-1, group) if group is not None else row[None, :]
+        if kind == "sym":
+            lo = np.zeros((g.shape[0], 1))
+            scale = np.abs(g).max(axis=1, keepdims=True) / levels
+        else:
+            lo = g.min(axis=1, keepdims=True)
+            scale = (g.max(axis=1, keepdims=True) - lo) / levels
+        ok = (g != 0) & (scale > 0)
+        if ok.any():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = (g - lo) / scale
+            d = np.abs(t - np.round(t))[ok]
+            dev += float(d.sum())
+            n += d.size
+    return dev, n
+
+
+def grid_deviation(mats: list[np.ndarray]) -> float:
+    """Median over matrices of the mean distance of a matrix's weights from its best-fitting
+    quantisation grid (see GRID_DEV): ~0.25 for continuous weights, ~0 for quantised ones
+    stored as floats (a quantiser that left embeddings alone still has most matrices on a
+    grid). Up to GRID_MATRICES matrices spread over ``mats``; exact zeros (pruned weights, zero
+    points) are left out; 0.5 when nothing could be measured."""
+    if len(mats) > GRID_MATRICES:
+        mats = [mats[i] for i in np.linspace(0, len(mats) - 1, GRID_MATRICES).round().astype(int)]
+    per_matrix = []
+    for m in mats:
+        rows = [m[i].astype(np.float64) for i in range(min(GRID_ROWS, m.shape[0]))]
+        best = 0.5
+        for hyp in _GRID_HYPOTHESES:
+            dev, n = _row_deviation(rows, *hyp)
+            if n >= 64:
+                best = min(best, dev / n)
+        per_matrix.append(best)
+    return float(np.median(per_matrix)) if per_matrix else 0.5
+
+
 def _grid_quantised(s: Sketch) -> bool:
     if s.quant:
         return True
-    mats = [v for v in _matrices(s).values() if v.shape[1] >= 4 * GRID_LEVELS]
-    if not mats:
-        return False
-    levels = [len(np.unique(row)) for m in mats for row in m[:4]]
-    return bool(np.median(levels) <= GRID_LEVELS)
+    if "grid_dev" not in s.derived:
+        mats = _matrices(s)
+        layered = [v for k, v in mats.items() if s.samples[k].layer is not None]
+        s.derived["grid_dev"] = grid_deviation(layered or list(mats.values()))
+    return s.derived["grid_dev"] < GRID_DEV
 
 
 def _low_rank(delta: np.ndarray) -> bool:
