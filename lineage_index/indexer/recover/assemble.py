@@ -22,7 +22,12 @@ from datetime import datetime
 import networkx as nx
 
 from lineage_index.indexer.recover.siblings import star_or_chain
-from lineage_index.indexer.recover.verify import MergeFit, PairFeatures, find_merge
+from lineage_index.indexer.recover.verify import (
+    MergeFit,
+    PairFeatures,
+    find_merge,
+    requant_violations,
+)
 from lineage_index.records import Edge, ModelRecord, Sketch
 
 LAMBDA = 0.3  # direction penalty scale, in units of the mean related distance (MoTHer's lambda)
@@ -36,6 +41,9 @@ TIME_MIN_S = 60.0  # creation times closer than this say nothing about direction
 TIME_PRIOR_VOTES = 4.0
 MERGE_NEIGHBOURS = 8
 COPY_PARENT_PENALTY = 1e-3  # tie-break, in units of the mean related distance
+# A quantised child's source rounds to it with ~0 violations (container rounding at a step's
+# edge only); candidates within this many (or this share of the best count) stay candidates.
+REQUANT_TIE, REQUANT_TIE_SHARE = 2, 0.1
 
 
 MergeScreen = Callable[[list[tuple[str, list[str]]]], set[str]]
@@ -185,6 +193,32 @@ def _forced_child(
     return None, None
 
 
+def _requant_parents(
+    related: list[PairFeatures], forced: dict[frozenset[str], tuple[str | None, str | None]],
+    by_id: dict[str, Sketch],
+) -> dict[str, set[str]]:
+    """Quantised child -> the candidate parents whose values its grid rounds (fewest
+    ``requant_violations``). Nearness cannot choose here: a light fine-tune's siblings differ
+    from it by far less than a 4-bit step, and a pruned relative compared on its kept weights
+    looks nearer still; the rounding test tells the source from them (0 against 16+ on the
+    real MiniLM's light fine-tunes)."""
+    cands: dict[str, list[str]] = {}
+    for f in related:
+        child, rel = forced[frozenset((f.a, f.b))]
+        if rel == "quantized" and child is not None:
+            cands.setdefault(child, []).append(f.b if child == f.a else f.a)
+    out: dict[str, set[str]] = {}
+    for c, ps in cands.items():
+        if len(ps) < 2:
+            continue
+        v = {p: requant_violations(by_id[p], by_id[c]) for p in ps}
+        known = {p: n for p, n in v.items() if n is not None}
+        if known:
+            best = min(known.values())
+            out[c] = {p for p, n in known.items() if n <= best + max(REQUANT_TIE, REQUANT_TIE_SHARE * best)}
+    return out
+
+
 def _confidence(f: PairFeatures, dir_score: float, forced: bool) -> float:
     p_related = 1.0 - math.exp(-max(0.0, f.z - 4.0) / 4.0)
     p_dir = 0.97 if forced else 0.5 + 0.45 * math.tanh(abs(dir_score) / 3.0)
@@ -294,6 +328,7 @@ def assemble_family(
     guessed = {c for k, (c, _) in forced.items() if c is not None and feats[k].copy_child == "same"
                and _forced_child(feats[k], records) == (None, None)}
     forced_child: set[str] = {c for c, _ in forced.values() if c is not None}
+    requant = _requant_parents(related, forced, by_id)
     merges = _find_merges(by_id, neighbours, forced_child, records, merge_screen)
     # merges (and their copies) have smaller norms than their inputs: norm growth is biased there
     merge_like = set(merges) | {c for k, (c, _) in forced.items() if c is not None and (set(k) - {c}) & set(merges)}
@@ -313,6 +348,8 @@ def assemble_family(
                 continue  # a structural child hangs only under a model its signature points to
             if p in merge_like and c in inside.get(p, ()):
                 continue  # a merge does not parent the models it was made from
+            if rel == "quantized" and c == child and c in requant and p not in requant[c]:
+                continue  # a quantised child hangs under the model whose values it rounds
             s = direction_score(f, p, c, records, use_time, use_norm=p not in merge_like)
             rel_pc = "copy" if f.copy_child == "same" else (rel or "finetune")
             penalty = 0.0 if child is not None else LAMBDA * mean_d * max(0.0, -s)

@@ -45,6 +45,7 @@ CONTAINED = 0.9
 # siblings with k sibling references; the chain stands above the midpoint of the two.
 PARTIAL_CONTAINED = 0.75
 NOT_CONTAINED = 0.5
+MAX_PASSES = 3  # passes over a family until no model moves
 MAX_REFS = 8  # references per judged triple (cost: one least-squares fit per matrix)
 AMBIGUOUS_CONFIDENCE = 0.5
 MOVED_CONFIDENCE = 0.6  # a star drawn from containment alone
@@ -103,10 +104,31 @@ def star_or_chain(
     ``pair_features`` and added to ``feats``.
     """
     parent_of = {c: p for p, c in tree}
+    original = dict(parent_of)
     rel = dict(relation_of)
-    children: dict[str, list[str]] = {}
-    for p, c in tree:
-        children.setdefault(p, []).append(c)
+    notes: dict[str, str] = {}
+    caps: dict[str, float] = {}
+    move_caps: dict[str, float] = {}  # the confidence a move itself allows, kept across passes
+    for _ in range(MAX_PASSES):  # a move frees references for models judged before it
+        caps = {}
+        moved = _one_pass(parent_of, rel, by_id, records, feats, fixed, pair_features, caps, notes)
+        move_caps.update({c: caps[c] for c in notes if c in caps})
+        if not moved:
+            break
+    notes = {c: n for c, n in notes.items() if parent_of.get(c) != original.get(c)}
+    for c in notes:
+        caps[c] = min(caps.get(c, 1.0), move_caps.get(c, 1.0))
+    return [(p, c) for c, p in parent_of.items()], caps, notes
+
+
+def _one_pass(
+    parent_of: dict[str, str], rel: dict[tuple[str, str], str], by_id: Mapping[str, Sketch],
+    records: Mapping[str, ModelRecord], feats: dict[frozenset[str], PairFeatures], fixed: set[str],
+    pair_features: Callable[[Sketch, Sketch], PairFeatures], caps: dict[str, float], notes: dict[str, str],
+) -> bool:
+    """Judge every fine-tune under a fine-tune once, top-down; True when a model moved."""
+    moved = False
+    children = children_of(parent_of)
     roots = [p for p in children if p not in parent_of]
     order: list[str] = []
     todo = sorted(roots)
@@ -117,8 +139,6 @@ def star_or_chain(
             order.extend(kids)
             nxt.extend(kids)
         todo = nxt
-    caps: dict[str, float] = {}
-    notes: dict[str, str] = {}
     for c in order:
         for _ in range(len(order)):  # a moved model is judged again under its new parent
             p = parent_of.get(c)
@@ -150,6 +170,7 @@ def star_or_chain(
             if not feats[key].related:
                 break
             parent_of[c] = target
+            moved = True
             rel[(target, c)] = "finetune"
             why = "the card names it" if above else "the weights say so"
             notes[c] = (f"star, not chain: carries {kappa:.2f} of {p}'s own update (< {high}); "
@@ -157,4 +178,4 @@ def star_or_chain(
             caps[c] = min(caps.get(c, 1.0), 1.0 if above else MOVED_CONFIDENCE)
             if above:
                 break
-    return [(p, c) for c, p in parent_of.items()], caps, notes
+    return moved

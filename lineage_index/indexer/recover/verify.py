@@ -27,6 +27,14 @@ COPY_MATCH = 0.999
 # quantisation grid (``grid_deviation`` < GRID_DEV, below) while the parent does not.
 # Pruned: the child's share of exact zeros in matrices exceeds the parent's by this much.
 PRUNE_ZERO_GAIN = 0.05
+# Pruned and healed (retrained without the mask): no exact zeros are left, but the weights that
+# were smallest in the parent became smaller still, relative to the reverse reading. r(a->b) =
+# median |b| / median |a| over a's smallest HEAL_QUANTILE of each matrix; an update independent
+# of the weights makes r(a->b) and r(b->a) exchangeable (log ratio ~0: |log| <= 0.15 on every
+# fine-tune, merge and new head of both zoo recipes), pruning-then-healing gives 1.2-1.4. The
+# child is claimed at a log ratio of HEAL_ASYM (a factor 1.65), about three times the null's spread.
+HEAL_QUANTILE = 0.3
+HEAL_ASYM = 0.5
 # Low rank: a changed matrix's delta block has numerical rank below this share of its rows.
 LOW_RANK_SHARE = 0.5
 # Direction (norm growth): a fine-tuning update d is nearly orthogonal to the parent P, so
@@ -203,6 +211,48 @@ def grid_deviation(mats: list[np.ndarray]) -> float:
     return float(np.median(per_matrix)) if per_matrix else 0.5
 
 
+def _grid_steps(m: np.ndarray) -> np.ndarray | None:
+    """Per element of ``m``'s first GRID_ROWS rows, the step of its best-fitting grid (or None)."""
+    rows = m[: GRID_ROWS].astype(np.float64)
+    best, fit = 0.5, None
+    for hyp in _GRID_HYPOTHESES:
+        dev, n = _row_deviation(list(rows), *hyp)
+        if n >= 64 and dev / n < best:
+            best, fit = dev / n, hyp
+    if fit is None or best >= GRID_DEV:
+        return None
+    group, kind, levels = fit
+    g = rows.reshape(rows.shape[0], -1, group) if group is not None else rows[:, None, :]
+    if kind == "sym":
+        step = np.abs(g).max(axis=2, keepdims=True) / levels
+    else:
+        step = (g.max(axis=2, keepdims=True) - g.min(axis=2, keepdims=True)) / levels
+    return np.broadcast_to(step, g.shape).reshape(rows.shape)
+
+
+def requant_violations(parent: Sketch, child: Sketch) -> int | None:
+    """How many of a grid-quantised ``child``'s sampled elements lie further from ``parent``'s
+    value than rounding to the child's grid allows (half a step, plus a half-precision
+    container's rounding). The model a child was quantised from gives ~0; a sibling that
+    differs by a light fine-tune a handful; a pruned or distant relative many. None when the
+    child sits on no grid or nothing aligns."""
+    mc, mp = _matrices(child), _matrices(parent)
+    keys = [k for k in mc if k in mp and mc[k].shape == mp[k].shape and child.samples[k].layer is not None]
+    if len(keys) > GRID_MATRICES:
+        keys = [keys[i] for i in np.linspace(0, len(keys) - 1, GRID_MATRICES).round().astype(int)]
+    total, seen = 0, False
+    for k in keys:
+        step = _grid_steps(mc[k])
+        if step is None:
+            continue
+        c = mc[k][: GRID_ROWS].astype(np.float64)
+        p = mp[k][: GRID_ROWS].astype(np.float64)
+        slack = 0.5 * step + np.abs(c) * 2.0**-8 + 1e-12
+        total += int(np.count_nonzero(np.abs(c - p) > slack))
+        seen = True
+    return total if seen else None
+
+
 def _grid_quantised(s: Sketch) -> bool:
     if s.quant:
         return True
@@ -291,6 +341,10 @@ def compare(a: Sketch, b: Sketch) -> PairFeatures:
     prune_child = None
     if related and abs(za - zb) >= PRUNE_ZERO_GAIN:
         prune_child = a.model_id if za > zb else b.model_id
+    elif related and quant_child is None and copy_child is None:
+        asym = heal_asymmetry(a, b)
+        if abs(asym) >= HEAL_ASYM:
+            prune_child = b.model_id if asym > 0 else a.model_id
     return PairFeatures(
         a=a.model_id, b=b.model_id, n_matrices=n, cos_median=cos_med, cos_min=float(np.min(cos)),
         z=float(z), related=bool(related), dist=float(np.mean(dist)),
@@ -300,6 +354,24 @@ def compare(a: Sketch, b: Sketch) -> PairFeatures:
         zero_a=za, zero_b=zb, kurt_a=model_kurtosis(a), kurt_b=model_kurtosis(b),
         norm_growth=float(np.median(growth)) if growth else 0.0,
     )
+
+
+def heal_asymmetry(a: Sketch, b: Sketch) -> float:
+    """log(r(b->a) / r(a->b)), median over layered matrices (see HEAL_ASYM): > 0 when b's
+    smallest weights were pushed towards zero (b pruned from a and healed), ~0 for updates
+    independent of the weights."""
+    ma, mb = _matrices(a), _matrices(b)
+    out = []
+    for k in ma:
+        if k not in mb or ma[k].shape != mb[k].shape or a.samples[k].layer is None or ma[k].size < 64:
+            continue
+        x, y = np.abs(ma[k].astype(np.float64)).ravel(), np.abs(mb[k].astype(np.float64)).ravel()
+        sx, sy = x <= np.quantile(x, HEAL_QUANTILE), y <= np.quantile(y, HEAL_QUANTILE)
+        fwd = np.median(y[sx]) / max(np.median(x[sx]), 1e-30)
+        rev = np.median(x[sy]) / max(np.median(y[sy]), 1e-30)
+        if fwd > 0 and rev > 0:
+            out.append(float(np.log(rev / fwd)))
+    return float(np.median(out)) if out else 0.0
 
 
 def low_rank_share(a: Sketch, b: Sketch) -> float:
@@ -414,17 +486,24 @@ def sparse_merge_fit(child: Sketch, candidates: list[Sketch]) -> MergeFit | None
         if len(others) < 2:
             continue
         c, b = _flat(child, keys), _flat(base, keys)
-        kept = c != b
-        x = np.stack([_flat(o, keys)[kept] - b[kept] for o in others], axis=1)
-        y = c[kept] - b[kept]
-        w, *_ = np.linalg.lstsq(x, y, rcond=None)
+        xs = [_flat(o, keys) for o in others]
+        w, resid, kept = _sparse_fit(c, b, xs)
         chosen = [(o.model_id, float(wi)) for o, wi in zip(others, w, strict=True)
                   if SPARSE_WEIGHT <= wi <= SPARSE_WEIGHT_MAX]
-        resid = float(np.linalg.norm(y - x @ w) / max(np.linalg.norm(y), 1e-12))
-        if len(chosen) >= 2 and resid <= SPARSE_RESIDUAL and int(kept.sum()) >= SPARSE_MIN_KEPT:
+        if len(chosen) >= 2 and resid <= SPARSE_RESIDUAL and kept >= SPARSE_MIN_KEPT:
             chosen = sorted(chosen, key=lambda t: -t[1])[:MERGE_MAX_PARENTS]
             return MergeFit([i for i, _ in chosen], [wi for _, wi in chosen], resid, "sparse", base.model_id)
     return None
+
+
+def _sparse_fit(c: np.ndarray, b: np.ndarray, xs: list[np.ndarray]) -> tuple[np.ndarray, float, int]:
+    """Least-squares weights of the inputs' deltas from ``b`` on the elements where ``c``
+    differs from ``b``, the relative residual, and how many elements that was."""
+    kept = c != b
+    x = np.stack([o[kept] - b[kept] for o in xs], axis=1)
+    y = c[kept] - b[kept]
+    w, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return w, float(np.linalg.norm(y - x @ w) / max(np.linalg.norm(y), 1e-12)), int(kept.sum())
 
 
 def containment(grand: Sketch, parent: Sketch, child: Sketch) -> tuple[float, int] | None:
