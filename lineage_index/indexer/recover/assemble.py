@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import ChainMap
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -27,6 +27,7 @@ from lineage_index.indexer.recover.verify import (
     PairFeatures,
     find_merge,
     requant_violations,
+    sparse_merge_fit,
 )
 from lineage_index.records import Edge, ModelRecord, Sketch
 
@@ -34,6 +35,9 @@ LAMBDA = 0.3  # direction penalty scale, in units of the mean related distance (
 # Weights of the direction votes. Norm growth was right on every fine-tune edge of the
 # generated zoos; kurtosis (MoTHer) on about two in three, so it only breaks ties.
 W_TIME, W_NORM, W_DECLARED, W_KURT = 3.0, 2.5, 2.0, 0.5
+# A card chain (c declares b, b declares a) makes a an ancestor of c: half a direct declaration.
+W_DECLARED_ANCESTOR = 1.0
+DECLARED_DEPTH = 6
 TIME_TRUST_MIN = 0.7  # creation times are ignored in a family where they agree less with the weights
 TIME_MIN_S = 60.0  # creation times closer than this say nothing about direction
 # Upload times are a property of the collection (the Hub's are reliable, a re-dated mirror's are
@@ -142,6 +146,22 @@ def collection_time_share(families: list[list[PairFeatures]], records: dict[str,
     return agree / total if total else None
 
 
+def declared_ancestors(model: str, records: Mapping[str, ModelRecord], depth: int = DECLARED_DEPTH) -> set[str]:
+    """Models the cards name as ``model``'s base, its base's base, ... (``depth`` steps)."""
+    out: set[str] = set()
+    frontier = [model]
+    for _ in range(depth):
+        nxt = []
+        for m in frontier:
+            rec = records.get(m)
+            for b in (rec.base_models if rec is not None else ()):
+                if b not in out and b != model:
+                    out.add(b)
+                    nxt.append(b)
+        frontier = nxt
+    return out
+
+
 def direction_score(
     f: PairFeatures, parent: str, child: str, records: dict[str, ModelRecord], use_time: bool = True,
     use_norm: bool = True,
@@ -153,8 +173,12 @@ def direction_score(
     rc, rp = records.get(child), records.get(parent)
     if rc is not None and parent in rc.base_models:
         score += W_DECLARED
+    elif parent in declared_ancestors(child, records):
+        score += W_DECLARED_ANCESTOR
     if rp is not None and child in rp.base_models:
         score -= W_DECLARED
+    elif child in declared_ancestors(parent, records):
+        score -= W_DECLARED_ANCESTOR
     kp, kc = (f.kurt_a, f.kurt_b) if f.a == parent else (f.kurt_b, f.kurt_a)
     if abs(kp - kc) > 1e-6:
         score += W_KURT * math.copysign(1.0, kp - kc)
@@ -247,6 +271,13 @@ def _find_merges(
             continue
         fit = find_merge(by_id[m], [by_id[x] for x in near])
         if fit is None:
+            # a TIES/DARE merge is noisy: its base (the inputs' parent) may not be among its own
+            # nearest models, but is among its nearest inputs' nearest
+            hop = [x for y in near[:2] for x in [x for _, x in sorted(neighbours[y])
+                                                 if x != m and x not in near and x not in forced_child][:2]]
+            if hop:
+                fit = sparse_merge_fit(by_id[m], [by_id[x] for x in near + list(dict.fromkeys(hop))])
+        if fit is None:
             continue
         tm = upload_time(records.get(m))
         if tm is not None and any((tp := upload_time(records.get(p))) and tp > tm for p in fit.parents):
@@ -273,7 +304,7 @@ def _inside_merges(
     out: dict[str, set[str]] = {}
     for m, fit in merges.items():
         parents = fit.parents
-        nodes: set[str] = set(parents)
+        nodes: set[str] = set(parents) | ({fit.base} if fit.base else set())  # the base is an ancestor
         for i, a in enumerate(parents):
             for b in parents[i + 1:]:
                 if a in tree and b in tree and nx.has_path(tree, a, b):

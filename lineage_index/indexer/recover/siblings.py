@@ -143,7 +143,11 @@ def _one_pass(
         for _ in range(len(order)):  # a moved model is judged again under its new parent
             p = parent_of.get(c)
             g = parent_of.get(p) if p is not None else None
-            if (g is None or c in fixed or p in fixed or rel.get((p, c)) != "finetune"
+            if rel.get((p, c)) != "finetune":
+                break
+            if g is not None and p in fixed and rel.get((g, p)) == "copy":
+                p, g = g, parent_of.get(g)  # under a copy: judged against the copy's source
+            if (g is None or c in fixed or p in fixed
                     or rel.get((g, p), "finetune") != "finetune" or not {g, p, c} <= by_id.keys()):
                 break
             refs = _references(g, p, c, parent_of, children_of(parent_of), rel, by_id, fixed)
@@ -160,7 +164,11 @@ def _one_pass(
                 caps[c] = min(caps.get(c, 1.0), AMBIGUOUS_CONFIDENCE if kappa > NOT_CONTAINED else MOVED_CONFIDENCE)
                 break
             above = [a for a in _ancestors(p, parent_of) if a in declared]
-            target = above[0] if above else (g if kappa <= NOT_CONTAINED else None)
+            # beta_p between a star's and a chain's value: a star is the likelier (the Hub holds
+            # far more fine-tunes of one base than chains of near-identical models), with low
+            # confidence; plain kappa (no references) keeps the chain instead, as before
+            star = kappa <= NOT_CONTAINED or high == PARTIAL_CONTAINED
+            target = above[0] if above else (g if star else None)
             if target is None:
                 caps[c] = min(caps.get(c, 1.0), AMBIGUOUS_CONFIDENCE)
                 break
@@ -175,7 +183,8 @@ def _one_pass(
             why = "the card names it" if above else "the weights say so"
             notes[c] = (f"star, not chain: carries {kappa:.2f} of {p}'s own update (< {high}); "
                         f"hung under {target}: {why}")
-            caps[c] = min(caps.get(c, 1.0), 1.0 if above else MOVED_CONFIDENCE)
+            caps[c] = min(caps.get(c, 1.0), 1.0 if above else MOVED_CONFIDENCE if kappa <= NOT_CONTAINED
+                          else AMBIGUOUS_CONFIDENCE)
             if above:
                 break
     return moved

@@ -490,6 +490,11 @@ def sparse_merge_fit(child: Sketch, candidates: list[Sketch]) -> MergeFit | None
         w, resid, kept = _sparse_fit(c, b, xs)
         chosen = [(o.model_id, float(wi)) for o, wi in zip(others, w, strict=True)
                   if SPARSE_WEIGHT <= wi <= SPARSE_WEIGHT_MAX]
+        inputs = [o for o in others if o.model_id in {i for i, _ in chosen}]
+        # the base is where the inputs were fine-tuned from: their norms grew from it (a merge's
+        # own base would be the merge's parent, and a TIES/DARE merge's inputs shrink towards it)
+        if inputs and float(np.median([compare(base, o).norm_growth for o in inputs])) <= 0:
+            continue
         if len(chosen) >= 2 and resid <= SPARSE_RESIDUAL and kept >= SPARSE_MIN_KEPT:
             chosen = sorted(chosen, key=lambda t: -t[1])[:MERGE_MAX_PARENTS]
             return MergeFit([i for i, _ in chosen], [wi for _, wi in chosen], resid, "sparse", base.model_id)
