@@ -89,7 +89,7 @@ def compute_roots(
     """
     parent: dict[str, str] = {}
     for e in sorted(edges, key=lambda e: (e.child, -e.confidence, e.parent)):
-        if not e.contradicted and e.child not in parent:
+        if e.is_lineage and e.child not in parent:
             parent[e.child] = e.parent
     roots: dict[str, str] = {}
     for m in model_ids:
@@ -211,7 +211,7 @@ def ingest(
 def export_edges(conn) -> list[Edge]:
     from lineage_index.schema.writer import GraphWriter
 
-    return GraphWriter(conn.driver(), conn.database).read_edges()
+    return GraphWriter(conn.driver(), conn.database).read_edges(lineage_only=True)
 
 
 def evaluate(truth: Path, edges: list[Edge], store: SketchStore | None = None, name: str = "lineage-index"):

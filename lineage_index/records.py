@@ -182,7 +182,8 @@ class BehaviourEvidence:
 
 @dataclass(frozen=True)
 class Edge:
-    """A directed, typed lineage edge ready for the graph: child DERIVED_FROM parent."""
+    """A directed, typed edge ready for the graph: child DERIVED_FROM parent when it is lineage
+    (``is_lineage``), else child DECLARES_BASE parent (a card's claim with its verdict)."""
 
     child: str
     parent: str
@@ -194,6 +195,16 @@ class Edge:
     contradicted: bool = False  # declared edge the weights contradict
     recovered_parent: str | None = None  # when contradicted: the parent the weights point to
     behaviour: BehaviourEvidence | None = None  # set by the opt-in behaviour tier only
+    # a card's declared base judged against the weights: supported | imprecise | contradicted |
+    # unverified (None: not a declaration, or one whose other side is not indexed)
+    verdict: str | None = None
+
+    @property
+    def is_lineage(self) -> bool:
+        """Whether the edge is lineage (``DERIVED_FROM``): what the evidence supports. A
+        declaration the weights contradict, or that names an ancestor instead of the direct
+        parent, is kept as the card's claim only (``DECLARES_BASE``)."""
+        return not self.contradicted and self.verdict not in ("contradicted", "imprecise")
 
 
 def record_from_dict(d: dict[str, Any]) -> ModelRecord:

@@ -114,6 +114,25 @@ def test_edge_properties_update_in_place_and_keep_one_edge_per_pair(writer: Grap
     assert writer.counts()["derived_from"] == 1
 
 
+def test_a_declaration_the_weights_do_not_support_is_not_lineage_and_moves_when_judged_again(
+    writer: GraphWriter,
+) -> None:
+    claim = Edge("acme/ft", "acme/base", "finetune", "declared", 0.5, None, "supported: near", verdict="supported")
+    writer.upsert_edges([claim])
+    assert writer.counts()["derived_from"] == 1 and writer.counts()["declares_base"] == 0
+    for verdict, bad in (("imprecise", False), ("contradicted", True)):
+        judged = Edge("acme/ft", "acme/base", "finetune", "declared", 0.1, None, f"{verdict}: x",
+                      contradicted=bad, verdict=verdict)
+        writer.upsert_edges([judged])
+        counts = writer.counts()
+        assert (counts["derived_from"], counts["declares_base"]) == (0, 1), verdict  # one edge, moved
+        assert writer.read_edges() == [judged] and writer.read_edges(lineage_only=True) == []
+    writer.upsert_edges([claim])  # judged supported again: back to lineage
+    assert writer.read_edges(lineage_only=True) == [claim] and writer.counts()["declares_base"] == 0
+    deleted, _ = writer.replace_edges_for_children(["acme/ft"], [])
+    assert deleted == 1 and writer.read_edges() == []
+
+
 def test_replace_edges_for_children_removes_stale_edges(writer: GraphWriter) -> None:
     old = [
         Edge("acme/merge", "acme/a", "merge", "recovered", 0.9),

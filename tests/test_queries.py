@@ -154,6 +154,24 @@ def test_contradicted_declarations_are_listed_on_their_own(
     ]
 
 
+def test_declarations_keep_card_claims_and_their_verdicts_apart_from_lineage(
+    planted: Driver, neo4j_database: str
+) -> None:
+    rows = {(r["child"], r["declared_parent"]): r for r in q(planted, neo4j_database, "declarations")}
+    false_claim = rows[("acme/false-claim", "cc/nc-base")]
+    assert (false_claim["verdict"], false_claim["lineage"]) == ("contradicted", False)
+    confirmed = rows[("acme/inherits", "meta/llama31-base")]
+    assert (confirmed["verdict"], confirmed["lineage"]) == ("supported", True)
+    only = {k for k, r in rows.items() if r["verdict"] == "contradicted"}
+    assert {(r["child"], r["declared_parent"]) for r in q(planted, neo4j_database, "declarations",
+                                                           verdict="contradicted")} == only
+    # DERIVED_FROM holds lineage only: the contradicted claim is a DECLARES_BASE relationship
+    records, _, _ = planted.execute_query(
+        "MATCH (:Model {id: $c})-[r]->(:Model {id: $p}) RETURN type(r) AS t",
+        c="acme/false-claim", p="cc/nc-base", database_=neo4j_database)
+    assert [r["t"] for r in records] == ["DECLARES_BASE"]
+
+
 def test_relicensed_copies_are_copy_or_quantized_edges_with_another_licence(
     planted: Driver, neo4j_database: str
 ) -> None:
@@ -231,6 +249,7 @@ def test_every_shipped_query_is_exercised_here() -> None:
         "foundation_reach",
         "undeclared_lineage",
         "contradicted_declarations",
+        "declarations",
         "relicensed_copies",
         "derived_from_license_family",
         "license_summary",

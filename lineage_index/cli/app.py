@@ -140,12 +140,14 @@ EDGE_COLUMNS = ["child", "parent", "relation", "source", "confidence", "closenes
 
 @app.command()
 def edges(neo4j_uri: NeoUri = None, fmt: Fmt = "csv") -> None:
-    """Export all DERIVED_FROM edges: child, parent, relation, source, confidence, closeness
-    (+ contradicted, evidence and the behaviour tier's closeness/verdict/basin in json and csv)."""
+    """Export the lineage (DERIVED_FROM) edges: child, parent, relation, source, confidence,
+    closeness (+ the declaration verdict, evidence and the behaviour tier's closeness/verdict/basin
+    in json and csv). Card claims the weights do not support are not lineage: see the
+    ``declarations`` query."""
     _check_format(fmt)
     rows = [{**e.__dict__, **{f"behaviour_{k}": v for k, v in dataclasses.asdict(e.behaviour).items()}}
             if e.behaviour else e.__dict__ for e in api.export_edges(_connect(neo4j_uri))]
-    extra = ["contradicted", "evidence", "behaviour_closeness", "behaviour_threshold", "behaviour_verdict",
+    extra = ["verdict", "evidence", "behaviour_closeness", "behaviour_threshold", "behaviour_verdict",
              "behaviour_loss_barrier", "behaviour_basin"]
     emit(rows, EDGE_COLUMNS + (extra if fmt != "table" else []), fmt)
 

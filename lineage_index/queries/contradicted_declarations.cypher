@@ -1,9 +1,9 @@
 // contradicted_declarations: declared base models the weights contradict.
-// DERIVED_FROM edges with contradicted = true (a card's base_model the weights do not
-// support), with the parent the weights point to instead when one was found. These edges
-// are never used as lineage by the other queries.
+// DECLARES_BASE edges with verdict 'contradicted' (a card's base_model the weights show
+// unrelated, or descended from the model declaring it), with the parent the weights point to
+// instead when one was found. DECLARES_BASE is never lineage: no other query follows it.
 // params: none
-MATCH (c:Model)-[e:DERIVED_FROM]->(p:Model)
+MATCH (c:Model)-[e:DECLARES_BASE]->(p:Model)
 WHERE e.contradicted = true
 RETURN c.id AS child,
        p.id AS declared_parent,

@@ -1,7 +1,8 @@
 // lineage_nodes: a model and every ancestor, each with all its properties and parent edges.
 // What the AI bill of materials is built from: non-contradicted DERIVED_FROM edges (up to 20
 // hops) give the ancestors; parents lists each node's lineage edges (relation, source,
-// confidence) and contradicted its declared parents the weights contradict (not lineage).
+// confidence) and contradicted its declared parents the weights contradict (DECLARES_BASE
+// with verdict contradicted: not lineage).
 // The subject comes first. No row when the model is not in the graph.
 // params: $model
 // param $model (string): the model id, e.g. 'acme/Llama-3.1-8B-acme-sft'
@@ -24,7 +25,7 @@ RETURN n.id AS id,
          ORDER BY edge.parent
        } AS parents,
        COLLECT {
-         MATCH (n)-[e:DERIVED_FROM]->(p:Model)
+         MATCH (n)-[e:DECLARES_BASE]->(p:Model)
          WHERE e.contradicted = true
          RETURN {parent: p.id, relation: e.relation, recovered_parent: e.recovered_parent,
                  evidence: e.evidence} AS edge

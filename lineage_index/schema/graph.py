@@ -22,7 +22,10 @@ LICENSE = "License"
 ORGANIZATION = "Organization"
 
 # Relationship types.
-DERIVED_FROM = "DERIVED_FROM"  # (child:Model)-[:DERIVED_FROM]->(parent:Model)
+DERIVED_FROM = "DERIVED_FROM"  # (child:Model)-[:DERIVED_FROM]->(parent:Model): lineage only
+# (child:Model)-[:DECLARES_BASE]->(parent:Model): a card's base_model the weights do not support
+# as the direct parent (verdict imprecise or contradicted), same properties as DERIVED_FROM
+DECLARES_BASE = "DECLARES_BASE"
 LICENSED_UNDER = "LICENSED_UNDER"  # (:Model)-[:LICENSED_UNDER]->(:License)
 PUBLISHED_BY = "PUBLISHED_BY"  # (:Model)-[:PUBLISHED_BY]->(:Organization)
 ALLOWS_DERIVATIVE_UNDER = "ALLOWS_DERIVATIVE_UNDER"  # (:License)-[...]->(:License)
@@ -30,6 +33,7 @@ ALLOWS_DERIVATIVE_UNDER = "ALLOWS_DERIVATIVE_UNDER"  # (:License)-[...]->(:Licen
 LABELS: tuple[str, ...] = (MODEL, LICENSE, ORGANIZATION)
 RELATIONSHIP_TYPES: tuple[str, ...] = (
     DERIVED_FROM,
+    DECLARES_BASE,
     LICENSED_UNDER,
     PUBLISHED_BY,
     ALLOWS_DERIVATIVE_UNDER,
@@ -45,6 +49,7 @@ EDGE_PROPERTIES: tuple[str, ...] = (
     "evidence",
     "contradicted",
     "recovered_parent",
+    "verdict",
     "updated_at",
 )
 

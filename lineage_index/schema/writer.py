@@ -1,7 +1,8 @@
 """Idempotent batched writes of the lineage graph into Neo4j.
 
-``GraphWriter`` upserts ``Model`` nodes (with their ``Organization`` and ``License``) and
-``DERIVED_FROM`` edges in parameterised ``UNWIND $rows`` batches, one managed transaction per
+``GraphWriter`` upserts ``Model`` nodes (with their ``Organization`` and ``License``),
+``DERIVED_FROM`` edges (lineage) and ``DECLARES_BASE`` edges (card claims the weights do not
+support as the direct parent: ``Edge.is_lineage``) in parameterised ``UNWIND $rows`` batches, one managed transaction per
 batch (``execute_write``, so transient errors are retried). Endpoints are looked up by id under
 the uniqueness constraint; a missing endpoint is created as a stub ``Model`` first. Writing the
 same data twice changes nothing: ``updated_at`` (ISO 8601 UTC string) is set only when a node's
@@ -93,24 +94,32 @@ BEHAVIOUR_COLUMNS = {  # property -> BehaviourEvidence field
     "behaviour_barrier_statistic": "barrier_statistic", "behaviour_ensemble_barrier": "ensemble_barrier",
 }
 _EDGE_COLUMNS = ("relation", "source", "confidence", "closeness", "evidence", "contradicted",
-                 "recovered_parent", *BEHAVIOUR_COLUMNS)  # fmt: skip
+                 "recovered_parent", "verdict", *BEHAVIOUR_COLUMNS)  # fmt: skip
 _EDGE_CHANGED = " OR ".join(
     f"NOT coalesce(x.{c} = row[{i}], x.{c} IS NULL AND row[{i}] IS NULL)"
     for i, c in enumerate(_EDGE_COLUMNS, start=2)
 )
 _EDGE_SET = ", ".join(f"x.{c} = row[{i}]" for i, c in enumerate(_EDGE_COLUMNS, start=2))
-_UPSERT_EDGES = f"""
+# One (child, parent) pair holds one of the two types: lineage (DERIVED_FROM) or a card's
+# claim the weights do not support as the direct parent (DECLARES_BASE); writing one removes
+# the other, so a re-ingest that changes a verdict moves the edge.
+_UPSERT_EDGES = {
+    rel: f"""
 UNWIND $rows AS row
 MATCH (c:Model {{id: row[0]}})
 MATCH (p:Model {{id: row[1]}})
-MERGE (c)-[x:DERIVED_FROM]->(p)
+OPTIONAL MATCH (c)-[o:{other}]->(p)
+DELETE o
+MERGE (c)-[x:{rel}]->(p)
 FOREACH (_ IN CASE WHEN x.updated_at IS NULL OR {_EDGE_CHANGED} THEN [1] ELSE [] END |
   SET {_EDGE_SET}, x.updated_at = $now)
 """
+    for rel, other in (("DERIVED_FROM", "DECLARES_BASE"), ("DECLARES_BASE", "DERIVED_FROM"))
+}
 
 _DELETE_STALE_EDGES = """
 UNWIND $rows AS row
-MATCH (c:Model {id: row.child})-[r:DERIVED_FROM]->(p:Model)
+MATCH (c:Model {id: row.child})-[r:DERIVED_FROM|DECLARES_BASE]->(p:Model)
 WHERE NOT p.id IN row.parents
 DELETE r
 RETURN count(r) AS deleted
@@ -125,8 +134,8 @@ MERGE (a)-[:ALLOWS_DERIVATIVE_UNDER]->(b)
 """
 
 _READ_EDGES = """
-MATCH (c:Model)-[r:DERIVED_FROM]->(p:Model)
-WHERE $ids IS NULL OR c.id IN $ids
+MATCH (c:Model)-[r:DERIVED_FROM|DECLARES_BASE]->(p:Model)
+WHERE ($ids IS NULL OR c.id IN $ids) AND ($lineage = false OR type(r) = 'DERIVED_FROM')
 RETURN c.id AS child, p.id AS parent, properties(r) AS props
 ORDER BY child, parent
 """
@@ -136,6 +145,7 @@ _COUNTS = {
     "licenses": "MATCH (n:License) RETURN count(n) AS n",
     "organizations": "MATCH (n:Organization) RETURN count(n) AS n",
     "derived_from": "MATCH ()-[r:DERIVED_FROM]->() RETURN count(r) AS n",
+    "declares_base": "MATCH ()-[r:DECLARES_BASE]->() RETURN count(r) AS n",
     "licensed_under": "MATCH ()-[r:LICENSED_UNDER]->() RETURN count(r) AS n",
     "published_by": "MATCH ()-[r:PUBLISHED_BY]->() RETURN count(r) AS n",
     "allows_derivative_under": "MATCH ()-[r:ALLOWS_DERIVATIVE_UNDER]->() RETURN count(r) AS n",
@@ -192,6 +202,7 @@ def edge_props(edge: Edge) -> dict[str, Any]:
         "evidence": edge.evidence,
         "contradicted": bool(edge.contradicted),
         "recovered_parent": edge.recovered_parent,
+        "verdict": edge.verdict or ("contradicted" if edge.contradicted else None),
         **{k: None if edge.behaviour is None else getattr(edge.behaviour, f) for k, f in BEHAVIOUR_COLUMNS.items()},
     }
 
@@ -209,6 +220,7 @@ def _edge_from(child: str, parent: str, props: Mapping[str, Any]) -> Edge:
         contradicted=bool(props.get("contradicted", False)),
         recovered_parent=props.get("recovered_parent"),
         behaviour=_behaviour_from(props),
+        verdict=props.get("verdict"),
     )
 
 
@@ -300,13 +312,16 @@ class GraphWriter:
         """
         written = 0
         for batch in _batches(edges, self.batch_rows):
-            pairs: dict[tuple[str, str], dict[str, Any]] = {}
+            pairs: dict[tuple[str, str], tuple[bool, dict[str, Any]]] = {}
             for edge in batch:
-                pairs[(edge.child, edge.parent)] = edge_props(edge)
+                pairs[(edge.child, edge.parent)] = (edge.is_lineage, edge_props(edge))
             ids = {i for pair in pairs for i in pair}
             node_rows = [{"id": i, "org": org_of(i)} for i in sorted(ids)]
-            edge_rows = [[c, p, *(v[k] for k in _EDGE_COLUMNS)] for (c, p), v in pairs.items()]
-            self._write([(_ENSURE_MODELS, node_rows), (_UPSERT_EDGES, edge_rows)])
+            rows: dict[str, list[list[Any]]] = {"DERIVED_FROM": [], "DECLARES_BASE": []}
+            for (c, p), (lineage, v) in pairs.items():
+                rows["DERIVED_FROM" if lineage else "DECLARES_BASE"].append([c, p, *(v[k] for k in _EDGE_COLUMNS)])
+            self._write([(_ENSURE_MODELS, node_rows)]
+                        + [(_UPSERT_EDGES[rel], r) for rel, r in rows.items() if r])
             written += len(batch)
         return written
 
@@ -331,18 +346,19 @@ class GraphWriter:
 
     # --- reads --------------------------------------------------------------------------
 
-    def read_edges(self, child_ids: Iterable[str] | None = None) -> list[Edge]:
-        """All DERIVED_FROM edges (or those of ``child_ids``), sorted by (child, parent)."""
+    def read_edges(self, child_ids: Iterable[str] | None = None, lineage_only: bool = False) -> list[Edge]:
+        """All DERIVED_FROM and DECLARES_BASE edges (or those of ``child_ids``; with
+        ``lineage_only`` DERIVED_FROM alone), sorted by (child, parent)."""
         ids = None if child_ids is None else list(child_ids)
         records, _, _ = self.driver.execute_query(
-            _READ_EDGES, ids=ids, database_=self.database, routing_="r"
+            _READ_EDGES, ids=ids, lineage=lineage_only, database_=self.database, routing_="r"
         )
         return [_edge_from(r["child"], r["parent"], r["props"]) for r in records]
 
     def edge_properties(self, child: str, parent: str) -> dict[str, Any] | None:
         """All stored properties of one DERIVED_FROM edge (incl. updated_at), or None."""
         records, _, _ = self.driver.execute_query(
-            "MATCH (:Model {id: $c})-[r:DERIVED_FROM]->(:Model {id: $p}) RETURN properties(r) AS p",
+            "MATCH (:Model {id: $c})-[r:DERIVED_FROM|DECLARES_BASE]->(:Model {id: $p}) RETURN properties(r) AS p",
             c=child,
             p=parent,
             database_=self.database,

@@ -70,9 +70,10 @@ def reconcile_declared(
     context_records: dict[str, ModelRecord] | None = None,
     context_sketches: dict[str, Sketch] | None = None,
 ) -> list[Edge]:
-    """Mark recovered edges the card also declares (``both``); keep the others as ``declared``
-    edges whose evidence starts with the verdict (``_judge``: supported, imprecise, unverified,
-    contradicted); only a contradicted one is flagged ``contradicted``.
+    """Mark recovered edges the card also declares (``both``, verdict supported); keep the
+    others as ``declared`` edges with the verdict (``_judge``: supported, imprecise, unverified,
+    contradicted) in ``verdict`` and at the start of the evidence; only a contradicted one is
+    flagged ``contradicted``. Imprecise and contradicted ones are not lineage (``Edge.is_lineage``).
 
     Declarations of ``records`` are judged; ``context_*`` only supply the parents' side.
     """
@@ -94,21 +95,22 @@ def reconcile_declared(
             relation = rec.base_model_relation or ("adapter" if rec.is_adapter else "finetune")
             if parent not in sketches or child not in sketches:
                 out.append(Edge(child, parent, relation, "declared", 0.5, None,
-                                evidence="declared; weights of one side not indexed"))
+                                evidence="declared; weights of one side not indexed", verdict="unverified"))
                 continue
             found = parents_of.get(child, [])
             verdict, why = _judge(rec, parent, sketches, all_records, parents_of, children_of, found)
             bad = verdict == "contradicted"
             out.append(Edge(child, parent, relation, "declared", 0.1 if bad else 0.5, None,
                             evidence=f"{verdict}: {why}", contradicted=bad,
-                            recovered_parent=", ".join(found) or None))
+                            recovered_parent=", ".join(found) or None, verdict=verdict))
     for e in edges:
         if (e.child, e.parent) in declared_pairs:
             relation = e.relation
             declared_rel = records[e.child].base_model_relation if e.child in records else None
             if relation in SAME_WEIGHTS and declared_rel in SAME_WEIGHTS:
                 relation = declared_rel  # a plain dtype cast fits both: the card decides
-            e = Edge(e.child, e.parent, relation, "both", e.confidence, e.closeness, e.evidence)
+            e = Edge(e.child, e.parent, relation, "both", e.confidence, e.closeness, e.evidence,
+                     verdict="supported")
         out.append(e)
     return sorted(out, key=lambda e: (e.child, e.parent))
 

@@ -164,11 +164,7 @@ def _one_pass(
                 caps[c] = min(caps.get(c, 1.0), AMBIGUOUS_CONFIDENCE if kappa > NOT_CONTAINED else MOVED_CONFIDENCE)
                 break
             above = [a for a in _ancestors(p, parent_of) if a in declared]
-            # beta_p between a star's and a chain's value: a star is the likelier (the Hub holds
-            # far more fine-tunes of one base than chains of near-identical models), with low
-            # confidence; plain kappa (no references) keeps the chain instead, as before
-            star = kappa <= NOT_CONTAINED or high == PARTIAL_CONTAINED
-            target = above[0] if above else (g if star else None)
+            target = above[0] if above else (g if kappa <= NOT_CONTAINED else None)
             if target is None:
                 caps[c] = min(caps.get(c, 1.0), AMBIGUOUS_CONFIDENCE)
                 break
@@ -183,8 +179,7 @@ def _one_pass(
             why = "the card names it" if above else "the weights say so"
             notes[c] = (f"star, not chain: carries {kappa:.2f} of {p}'s own update (< {high}); "
                         f"hung under {target}: {why}")
-            caps[c] = min(caps.get(c, 1.0), 1.0 if above else MOVED_CONFIDENCE if kappa <= NOT_CONTAINED
-                          else AMBIGUOUS_CONFIDENCE)
+            caps[c] = min(caps.get(c, 1.0), 1.0 if above else MOVED_CONFIDENCE)
             if above:
                 break
     return moved

@@ -50,7 +50,7 @@ class ImportFiles:
     folder: Path
     args: list[str]
     models: int  # Model nodes (distinct ids of the rows, and stub endpoints of edges)
-    edges: int  # DERIVED_FROM relationships (distinct (child, parent))
+    edges: int  # DERIVED_FROM and DECLARES_BASE relationships (distinct (child, parent))
     model_rows: int  # rows given
     edge_rows: int  # edges given
     licenses: int
@@ -78,7 +78,8 @@ def _licence_state(cat, lic_rows: dict[str, dict[str, Any]], edges: list[tuple[s
 
 
 _EDGE_COLUMNS = {"relation": "string", "source": "string", "confidence": "double", "closeness": "double",
-                 "evidence": "string", "contradicted": "boolean", "recovered_parent": "string"}
+                 "evidence": "string", "contradicted": "boolean", "recovered_parent": "string",
+                 "verdict": "string"}
 _EDGE_IDS = [":START_ID(Model)", ":END_ID(Model)"]
 _MODEL_IDS = ["id:ID(Model)", ":LABEL"]
 _PUB_IDS = [":START_ID(Model)", ":END_ID(Organization)"]
@@ -173,19 +174,24 @@ def _edge_from_json(d: dict[str, Any]) -> Edge:
     return Edge(**d, behaviour=BehaviourEvidence(**behaviour) if behaviour is not None else None)
 
 
-def _write_edges(folder: Path, spooled: Path, last: dict[tuple[str, str], int], now: str) -> tuple[int, list[Path]]:
-    """The DERIVED_FROM data; the last row of a repeated (child, parent) wins, as in the writer."""
-    group = Group(folder, "derived_from", _EDGE_IDS, _EDGE_COLUMNS, tail={"updated_at": "string"}, part="0")
+def _write_edges(folder: Path, spooled: Path, last: dict[tuple[str, str], int],
+                 now: str) -> tuple[int, dict[str, list[Path]]]:
+    """The DERIVED_FROM data (lineage) and the DECLARES_BASE data (card claims that are not,
+    ``Edge.is_lineage``); the last row of a repeated (child, parent) wins, as in the writer."""
+    groups = {name: Group(folder, name, _EDGE_IDS, _EDGE_COLUMNS, tail={"updated_at": "string"}, part="0")
+              for name in ("derived_from", "declares_base")}
     n = 0
     for i, e in enumerate(map(_edge_from_json, _read_spool(spooled))):
         if last[(e.child, e.parent)] != i:
             continue
+        group = groups["derived_from" if e.is_lineage else "declares_base"]
         rest = group.write([e.child, e.parent], edge_props(e), (now,), has_newline(e.child) or has_newline(e.parent))
         if rest:
             raise GraphError(f"edge {e.child} -> {e.parent}: properties {sorted(rest)} do not fit their columns")
         n += 1
-    group.close()
-    return n, group.data_files()
+    for g in groups.values():
+        g.close()
+    return n, {name: g.data_files() for name, g in groups.items()}
 
 
 @dataclass
@@ -334,7 +340,7 @@ def _write_import_files(models_f, edges_f, folder: Path, now: str, cat, parts: i
         edge_spool.add(0, _edge_json(e))
         key = (e.child, e.parent)
         last[key] = i
-        if not e.contradicted and e.child != e.parent:
+        if e.is_lineage and e.child != e.parent:
             conf[key] = float(e.confidence or 0.0)
         else:
             conf.pop(key, None)
@@ -361,6 +367,8 @@ def _write_import_files(models_f, edges_f, folder: Path, now: str, cat, parts: i
             "licensed_under": write_header(folder, "licensed_under", _LIC_IDS, _LIC_COLUMNS),
             "derived_from": write_header(folder, "derived_from", _EDGE_IDS, _EDGE_COLUMNS,
                                           tail={"updated_at": "string"}),
+            "declares_base": write_header(folder, "declares_base", _EDGE_IDS, _EDGE_COLUMNS,
+                                           tail={"updated_at": "string"}),
         }
         for k in range(parts):  # pass 2 of the models
             writer = _ModelWriter(folder, str(k + 1), model_cols, has_lists, effective_of, cat, now)
@@ -376,7 +384,7 @@ def _write_import_files(models_f, edges_f, folder: Path, now: str, cat, parts: i
             job.cancel()
         raise
     data = {name: [p for r in results for p in r.files[name]] for name in ("models", "published_by", "licensed_under")}
-    data["derived_from"] = edge_files
+    data.update(edge_files)
     fixups: dict[str, list[dict[str, Any]]] = {"Model": [f for r in results for f in r.fixups], "License": []}
     orgs = set().union(*(r.orgs for r in results))
     licence_ids = set().union(*(r.licences for r in results))
@@ -415,6 +423,7 @@ def _write_import_files(models_f, edges_f, folder: Path, now: str, cat, parts: i
               ("relationships=PUBLISHED_BY", headers["published_by"], data["published_by"]),
               ("relationships=LICENSED_UNDER", headers["licensed_under"], data["licensed_under"]),
               ("relationships=DERIVED_FROM", headers["derived_from"], data["derived_from"]),
+              ("relationships=DECLARES_BASE", headers["declares_base"], data["declares_base"]),
               ("relationships=ALLOWS_DERIVATIVE_UNDER", g_rules.header, g_rules.data_files())]
     args = [f"--{flag}={','.join(str(p) for p in [header, *files])}" for flag, header, files in inputs]
     multiline = [p for _, _, files in inputs for p in files if p.name.endswith(".multiline.csv")]
