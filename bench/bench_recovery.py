@@ -44,6 +44,38 @@ def candidate_recall(truth: dict, sketches: dict, records: dict, k: int) -> tupl
     return hit, total
 
 
+def _truth_kind(model: str, base: str, truth: dict) -> str:
+    """What a declaration really is: the true parent, an ancestor, or neither."""
+    models = truth["models"]
+    if base in models.get(model, {}).get("parents", []):
+        return "true"
+    seen, todo = set(), list(models.get(model, {}).get("parents", []))
+    while todo:
+        m = todo.pop()
+        if m == base:
+            return "ancestor"
+        if m not in seen:
+            seen.add(m)
+            todo.extend(models.get(m, {}).get("parents", []))
+    return "other"
+
+
+def declaration_table(edges: list, truth: dict) -> tuple[dict[tuple[str, str], int], int, int]:
+    """(truth kind, verdict) -> count over every declared pair; true declarations called
+    contradicted; contradicted edges among the lineage (DERIVED_FROM) edges."""
+    table: dict[tuple[str, str], int] = {}
+    wrong = 0
+    for e in edges:
+        if e.source not in ("declared", "both"):
+            continue
+        kind = _truth_kind(e.child, e.parent, truth)
+        verdict = "supported" if e.source == "both" else (e.verdict or "unverified")
+        table[(kind, verdict)] = table.get((kind, verdict), 0) + 1
+        wrong += kind == "true" and e.contradicted
+    leaked = sum(1 for e in edges if e.is_lineage and e.contradicted)
+    return table, wrong, leaked
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", type=Path, required=True)
@@ -71,11 +103,19 @@ def main() -> None:
                                                                if not r.is_adapter else {"peft_type": "LORA"})
                                         for m, r in records.items()},
     }
+    recipe = truth.get("zoo", {}).get("recipe", "default")
+    held = " (held-out seed)" if truth.get("zoo", {}).get("held_out") else ""
+    print(f"recipe {recipe}, seed {truth.get('zoo', {}).get('seed')}{held}")
     for name, recs in conditions.items():
         t0 = time.perf_counter()
         rec = recover(recs, report.sketches, k=args.k)
         rows.append(score(asserted_edges(rec.edges), truth, name=name))
         print(f"{name}: recovered in {time.perf_counter() - t0:.1f} s")
+        if name in ("lineage-index", "lineage-index, no upload times"):
+            table, wrong, leaked = declaration_table(rec.edges, truth)
+            cells = ", ".join(f"{k}->{v} {n}" for (k, v), n in sorted(table.items()))
+            print(f"  declarations (truth->verdict): {cells}; true ones contradicted: {wrong}; "
+                  f"contradicted among lineage edges: {leaked}")
     roots: dict[str, set[str]] = {}
     for m, sk in report.sketches.items():
         roots.setdefault(sk.family, set()).add(truth["models"][m].get("weight_root") or m)

@@ -78,6 +78,11 @@ def build_command(
         "--classifiers", help="The classifier family instead (behaviour tier): image classifiers (CNN, ViT) "
                               "and, with --size medium, a MiniLM text classifier; fine-tunes, pruning, int8, "
                               "fp16, adversarial, transfer, distilled students, independent models.")] = False,
+    recipe: Annotated[str, typer.Option(
+        help="default | wild: the second recipe, made to differ from the default on purpose (GPT-NeoX, a wider "
+             "Llama and the real MiniLM as roots; sibling swarms, quantised-as-float, healed and 2:4 pruning, "
+             "vocabulary extension, new heads, TIES/DARE merges of siblings; 35 models, --size ignored). "
+             "Seed 7 is held out of every threshold choice.")] = "default",
     depth: Annotated[bool, typer.Option(
         "--depth", help="The depth-changing Llama zoo instead (8 models, --size ignored): layer pruning, "
                         "a passthrough frankenmerge, depth up-scaling, independent roots.")] = False,
@@ -87,6 +92,15 @@ def build_command(
 
     from lineage_index.zoo import SIZES, build_zoo
 
+    if recipe not in ("default", "wild"):
+        raise UsageError("--recipe must be default or wild")
+    if recipe == "wild":
+        from lineage_index.zoo.wild import build_wild
+
+        w = build_wild(out, seed=seed, progress=progress)
+        Console().print(f"[bold]{w['models']}[/] models, {w['edges']} edges, {w['bytes'] / 1e6:.1f} MB in "
+                        f"{w['seconds']:.0f}s -> {out / 'truth.json'}")
+        return
     if depth:
         from lineage_index.zoo.depth import build_depth_zoo
 

@@ -7,6 +7,7 @@ never modified) and deterministic. This module must not train models or write fi
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -152,3 +153,87 @@ def peft_config(lora: LoraResult, base_model: str, task_type: str) -> dict[str, 
         "use_dora": False,
         "use_rslora": False,
     }
+
+
+_BLOCK = re.compile(r"(?:^|\.)(?:layers|layer|h)\.\d+\.")
+
+
+def block_matrices(state: Tensors) -> list[str]:
+    """2-D weights inside repeated blocks (``layers.N.`` / ``layer.N.`` / ``h.N.``): what
+    quantisers and pruners touch (embeddings, heads and norms stay)."""
+    return [k for k, v in state.items() if _BLOCK.search(k) and k.endswith(".weight") and v.dim() == 2]
+
+
+def quantise_as_float(state: Tensors, bits: int, group: int | None) -> Tensors:
+    """Round-to-nearest quantisation then de-quantised back to float (what a user who saves a
+    quantised model with ``dequantize()`` uploads): int8 symmetric per row (``group=None``), or
+    ``bits`` asymmetric per group of ``group`` input columns with a zero point."""
+    out = {k: v.clone() for k, v in state.items()}
+    for k in block_matrices(state):
+        w = state[k].to(torch.float64)
+        if group is None:
+            scale = w.abs().amax(dim=1, keepdim=True) / (2 ** (bits - 1) - 1)
+            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+            out[k] = (torch.round(w / scale) * scale).to(torch.float32)
+        else:
+            g = w.reshape(w.shape[0], -1, group)
+            lo, hi = g.amin(dim=2, keepdim=True), g.amax(dim=2, keepdim=True)
+            scale = (hi - lo).clamp_min(1e-12) / (2**bits - 1)
+            zero = torch.round(-lo / scale)
+            q = torch.clamp(torch.round(g / scale) + zero, 0, 2**bits - 1)
+            out[k] = ((q - zero) * scale).reshape(w.shape).to(torch.float32)
+    return out
+
+
+def block_magnitude_masks(state: Tensors, sparsity: float) -> dict[str, torch.Tensor]:
+    """Per-matrix magnitude pruning of the block matrices: the ``sparsity`` smallest |w| go."""
+    masks = {}
+    for k in block_matrices(state):
+        w = state[k].abs().flatten()
+        cut = torch.kthvalue(w, max(1, int(sparsity * w.numel()))).values
+        masks[k] = (state[k].abs() > cut).to(state[k].dtype)
+    return masks
+
+
+def two_four_masks(state: Tensors) -> dict[str, torch.Tensor]:
+    """2:4 semi-structured sparsity: in every run of 4 input columns the 2 smallest |w| go."""
+    masks = {}
+    for k in block_matrices(state):
+        w = state[k]
+        groups = w.abs().reshape(w.shape[0], -1, 4)
+        keep = torch.zeros_like(groups)
+        keep.scatter_(2, groups.topk(2, dim=2).indices, 1.0)
+        masks[k] = keep.reshape(w.shape)
+    return masks
+
+
+def ties_merge(base: Tensors, models: list[Tensors], density: float = 0.2, lam: float = 1.0) -> Tensors:
+    """TIES: trim each task vector to its top ``density`` magnitudes, elect a sign per element
+    by summed mass, average the agreeing values (Yadav et al. 2023)."""
+    out = {}
+    for k, b in base.items():
+        taus = torch.stack([m[k].to(torch.float64) - b.to(torch.float64) for m in models])
+        flat = taus.reshape(len(models), -1).abs()
+        keep_n = max(1, int(density * flat.shape[1]))
+        cut = flat.topk(keep_n, dim=1).values[:, -1:]
+        taus = taus * (flat >= cut).reshape(taus.shape)
+        sign = torch.sign(taus.sum(dim=0))
+        agree = (torch.sign(taus) == sign) & (taus != 0)
+        merged = (taus * agree).sum(dim=0) / agree.sum(dim=0).clamp_min(1)
+        out[k] = (b.to(torch.float64) + lam * merged).to(b.dtype)
+    return out
+
+
+def dare_merge(base: Tensors, models: list[Tensors], drop: float, seed: int) -> Tensors:
+    """DARE-linear: drop each task-vector element with probability ``drop``, rescale the rest by
+    1/(1-drop), average (Yu et al. 2023)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, b in base.items():
+        acc = torch.zeros_like(b, dtype=torch.float64)
+        for m in models:
+            tau = m[k].to(torch.float64) - b.to(torch.float64)
+            keep = (torch.rand(tau.shape, generator=gen) >= drop).to(torch.float64)
+            acc += tau * keep / (1 - drop)
+        out[k] = (b.to(torch.float64) + acc / len(models)).to(b.dtype)
+    return out

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from lineage_index.zoo import derive as D
 from lineage_index.zoo.archs import Tensors, minilm_dir
 from lineage_index.zoo.build import _deterministic_torch, _prepare_out
 from lineage_index.zoo.data import derive_seed
@@ -45,7 +46,8 @@ from lineage_index.zoo.plan import EPOCH
 from lineage_index.zoo.writing import write_json, write_real_root, write_safetensors
 
 WILD_VERSION = 1
-HELD_OUT_SEEDS = (7,)  # never looked at while choosing a threshold; reported on their own
+HELD_OUT_SEEDS = (7,)
+WILD_MODELS = 35  # models per collection (the recipe below is fixed; only seeds vary)  # never looked at while choosing a threshold; reported on their own
 
 # architecture key -> (causal-LM class, config kwargs)
 WILD_ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -171,92 +173,6 @@ def _pooled_loss(model: torch.nn.Module, hidden: int, seed: int) -> tuple[Callab
     return loss, []
 
 
-# --- derivations on tensors -------------------------------------------------------------
-def _linear_names(state: Tensors, arch: str) -> list[str]:
-    """2-D weights inside the repeated blocks (what quantisers and pruners touch)."""
-    marker = "encoder.layer." if arch == "minilm" else "layers."
-    return [k for k, v in state.items() if marker in k and k.endswith(".weight") and v.dim() == 2]
-
-
-def quantise_as_float(state: Tensors, arch: str, bits: int, group: int | None) -> Tensors:
-    """Round-to-nearest quantisation then de-quantised back to float (what a user who saves a
-    quantised model with ``dequantize()`` uploads): int8 symmetric per row (``group=None``), or
-    ``bits`` asymmetric per group of ``group`` input columns with a zero point."""
-    out = {k: v.clone() for k, v in state.items()}
-    for k in _linear_names(state, arch):
-        w = state[k].to(torch.float64)
-        if group is None:
-            scale = w.abs().amax(dim=1, keepdim=True) / (2 ** (bits - 1) - 1)
-            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-            out[k] = (torch.round(w / scale) * scale).to(torch.float32)
-        else:
-            g = w.reshape(w.shape[0], -1, group)
-            lo, hi = g.amin(dim=2, keepdim=True), g.amax(dim=2, keepdim=True)
-            scale = (hi - lo).clamp_min(1e-12) / (2**bits - 1)
-            zero = torch.round(-lo / scale)
-            q = torch.clamp(torch.round(g / scale) + zero, 0, 2**bits - 1)
-            out[k] = ((q - zero) * scale).reshape(w.shape).to(torch.float32)
-    return out
-
-
-def magnitude_masks(state: Tensors, arch: str, sparsity: float) -> dict[str, torch.Tensor]:
-    masks = {}
-    for k in _linear_names(state, arch):
-        w = state[k].abs().flatten()
-        cut = torch.kthvalue(w, max(1, int(sparsity * w.numel()))).values
-        masks[k] = (state[k].abs() > cut).to(state[k].dtype)
-    return masks
-
-
-def two_four_masks(state: Tensors, arch: str) -> dict[str, torch.Tensor]:
-    """2:4 semi-structured sparsity: in every run of 4 input columns the 2 smallest |w| go."""
-    masks = {}
-    for k in _linear_names(state, arch):
-        w = state[k]
-        groups = w.abs().reshape(w.shape[0], -1, 4)
-        keep = torch.zeros_like(groups)
-        keep.scatter_(2, groups.topk(2, dim=2).indices, 1.0)
-        masks[k] = keep.reshape(w.shape)
-    return masks
-
-
-def ties_merge(base: Tensors, models: list[Tensors], density: float = 0.2, lam: float = 1.0) -> Tensors:
-    """TIES: trim each task vector to its top ``density`` magnitudes, elect a sign per element
-    by summed mass, average the agreeing values (Yadav et al. 2023)."""
-    out = {}
-    for k, b in base.items():
-        taus = torch.stack([m[k].to(torch.float64) - b.to(torch.float64) for m in models])
-        flat = taus.reshape(len(models), -1).abs()
-        keep_n = max(1, int(density * flat.shape[1]))
-        cut = flat.topk(keep_n, dim=1).values[:, -1:]
-        taus = taus * (flat >= cut).reshape(taus.shape)
-        sign = torch.sign(taus.sum(dim=0))
-        agree = (torch.sign(taus) == sign) & (taus != 0)
-        merged = (taus * agree).sum(dim=0) / agree.sum(dim=0).clamp_min(1)
-        out[k] = (b.to(torch.float64) + lam * merged).to(b.dtype)
-    return out
-
-
-def dare_merge(base: Tensors, models: list[Tensors], drop: float, seed: int) -> Tensors:
-    """DARE-linear: drop each task-vector element with probability ``drop``, rescale the rest by
-    1/(1-drop), average (Yu et al. 2023)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for k, b in base.items():
-        acc = torch.zeros_like(b, dtype=torch.float64)
-        for m in models:
-            tau = m[k].to(torch.float64) - b.to(torch.float64)
-            keep = (torch.rand(tau.shape, generator=gen) >= drop).to(torch.float64)
-            acc += tau * keep / (1 - drop)
-        out[k] = (b.to(torch.float64) + acc / len(models)).to(b.dtype)
-    return out
-
-
-def cast(state: Tensors, dtype: str) -> Tensors:
-    target = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[dtype]
-    return {k: v.to(target).contiguous() for k, v in state.items()}
-
-
 # --- the collection ------------------------------------------------------------------------
 @dataclass
 class WildModel:
@@ -281,8 +197,9 @@ class WildModel:
 class _Wild:
     """Realises the recipe for one seed; each method adds models and returns the new one."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, on_model: Callable[[str], None] | None = None):
         self.seed = seed
+        self.on_model = on_model
         self.rng = random.Random(derive_seed("wild", seed))
         self.models: dict[str, WildModel] = {}
         self.data: dict[str, Hmm] = {}
@@ -292,6 +209,8 @@ class _Wild:
 
     def add(self, m: WildModel) -> WildModel:
         self.models[m.id] = m
+        if self.on_model is not None:
+            self.on_model(m.id)
         return m
 
     def child(self, parent: WildModel, name: str, op: str, relation: str, state: Tensors,
@@ -336,7 +255,7 @@ class _Wild:
         else:
             _train(model, _lm_loss(model), data, steps, lr, self.s(seed_key))
         dtype = "BF16" if self.rng.random() < 0.3 else "F32"
-        return self.child(parent, name, "finetune", "finetune", cast(_state(model), dtype), dtype=dtype)
+        return self.child(parent, name, "finetune", "finetune", D.cast(_state(model), dtype), dtype=dtype)
 
     def _cfg(self, m: WildModel) -> Any:
         return _config(m.arch, m.vocab, **m.extra_config)
@@ -344,15 +263,15 @@ class _Wild:
     def quant_float(self, parent: WildModel, name: str) -> WildModel:
         bits, group = self.rng.choice(((8, None), (4, 32), (8, None)))
         container = self.rng.choice(("F16", "BF16", "F32")) if group is None else self.rng.choice(("F16", "F32"))
-        state = quantise_as_float({k: v.float() for k, v in parent.state.items()}, parent.arch, bits, group)
-        return self.child(parent, name, f"quant-float-{bits}bit", "quantized", cast(state, container),
+        state = D.quantise_as_float({k: v.float() for k, v in parent.state.items()}, bits, group)
+        return self.child(parent, name, f"quant-float-{bits}bit", "quantized", D.cast(state, container),
                           dtype=container)
 
     def prune(self, parent: WildModel, name: str, how: str, heal_steps: int) -> WildModel:
         model = _model(parent.cls_name, self._cfg(parent), self.s(name, "init"), parent.state)
         named = dict(model.named_parameters())
         state = _state(model)
-        masks = two_four_masks(state, parent.arch) if how == "2:4" else magnitude_masks(state, parent.arch, 0.5)
+        masks = D.two_four_masks(state) if how == "2:4" else D.block_magnitude_masks(state, 0.5)
         with torch.no_grad():
             for k, m in masks.items():
                 named[k].mul_(m)
@@ -404,7 +323,7 @@ class _Wild:
     def merge(self, base: WildModel, parents: list[WildModel], name: str, method: str) -> WildModel:
         states = [{k: v.float() for k, v in p.state.items()} for p in parents]
         b = {k: v.float() for k, v in base.state.items()}
-        state = ties_merge(b, states) if method == "ties" else dare_merge(b, states, 0.7, self.s(name))
+        state = D.ties_merge(b, states) if method == "ties" else D.dare_merge(b, states, 0.7, self.s(name))
         m = self.child(max(parents, key=lambda p: p.created_at), name, f"{method}-merge", "merge", state)
         m.parents = tuple(p.id for p in parents)
         return m
@@ -456,7 +375,7 @@ class _Wild:
 
     def add_sparse_minilm(self, parent: WildModel) -> None:
         state = {k: v.float() for k, v in parent.state.items()}
-        for k, m in two_four_masks(state, "minilm").items():
+        for k, m in D.two_four_masks(state).items():
             state[k] = state[k] * m
         self.child(parent, "minilm-faq-2-2of4", "sparse-2:4", "prune", state)
 
@@ -499,7 +418,7 @@ def _write(out: Path, m: WildModel) -> int:
     cfg["architectures"] = [m.cls_name]
     cfg["dtype"] = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[m.dtype]
     written = write_json(repo / "config.json", dict(sorted(cfg.items())))
-    written += write_safetensors(repo, cast(m.state, m.dtype), m.shards)
+    written += write_safetensors(repo, D.cast(m.state, m.dtype), m.shards)
     text = _readme(m)
     (repo / "README.md").write_text(text, encoding="utf-8")
     return written + len(text)
@@ -510,10 +429,15 @@ def build_wild(out: Path, seed: int = 0, progress: bool = True) -> dict[str, Any
     started = time.perf_counter()
     out = Path(out)
     _prepare_out(out)
-    with _deterministic_torch():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with _deterministic_torch(), Progress(*columns, disable=not progress) as bar:
         torch.use_deterministic_algorithms(False)  # topk/scatter on CPU are deterministic anyway
-        models = _Wild(seed).run()
-    written = sum(_write(out, m) for m in models)
+        task = bar.add_task(f"wild seed {seed}", total=WILD_MODELS)
+        models = _Wild(seed, lambda m: bar.update(task, advance=1, description=m)).run()
+        bar.update(task, description=f"wild seed {seed}: writing")
+        written = sum(_write(out, m) for m in models)
     truth = {
         "zoo": {"recipe": "wild", "seed": seed, "generator_version": WILD_VERSION,
                 "held_out": seed in HELD_OUT_SEEDS},

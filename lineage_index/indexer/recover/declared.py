@@ -22,6 +22,10 @@ SAME_WEIGHTS = ("copy", "quantized")  # relations the weights cannot always tell
 # weights then prefer the recovered parent by a margin too small to overrule the card's claim
 # (the assembly's own tie-break lets the card decide between equally near parents too).
 NEAR_AS_PARENT = 1.1
+# A card is called false for naming a descendant only when every edge of the recovered path
+# down to it has a confident direction (at least two agreeing direction signals, or a
+# structural one); a path resting on one weak vote leaves the card unverified instead.
+REVERSED_MIN_CONFIDENCE = 0.9
 
 
 def declared_parents(rec: ModelRecord) -> tuple[str, ...]:
@@ -82,6 +86,7 @@ def reconcile_declared(
     recovered = {(e.child, e.parent): e for e in edges}
     parents_of: dict[str, list[str]] = {}
     children_of: dict[str, list[str]] = {}
+    confidence = {(e.parent, e.child): e.confidence for e in edges}
     for e in edges:
         parents_of.setdefault(e.child, []).append(e.parent)
         children_of.setdefault(e.parent, []).append(e.child)
@@ -98,7 +103,8 @@ def reconcile_declared(
                                 evidence="declared; weights of one side not indexed", verdict="unverified"))
                 continue
             found = parents_of.get(child, [])
-            verdict, why = _judge(rec, parent, sketches, all_records, parents_of, children_of, found)
+            verdict, why = _judge(rec, parent, sketches, all_records, parents_of, children_of, found,
+                                  confidence)
             bad = verdict == "contradicted"
             out.append(Edge(child, parent, relation, "declared", 0.1 if bad else 0.5, None,
                             evidence=f"{verdict}: {why}", contradicted=bad,
@@ -126,9 +132,28 @@ def _lineage(start: str, step: dict[str, list[str]]) -> set[str]:
     return seen
 
 
+def _path(top: str, bottom: str, children_of: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """The (parent, child) steps from ``top`` down to ``bottom`` (breadth first), or []."""
+    back: dict[str, str] = {}
+    todo = [top]
+    while todo:
+        nxt = []
+        for n in todo:
+            for k in children_of.get(n, ()):
+                if k not in back and k != top:
+                    back[k] = n
+                    nxt.append(k)
+        todo = nxt
+    steps, cur = [], bottom
+    while cur in back:
+        steps.append((back[cur], cur))
+        cur = back[cur]
+    return steps[::-1] if cur == top else []
+
+
 def _judge(rec: ModelRecord, parent: str, sketches: dict[str, Sketch], records: dict[str, ModelRecord],
            parents_of: dict[str, list[str]], children_of: dict[str, list[str]],
-           found: list[str]) -> tuple[str, str]:
+           found: list[str], confidence: dict[tuple[str, str], float] | None = None) -> tuple[str, str]:
     """(verdict, reason) for a declared base the recovery did not take as ``rec``'s parent.
 
     A card is contradicted only when the weights show the declared model unrelated, or a
@@ -146,7 +171,12 @@ def _judge(rec: ModelRecord, parent: str, sketches: dict[str, Sketch], records: 
     if parent in _lineage(child, parents_of):
         return "imprecise", "an ancestor in the recovered lineage, not the direct parent"
     if parent in _lineage(child, children_of):
-        return "contradicted", "the declared base descends from this model in the recovered lineage"
+        path = _path(child, parent, children_of)
+        weakest = min(((confidence or {}).get(step, 1.0) for step in path), default=1.0)
+        if weakest >= REVERSED_MIN_CONFIDENCE:
+            return "contradicted", "the declared base descends from this model in the recovered lineage"
+        return "unverified", (f"the declared base sits below this model in the recovered lineage, but on a "
+                              f"direction of confidence {weakest:.2f} only")
     if a.family != b.family:
         return "unverified", "architectures differ; the weights cannot compare them"
     f = compare(a, b)
