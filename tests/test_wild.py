@@ -20,7 +20,7 @@ import torch
 from lineage_index import api
 from lineage_index.evaluation import score
 from lineage_index.indexer.pipeline import asserted_edges, recover, sketch_all
-from lineage_index.indexer.recover.verify import (
+from lineage_index.indexer.recover.structure import (
     GRID_DEV,
     HEAL_ASYM,
     grid_deviation,
@@ -123,7 +123,7 @@ def test_grid_deviation_null_and_quantised_grids() -> None:
     w = {"layers.0.mlp.weight": torch.randn(16, 256, generator=gen) * 0.05}
     cont = w["layers.0.mlp.weight"].numpy()
     assert abs(grid_deviation([cont]) - 0.25) < 0.05  # continuous weights: Uniform(0, 0.5) distances
-    for bits, group, dtype in ((8, None, "F16"), (8, None, "BF16"), (4, 32, "F32"), (4, 64, "F16")):
+    for bits, group, dtype in ((8, None, "F16"), (8, None, "BF16"), (4, None, "F16"), (4, 32, "F32"), (4, 64, "F16")):
         q = D.cast(D.quantise_as_float(w, bits, group), dtype)["layers.0.mlp.weight"].float().numpy()
         assert grid_deviation([q]) < GRID_DEV, (bits, group, dtype)
     pruned = cont * (np.abs(cont) > np.quantile(np.abs(cont), 0.5))  # exact zeros are not a grid

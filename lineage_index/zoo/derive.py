@@ -166,12 +166,13 @@ def block_matrices(state: Tensors) -> list[str]:
 
 def quantise_as_float(state: Tensors, bits: int, group: int | None) -> Tensors:
     """Round-to-nearest quantisation then de-quantised back to float (what a user who saves a
-    quantised model with ``dequantize()`` uploads): int8 symmetric per row (``group=None``), or
+    quantised model with ``dequantize()`` uploads): ``bits`` symmetric per row (``group=None``, or a
+    group that does not divide the row), or
     ``bits`` asymmetric per group of ``group`` input columns with a zero point."""
     out = {k: v.clone() for k, v in state.items()}
     for k in block_matrices(state):
         w = state[k].to(torch.float64)
-        if group is None:
+        if group is None or w.shape[1] % group:  # a group must divide the row: else per row
             scale = w.abs().amax(dim=1, keepdim=True) / (2 ** (bits - 1) - 1)
             scale = torch.where(scale > 0, scale, torch.ones_like(scale))
             out[k] = (torch.round(w / scale) * scale).to(torch.float32)

@@ -22,11 +22,11 @@ from datetime import datetime
 import networkx as nx
 
 from lineage_index.indexer.recover.siblings import star_or_chain
+from lineage_index.indexer.recover.structure import requant_violations
 from lineage_index.indexer.recover.verify import (
     MergeFit,
     PairFeatures,
     find_merge,
-    requant_violations,
     sparse_merge_fit,
 )
 from lineage_index.records import Edge, ModelRecord, Sketch

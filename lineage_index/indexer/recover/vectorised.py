@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lineage_index.indexer.recover.structure import GRID_DEV, grid_deviation
 from lineage_index.indexer.recover.verify import (
     _PRECISION,
     COPY_MATCH,
-    GRID_DEV,
     MERGE_MAX_PARENTS,
     MERGE_RATIO,
     PRUNE_ZERO_GAIN,
@@ -35,7 +35,6 @@ from lineage_index.indexer.recover.verify import (
     SPARSE_EQUAL,
     PairFeatures,
     _round_to,
-    grid_deviation,
     low_rank_share,
 )
 from lineage_index.indexer.sketch.packed import PackedFamily
