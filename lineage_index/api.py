@@ -71,6 +71,7 @@ class IngestSummary:
     rewritten: list[str] = field(default_factory=list)  # models whose nodes and edges were rewritten
     reverified_families: list[str] = field(default_factory=list)
     behaviour: Any = None  # behaviour.tier.TierResult when the opt-in behaviour tier ran
+    damaged: list[str] = field(default_factory=list)  # sketch-store entries found damaged and read again
 
     def edges_by(self, attr: str) -> dict[str, int]:
         return dict(Counter(getattr(e, attr) for e in self.edges))
@@ -205,6 +206,7 @@ def ingest(
         rewritten=sorted(scope.records),
         reverified_families=recovery.families,
         behaviour=tier,
+        damaged=report.damaged,
     )
 
 

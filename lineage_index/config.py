@@ -96,3 +96,18 @@ FANOUT_MAX_PER_HOST = 8  # tasks reading from one Hub host at once
 FANOUT_MAX_IN_FLIGHT = 64  # tasks submitted and not yet collected
 FANOUT_MAX_RETRIES = 3  # re-runs of a task whose worker died (Ray)
 FANOUT_APP_RETRIES = 3  # re-tries of a transient read error inside a task
+
+
+ENV_FAULT = "LINEAGE_INDEX_FAULT"  # tests only: a named point where the process kills itself
+
+
+def fault_point(name: str) -> None:
+    """Kill this process (SIGKILL, as ``kill -9``) when ``LINEAGE_INDEX_FAULT`` names ``name``.
+
+    The crash-safety tests place a kill at the worst moments of a run (between a model's node
+    and its edges, ...) instead of relying on timing; unset, this does nothing.
+    """
+    if os.environ.get(ENV_FAULT) == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

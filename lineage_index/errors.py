@@ -7,6 +7,8 @@ in one place (``cli.app``). Messages never contain secrets (tokens, passwords).
 
 from __future__ import annotations
 
+import re
+
 
 class LineageIndexError(Exception):
     """Base class of every error raised on purpose by lineage-index."""
@@ -79,3 +81,19 @@ class Neo4jUnavailableError(GraphError):
 
 class ManagedNeo4jError(GraphError):
     """The managed local Neo4j could not be built, started or stopped."""
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/\s:@]*):(?P<secret>[^/\s@]*)@")
+_SECRET_PARAMS = re.compile(r"(?i)([?&](?:token|access_token|api_key|apikey|password|sig|signature)=)[^&\s]+")
+_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials removed: passwords in URLs (``bolt://u:***@h``), secret query
+    parameters, Hugging Face tokens and bearer tokens. Every message that may carry a URL or
+    a header goes through this before it is printed or stored."""
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _SECRET_PARAMS.sub(r"\1***", text)
+    text = _HF_TOKEN.sub("hf_***", text)
+    return _BEARER.sub(r"\1***", text)

@@ -98,6 +98,22 @@ def test_contradicted_declarations_are_the_flagged_edges(graph) -> None:
     assert rows
 
 
+def test_declarations_give_every_card_claim_its_verdict_and_only_lineage_is_derived_from(graph) -> None:
+    summary = graph[3]
+    rows = _q(graph, "declarations")
+    declared = {(e.child, e.parent): e for e in summary.edges if e.source in ("declared", "both")}
+    assert {(r["child"], r["declared_parent"]) for r in rows} == set(declared)
+    for r in rows:
+        e = declared[(r["child"], r["declared_parent"])]
+        assert r["lineage"] == e.is_lineage
+        assert r["verdict"] == ("supported" if e.source == "both" else e.verdict or "unverified")
+    assert {r["verdict"] for r in rows} >= {"supported", "imprecise"}
+    from lineage_index.schema.writer import GraphWriter
+
+    exported = {(e.child, e.parent) for e in GraphWriter(graph[0], graph[1]).read_edges(lineage_only=True)}
+    assert not exported & {k for k, e in declared.items() if not e.is_lineage}
+
+
 def test_undeclared_lineage_is_recovered_but_not_declared(graph) -> None:
     truth = graph[2]
     rows = _q(graph, "undeclared_lineage", min_confidence=0.0)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from lineage_index import api
 from lineage_index.cli.behaviour_cmd import register as register_behaviour_commands
@@ -24,7 +25,7 @@ from lineage_index.cli.output import FORMATS, console, emit, err_console
 from lineage_index.cli.query_cmd import register as register_query_commands
 from lineage_index.cli.sim_cmd import sim_app
 from lineage_index.cli.zoo_cmd import zoo_app
-from lineage_index.errors import LineageIndexError
+from lineage_index.errors import GraphError, LineageIndexError, redact
 from lineage_index.indexer.sketch.store import SketchStore
 
 app = typer.Typer(
@@ -108,12 +109,17 @@ def ingest(
 def _print_summary(s: api.IngestSummary) -> None:
     console.print(f"[bold]models[/]: {s.models}  sketched: {s.sketched}  from store: {s.from_store}  "
                   f"failures: {len(s.failures)}  bytes read: {s.bytes_read:,}  requests: {s.requests:,}")
-    console.print(f"[bold]edges[/]: {len(s.edges)}  by relation: {s.edges_by('relation')}  "
-                  f"by source: {s.edges_by('source')}")
+    console.print(f"[bold]edges[/]: {len(s.edges)}  by relation: {escape(str(s.edges_by('relation')))}  "
+                  f"by source: {escape(str(s.edges_by('source')))}")
     if s.contradicted:
         rows = [{"child": e.child, "declared parent": e.parent, "recovered parent": e.recovered_parent,
                  "why": e.evidence} for e in s.contradicted]
         emit(rows, list(rows[0]), "table", title="Contradicted declarations")
+    if s.damaged:
+        err_console.print(f"[yellow]warning:[/] {len(s.damaged)} damaged sketch-store entr"
+                          f"{'y' if len(s.damaged) == 1 else 'ies'} moved aside (*.bad) and read again:")
+        for line in s.damaged[:20]:
+            err_console.print(f"  {escape(line)}", highlight=False)
     if s.failures:
         rows = [{"model": f.model_id, "kind": f.kind, "message": f.message[:120]} for f in s.failures]
         emit(rows, ["model", "kind", "message"], "table", title="Failures")
@@ -204,11 +210,18 @@ def demo(
 
 
 def main() -> None:
+    from neo4j.exceptions import DriverError, Neo4jError
+
     try:
         app()
     except LineageIndexError as exc:
-        err_console.print(f"[red]error:[/] {exc}")
+        err_console.print(f"[red]error:[/] {escape(redact(str(exc)))}")
         sys.exit(exc.exit_code)
+    except (DriverError, Neo4jError) as exc:  # Neo4j went away or failed mid-run: not a bug of ours
+        err_console.print(f"[red]error:[/] Neo4j failed during the run ({type(exc).__name__}: "
+                          f"{escape(redact(str(exc)))}). What was written stays consistent: rerun the "
+                          "same command to finish.")
+        sys.exit(GraphError.exit_code)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape as esc
 
 from lineage_index.cli.output import console
 
@@ -76,13 +77,13 @@ def register(app: typer.Typer) -> None:
             print(json.dumps(r.to_dict(), indent=2))
             return
         style = "green" if r.verdict == "lineage" else "yellow"
-        console.print(f"[bold]{r.suspect}[/] vs source [bold]{r.source}[/]: [{style}]{r.verdict}[/]"
+        console.print(f"[bold]{esc(str(r.suspect))}[/] vs source [bold]{esc(str(r.source))}[/]: [{style}]{r.verdict}[/]"
                       f"{' (indirect: source re-headed)' if r.indirect else ''}")
         console.print(f"closeness s = {r.score:.4f}   Mr = {r.match_rate:.4f}   d̄ = {r.mean_distance_diff:.4f}"
                       f"   probes N = {r.n_probes} (matched {r.n_matched}, cap {r.cap:.3g})")
         console.print(_threshold_line(r.calibration, True, "s"))
         for note in r.notes:
-            console.print(f"  - {note}")
+            console.print(f"  - {esc(str(note))}")
 
     @app.command()
     def determine(
@@ -108,7 +109,7 @@ def register(app: typer.Typer) -> None:
             print(json.dumps(r.to_dict(), indent=2))
             return
         style = "green" if r.verdict == "same basin" else "yellow"
-        console.print(f"[bold]{r.a}[/] ↔ [bold]{r.b}[/]: [{style}]{r.verdict}[/]")
+        console.print(f"[bold]{esc(str(r.a))}[/] ↔ [bold]{esc(str(r.b))}[/]: [{style}]{r.verdict}[/]")
         console.print(f"loss barrier = {r.loss_barrier:.4f}   error barrier = {r.error_barrier:.4f}   "
                       f"barrier vs output mixture = {r.ensemble_barrier:.4f}   probes = {r.n_probes}   "
                       f"BatchNorm re-estimated: {r.batchnorm_reestimated}")
@@ -116,4 +117,4 @@ def register(app: typer.Typer) -> None:
         what = {"loss": "loss barrier", "ensemble": "barrier vs output mixture", "error": "error barrier"}[r.statistic]
         console.print(_threshold_line(r.calibration, False, what).replace("lineage/derived", "derived"))
         for note in r.notes:
-            console.print(f"  - {note}")
+            console.print(f"  - {esc(str(note))}")

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape as esc
 from rich.table import Table
+from rich.text import Text
 
 from lineage_index.cli.output import console, err_console
-from lineage_index.errors import GraphError, LineageIndexError
+from lineage_index.errors import GraphError, LineageIndexError, redact
 from lineage_index.indexer.check.report import label
 from lineage_index.indexer.check.run import CheckResult, check, last_result
 from lineage_index.indexer.sketch.store import SketchStore
@@ -53,36 +55,36 @@ def print_result(r: CheckResult) -> None:
     """Rich terminal summary of one check."""
     parents = ", ".join(f"{p} ({w:.2f})" for p, w in zip(r.parents, r.coefficients, strict=False)) \
         if r.coefficients else ", ".join(r.parents)
-    console.print(f"[bold]{r.target}[/]: [bold cyan]{label(r.verdict)}[/]"
-                  f"{' of ' + parents if parents else ''}  (p = {r.probability:.2f})")
+    console.print(f"[bold]{esc(r.target)}[/]: [bold cyan]{label(r.verdict)}[/]"
+                  f"{' of ' + esc(parents) if parents else ''}  (p = {r.probability:.2f})")
     style = {"supported": "green", "contradicted": "red"}.get(r.claim.status, "yellow")
     declared = ", ".join(r.claim.declared) or "nothing"
-    console.print(f"card declares {declared}: [{style}]{r.claim.status}[/] {r.claim.reason}")
+    console.print(f"card declares {esc(declared)}: [{style}]{r.claim.status}[/] {esc(r.claim.reason)}")
     for line in r.evidence:
-        console.print(f"  - {line}")
+        console.print(f"  - {esc(line)}")
     if r.candidates:
         table = Table(title="best candidates")
         for col in ("model", "relation", "P(parent)", "P(related)", "cos", "z (calibrated)", "dist", "evidence"):
             table.add_column(col)
         for c in r.candidates[:5]:
-            table.add_row(c.model_id, c.relation, f"{c.probability:.2f}", f"{c.p_related:.2f}", f"{c.cos_median:.4f}",
-                          f"{c.z:.1f}", f"{c.dist:.4f}", c.evidence)
+            table.add_row(Text(c.model_id), Text(c.relation), f"{c.probability:.2f}", f"{c.p_related:.2f}",
+                          f"{c.cos_median:.4f}", f"{c.z:.1f}", f"{c.dist:.4f}", Text(c.evidence))
         console.print(table)
     if r.license_chain:
-        console.print("parent chain licences: " + ", ".join(f"{m} ({lic or 'unknown'})" for m, lic in r.license_chain))
+        console.print("parent chain licences: " + esc(", ".join(f"{m} ({lic or 'unknown'})" for m, lic in r.license_chain)))
     for f in r.policy_failures:
-        console.print(f"[red]policy:[/] {f}")
+        console.print(f"[red]policy:[/] {esc(f)}")
     console.print(f"read {r.bytes_read:,} bytes in {r.requests} requests, {r.seconds:.2f} s"
                   f"{'; sketch added to the store' if r.added else ''}; exit {r.exit_code}")
     if r.graph:
-        console.print(r.graph)
+        console.print(esc(r.graph))
 
 
 def print_explain(rec: dict[str, Any]) -> None:
     """Rich tables of a saved check: background, features and logit terms, verdict terms."""
     r = rec["result"]
-    console.print(f"[bold]{r['target']}[/] (checked {rec['saved_at']} as {rec['target']}): "
-                  f"[bold cyan]{label(r['verdict'])}[/] {', '.join(r['parents'])}  p = {r['probability']:.4f}, "
+    console.print(f"[bold]{esc(r['target'])}[/] (checked {esc(rec['saved_at'])} as {esc(rec['target'])}): "
+                  f"[bold cyan]{label(r['verdict'])}[/] {esc(', '.join(r['parents']))}  p = {r['probability']:.4f}, "
                   f"exit {r['exit_code']}")
     bg = Table(title="background: unrelated stored pairs of the architecture")
     for col in ("pairs", "source", "cos mean", "cos sd", "cos_min mean", "cos_min sd", "dist mean", "dist sd"):
@@ -176,10 +178,10 @@ def register(app: typer.Typer) -> None:
                 ctx = graph_context(conn, result.target, result.parents).__dict__ if conn else None
                 report.write_text(render_report(result.to_dict(), ctx))
         except LineageIndexError as exc:
-            err_console.print(f"[red]error:[/] {exc}")
+            err_console.print(f"[red]error:[/] {esc(redact(str(exc)))}")
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:
-            err_console.print(f"[red]error:[/] {exc}")
+            err_console.print(f"[red]error:[/] {esc(redact(str(exc)))}")
             raise typer.Exit(2) from None
         if mergekit:
             from lineage_index.indexer.check.mergekit import mergekit_yaml
@@ -188,14 +190,14 @@ def register(app: typer.Typer) -> None:
                 print(mergekit_yaml(result.target, result.merge, result.merge.get("dtype")), end="")
             else:
                 err_console.print(f"[yellow]no mergekit config:[/] the verdict is {label(result.verdict)}, not a merge")
-            err_console.print(f"{result.target}: {label(result.verdict)} (p = {result.probability:.2f}), "
+            err_console.print(f"{esc(result.target)}: {label(result.verdict)} (p = {result.probability:.2f}), "
                               f"exit {result.exit_code}")
         elif as_json:
             print(result.to_json())
         else:
             print_result(result)
         if report:
-            (err_console if (as_json or mergekit) else console).print(f"evidence page: {report}")
+            (err_console if (as_json or mergekit) else console).print(f"evidence page: {esc(str(report))}")
         raise typer.Exit(result.exit_code)
 
     @app.command("explain")
@@ -208,7 +210,7 @@ def register(app: typer.Typer) -> None:
         try:
             rec = last_result(SketchStore(store) if store else SketchStore(), target)
         except LineageIndexError as exc:
-            err_console.print(f"[red]error:[/] {exc}")
+            err_console.print(f"[red]error:[/] {esc(redact(str(exc)))}")
             raise typer.Exit(exc.exit_code) from None
         if as_json:
             print(json.dumps(rec, indent=2))

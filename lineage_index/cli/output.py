@@ -1,4 +1,9 @@
-"""Shared output of CLI rows as a rich table, JSON or CSV. Formatting only, no logic."""
+"""Shared output of CLI rows as a rich table, JSON or CSV. Formatting only, no logic.
+
+Cell values are untrusted (model ids, licence names, card text, tensor names from the Hub):
+they go into tables as ``rich.text.Text``, never through rich's markup parser, so ``[/bold]``
+or ``[link=...]`` in a value prints as those characters.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 if not console.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
@@ -30,11 +36,11 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, tit
         for r in rows:
             writer.writerow({c: r.get(c) for c in columns})
         return buf.getvalue()
-    table = Table(title=title)
+    table = Table(title=Text(title) if title is not None else None)
     for c in columns:
-        table.add_column(c)
+        table.add_column(Text(c))
     for r in rows:
-        table.add_row(*["" if r.get(c) is None else str(r.get(c)) for c in columns])
+        table.add_row(*[Text("" if r.get(c) is None else str(r.get(c))) for c in columns])
     console.print(table)
     return None
 

@@ -49,6 +49,7 @@ class SketchReport:
     bytes_read: int = 0
     requests: int = 0
     fresh: list[str] = field(default_factory=list)  # ids read (sketched) in this run
+    damaged: list[str] = field(default_factory=list)  # store entries found damaged and read again
 
 
 def _progress(enabled: bool) -> Progress:
@@ -171,6 +172,8 @@ def sketch_all(
             out.fresh.append(result.model_id)
             out.bytes_read += result.bytes_read
             out.requests += result.requests
+    if store is not None:
+        out.damaged = list(store.damaged)
     return recs, out
 
 

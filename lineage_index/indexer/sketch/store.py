@@ -16,6 +16,7 @@ This module does no network I/O.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -43,6 +44,7 @@ class SketchStore:
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else sketch_store_dir()
         self._packed: PackedIndex | None = None
+        self.damaged: list[str] = []  # store entries found damaged (and re-read) in this process
 
     def path_for(self, model_id: str, sha: str | None, version: int = SKETCH_VERSION) -> Path:
         return self.root / model_id.split("/", 1)[0] / _file_name(model_id, sha, version)
@@ -94,6 +96,7 @@ class SketchStore:
             "quant": sketch.quant,
             "samples": samples_meta,
         }
+        meta["checksum"] = _checksum(arrays)
         arrays["meta"] = np.array(json.dumps(meta))
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
         try:
@@ -106,18 +109,37 @@ class SketchStore:
         return path
 
     def get(self, model_id: str, sha: str | None, version: int = SKETCH_VERSION) -> Sketch | None:
+        """The stored sketch of (id, sha, version), or None. An entry that is damaged (cannot be
+        read, fails its checksum) or belongs to another model, sha or version is treated as
+        missing: it is moved aside (``*.bad``), noted in ``damaged``, and the caller reads the
+        model again."""
         path = self.path_for(model_id, sha, version)
         if not path.exists():
             return self.packed.get(model_id, sha, version)
-        return load_sketch(path)
+        try:
+            sketch = load_sketch(path)
+            problem = None
+            if (sketch.model_id, sketch.sha, sketch.version) != (model_id, sha, version):
+                problem = f"holds {sketch.model_id}@{sketch.sha} v{sketch.version}"
+        except Exception as exc:  # noqa: BLE001 - any damage to a cache file means: read again
+            sketch, problem = None, f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+        if problem is None:
+            return sketch
+        self.damaged.append(f"{model_id}: {path.name} {problem}")
+        with contextlib.suppress(OSError):
+            os.replace(path, path.with_suffix(".bad"))
+        return None
 
     def latest(self, model_id: str, version: int = SKETCH_VERSION) -> Sketch | None:
         """The most recently written sketch of ``model_id`` (any sha), or None."""
         safe = model_id.replace("/", "--")
         folder = self.root / model_id.split("/", 1)[0]
-        paths = [p for p in folder.glob(f"{safe}@*.v{version}.npz") if load_meta_id(p) == model_id]
-        if paths:
-            return load_sketch(max(paths, key=lambda p: p.stat().st_mtime_ns))
+        paths = [p for p in folder.glob(f"{safe}@*.v{version}.npz") if _meta_id_or_none(p) == model_id]
+        for path in sorted(paths, key=lambda p: p.stat().st_mtime_ns, reverse=True):
+            try:
+                return load_sketch(path)
+            except Exception as exc:  # noqa: BLE001 - a damaged entry is skipped, never fatal
+                self.damaged.append(f"{model_id}: {path.name} unreadable ({type(exc).__name__})")
         return self.packed.get(model_id, None, version, any_sha=True)
 
     def __iter__(self) -> Iterator[Path]:
@@ -166,9 +188,29 @@ def load_meta_id(path: Path) -> str:
         return json.loads(str(data["meta"]))["model_id"]
 
 
+def _meta_id_or_none(path: Path) -> str | None:
+    try:
+        return load_meta_id(path)
+    except Exception:  # noqa: BLE001 - a damaged entry names no model
+        return None
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    """blake2b of every array but ``meta`` (names, dtypes, shapes and bytes), in name order."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(k for k in arrays if k != "meta"):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def load_sketch(path: Path) -> Sketch:
+    """A stored sketch; raises ValueError when its checksum does not match its arrays."""
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
+        if "checksum" in meta and meta["checksum"] != _checksum({k: data[k] for k in data.files}):
+            raise ValueError("checksum mismatch")
         samples = {}
         for i, m in enumerate(meta["samples"]):
             samples[m["key"]] = TensorSample(

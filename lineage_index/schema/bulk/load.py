@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lineage_index import config
+from lineage_index.config import fault_point
 from lineage_index.errors import GraphError
 from lineage_index.schema.bulk.cells import EMPTY_MARKER, Edges, Rows, count_rows, reiterable
 from lineage_index.schema.bulk.choose import GraphLoad, choose_method, managed_home_of
@@ -58,6 +59,9 @@ def load_graph(
     return bolt_load(conn, models_f, edges_f, child_ids=child_ids, reason=reason)
 
 
+WRITTEN_MARKS = ("sha", "status")  # the Model properties ``pipeline.changed_models`` compares
+
+
 def bolt_load(conn, models, edges, *, child_ids: Iterable[str] | None = None, reason: str = "") -> GraphLoad:
     """The batched Bolt writer: schema, model upserts, edge replacement per child, licence refresh."""
     from lineage_index.queries import licenses
@@ -72,10 +76,18 @@ def bolt_load(conn, models, edges, *, child_ids: Iterable[str] | None = None, re
     model_rows = list(models_f())
     edge_list = list(edges_f())
     t1 = time.monotonic()
-    n_models = writer.upsert_models(model_rows)
+    # A model counts as written (its sha and status, what the next ingest compares) only once its
+    # edges are: the marks are cleared with the node write and set again after the edges, so a
+    # run killed in between leaves those models stale and the rerun rewrites them.
+    marks = {r["id"]: {k: r["props"][k] for k in WRITTEN_MARKS if k in (r.get("props") or {})} for r in model_rows}
+    n_models = writer.upsert_models([{**r, "props": {**(r.get("props") or {}), **dict.fromkeys(marks[r["id"]])}}
+                                     for r in model_rows])
     ids = [r["id"] for r in model_rows] if child_ids is None else list(child_ids)
     t2 = time.monotonic()
+    fault_point("after-models")
     deleted, _ = writer.replace_edges_for_children(ids, edge_list)
+    fault_point("after-edges")
+    writer.upsert_models([{"id": m, "props": p} for m, p in marks.items() if p])
     t3 = time.monotonic()
     licenses.refresh(driver, conn.database)  # catalogue + inherited licences along the new edges
     t4 = time.monotonic()
