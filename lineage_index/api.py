@@ -38,6 +38,7 @@ def make_source(
     endpoint: str | None = None,
     token: str | None = None,
     everything: bool = False,
+    limit: int | None = None,
 ) -> Source:
     """The one source the options name (exactly one of hub / dir / hf-cache)."""
     hub = bool(org or search or models or everything)
@@ -52,7 +53,10 @@ def make_source(
         return HfCacheSource(None if hf_cache is True else hf_cache)
     from lineage_index.indexer.read.hub import HubSource
 
-    return HubSource(org=org, search=search, models=models, endpoint=endpoint, token=token, everything=everything)
+    if limit is not None and not (org or search or everything):
+        raise UsageError("--limit applies to a Hub listing (--org, --search or --all)")
+    return HubSource(org=org, search=search, models=models, endpoint=endpoint, token=token, everything=everything,
+                     limit=limit)
 
 
 @dataclass
@@ -122,7 +126,7 @@ def write_graph(
     rows = [{"id": m, "props": {**model_props(r, sketches.get(m), roots.get(m)), **imp.get(m, {})}}
             for m, r in records.items()]
     rows += [{"id": f.model_id, "props": {"status": "failed", "failure": f.kind, "failure_message": f.message}}
-             for f in failures]
+             for f in failures if not f.model_id.startswith("<")]  # "<listing>" names the run, not a model
     return load_graph(conn, rows, recovery.edges, child_ids=list(records), method=graph_load)
 
 

@@ -111,6 +111,8 @@ class LocalHub:
         self.ignore_range: set[str] = set()
         self.misrange: set[str] = set()
         self.created_at: dict[str, str] = {}
+        self.loop_listing = False  # misbehave: the listing's last page links back to the first, for ever
+        self.next_origin: str | None = None  # misbehave: listing pages link to this other origin
         self.tokens: dict[str, set[str]] = {}
         self.faults: list[Fault] = []
         self.log: list[LogEntry] = []

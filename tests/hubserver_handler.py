@@ -150,9 +150,12 @@ class HubHandler(BaseHTTPRequestHandler):
                 obj["siblings"] = [{"rfilename": s["rfilename"]} for s in obj["siblings"]]
             items.append(obj)
         headers: dict[str, str] = {}
-        if cursor + size < len(ids):
-            nxt = [(k, v) for k, v in q if k != "cursor"] + [("cursor", str(cursor + size))]
-            headers["Link"] = f'<{hub.url}/api/models?{urlencode(nxt)}>; rel="next"'
+        nxt_cursor = cursor + size
+        if nxt_cursor >= len(ids) and hub.loop_listing:  # misbehaving: the last page links to the first
+            nxt_cursor = 0
+        if nxt_cursor < len(ids):
+            nxt = [(k, v) for k, v in q if k != "cursor"] + [("cursor", str(nxt_cursor))]
+            headers["Link"] = f'<{hub.next_origin or hub.url}/api/models?{urlencode(nxt)}>; rel="next"'
         return _json(items, headers)
 
     def _tree(self, repo: str, sub: str, recursive: bool) -> list[dict[str, Any]]:

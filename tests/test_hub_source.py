@@ -337,3 +337,35 @@ def test_a_listing_without_files_falls_back_to_model_info(hub: LocalHub, monkeyp
     base = items["acme/base"]
     assert isinstance(base, ModelRecord) and base.tensors and base.sha == hub.sha("acme/base")
     assert hub.requests_for(repo="acme/base", route="info")
+
+
+# --- a misbehaving Hub (issue 19) ---------------------------------------------------------------
+
+
+def test_a_listing_that_pages_in_a_circle_stops_and_says_so(hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lineage_index.indexer.read.hub as hub_mod
+
+    monkeypatch.setattr(hub_mod, "LISTING_REPEATS", 6)  # three pages of nothing new (pages of 2)
+    hub.loop_listing = True
+    items = list(HubSource(org="acme", endpoint=hub.url, token=False, retry=FAST).iter_infos())  # type: ignore[arg-type]
+    ids = [getattr(i, "id", None) for i in items if not isinstance(i, Failure)]
+    assert sorted(ids) == ["acme/base", "acme/gated", "acme/lora", "acme/pickled", "acme/sharded", "acme/tuned"]
+    stop = [i for i in items if isinstance(i, Failure)]
+    assert [(f.model_id, f.kind) for f in stop] == [("<listing>", "listing_loop")]
+    assert len(hub.requests_for(route="list")) <= 3 + 3 + 1  # the distinct pages, the repeated ones, no more
+
+
+def test_the_listing_limit_bounds_the_pages_read(hub: LocalHub) -> None:
+    hub.loop_listing = True  # even a listing that never ends
+    items = list(HubSource(org="acme", endpoint=hub.url, token=False, retry=FAST, limit=3).iter_infos())  # type: ignore[arg-type]
+    assert len(items) == 3 and len(hub.requests_for(route="list")) == 2
+
+
+def test_the_token_never_goes_to_another_origin(zoo: Path, hf_env: None) -> None:
+    with LocalHub(zoo, page_size=2) as home, LocalHub(zoo, page_size=2) as elsewhere:
+        home.grant("tok-secret", "acme/private")
+        home.next_origin = elsewhere.url  # the first page links to another server
+        items = list(HubSource(org="acme", endpoint=home.url, token="tok-secret", retry=FAST).iter_infos())  # type: ignore[arg-type]
+        assert items and home.requests_for(route="list")[0].authorized
+        foreign = elsewhere.requests_for(route="list")
+        assert foreign and not any(e.authorized for e in foreign)

@@ -71,6 +71,7 @@ def ingest(
     directory: Annotated[Path | None, typer.Option("--dir", help="Local directory in Hub layout.")] = None,
     hf_cache: Annotated[bool, typer.Option("--hf-cache", help="The local Hugging Face cache.")] = False,
     endpoint: Annotated[str | None, typer.Option(help="Hub endpoint (else HF_ENDPOINT).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="List at most this many models (Hub listings).")] = None,
     store: Annotated[Path | None, typer.Option(help="Sketch store (else LINEAGE_INDEX_CACHE).")] = None,
     neo4j_uri: NeoUri = None,
     no_graph: Annotated[bool, typer.Option("--no-graph", help="Recover edges without writing Neo4j.")] = False,
@@ -92,7 +93,7 @@ def ingest(
     """List models, sketch their weights by range reads, recover lineage, write Neo4j."""
     source = api.make_source(org=org, search=search, models=models, directory=directory,
                              hf_cache=hf_cache, endpoint=endpoint, token=os.environ.get("HF_TOKEN"),
-                             everything=everything)
+                             everything=everything, limit=limit)
     conn = None if no_graph else _connect(neo4j_uri)
     tier = None
     if behaviour:

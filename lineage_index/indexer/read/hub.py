@@ -28,6 +28,7 @@ from lineage_index.indexer.read.remote import (
     HUB_ERRORS,
     HubReader,
     RetryPolicy,
+    guard_token,
     map_hub_error,
     with_retries,
 )
@@ -60,6 +61,11 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
             yield pending.popleft().result()
 
 
+# A listing whose pages come back to models it already gave (a Link: rel=next that never ends)
+# is stopped after this many repeated models in a row: a page or more of nothing new.
+LISTING_REPEATS = 1000
+
+
 class HubSource:
     """Models of a Hub org (``org``), a search (``search``) or explicit ids (``models``).
 
@@ -90,6 +96,7 @@ class HubSource:
         self.header_prefix_bytes = header_prefix_bytes
         self.api = HfApi(endpoint=endpoint, token=token)
         self.endpoint: str = self.api.endpoint
+        guard_token(self.endpoint)
 
     def reader(self, repo_id: str, sha: str | None) -> HubReader:
         return HubReader(repo_id, revision=sha, endpoint=self.endpoint, token=self.token,
@@ -118,9 +125,22 @@ class HubSource:
             yield from ordered_map(self._model_info, self.models, self.max_workers)
             return
         what = f"list_models(author={self.org!r}, search={self.search!r})"
+        seen: set[str] = set()
+        repeats = 0
         try:
-            yield from self.api.list_models(author=self.org, search=self.search, expand=EXPAND,
-                                            limit=self.limit)
+            for info in self.api.list_models(author=self.org, search=self.search, expand=EXPAND, limit=self.limit):
+                model_id = getattr(info, "id", None)
+                if model_id in seen:  # a listing that pages in a circle: stop, and say so
+                    repeats += 1
+                    if repeats >= LISTING_REPEATS:
+                        yield Failure("<listing>", "listing_loop",
+                                      f"{what}: the listing repeated {repeats} models in a row; stopped after "
+                                      f"{len(seen)} distinct models")
+                        return
+                    continue
+                repeats = 0
+                seen.add(model_id)
+                yield info
         except HUB_ERRORS as exc:
             raise map_hub_error(exc, what) from None
         if self.models:

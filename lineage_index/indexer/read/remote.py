@@ -325,3 +325,43 @@ __all__ = [
     "with_retries",
     "RETRY_STATUSES",
 ]
+
+
+# --- the token stays with the Hub ------------------------------------------------------------
+_TOKEN_ORIGINS: set[str] = set()  # origins (scheme://host:port) that may receive Authorization
+_GUARD_INSTALLED = False
+
+
+def _origin(url: object) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(url))
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def _strip_foreign_token(request) -> None:  # type: ignore[no-untyped-def]
+    """httpx request hook: no Authorization header to an origin other than the Hub endpoint's
+    (a pagination ``Link`` or a redirect to another host never receives ``HF_TOKEN``)."""
+    if "authorization" in request.headers and _origin(request.url) not in _TOKEN_ORIGINS:
+        del request.headers["authorization"]
+
+
+def guard_token(endpoint: str) -> None:
+    """Allow the token for ``endpoint``'s origin only, for every huggingface_hub request of this
+    process (listing pages included, which huggingface_hub follows with the same headers)."""
+    global _GUARD_INSTALLED
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    _TOKEN_ORIGINS.add(_origin(endpoint))
+    if _GUARD_INSTALLED:
+        return
+
+    def factory():  # type: ignore[no-untyped-def]
+        client = default_client_factory()
+        client.event_hooks["request"] = [*client.event_hooks.get("request", []), _strip_foreign_token]
+        return client
+
+    set_client_factory(factory)
+    _GUARD_INSTALLED = True
