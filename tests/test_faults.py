@@ -140,3 +140,39 @@ def test_a_damaged_or_swapped_store_entry_is_read_again_and_said(tmp_path: Path)
     assert "sketched: 2" in again.stdout and "from store: 1" in again.stdout
     third = subprocess.run(args, capture_output=True, text=True, timeout=300)  # repaired for good
     assert third.returncode == 0 and "damaged" not in third.stderr and "from store: 3" in third.stdout
+
+
+def test_fifos_and_symlinks_out_of_the_root_are_not_read(tmp_path: Path) -> None:
+    hub = tmp_path / "hub"
+    _tiny_model(hub / "o" / "good", "---\nlicense: mit\n---\n", 1)
+    (hub / "o" / "fifo").mkdir()
+    os.mkfifo(hub / "o" / "fifo" / "model.safetensors")  # opening it would block for ever
+    (hub / "o" / "leak").mkdir()
+    (hub / "o" / "leak" / "model.safetensors").symlink_to("/etc/passwd")
+    (hub / "usr").symlink_to("/usr")  # an "org" that is the whole system
+    (hub / "o" / "big").symlink_to("/usr", target_is_directory=True)
+    r = subprocess.run([*CLI, "ingest", "--dir", str(hub), "--store", str(tmp_path / "s"), "--no-graph"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "models: 1" in r.stdout.replace("[bold]", "")  # only o/good: nothing else was read
+    assert "root:" not in r.stdout + r.stderr  # not a byte of /etc/passwd
+
+
+def test_a_directory_with_too_many_files_is_one_failure(tmp_path: Path) -> None:
+    from lineage_index.indexer.read.sources import DirSource
+
+    hub = tmp_path / "hub"
+    _tiny_model(hub / "o" / "good", "---\nlicense: mit\n---\n", 1)
+    junk = hub / "o" / "junk"
+    junk.mkdir()
+    for i in range(30):
+        (junk / f"f{i}.txt").write_text("x")
+    import lineage_index.indexer.read.sources as sources
+
+    old, sources.MAX_FILES = sources.MAX_FILES, 20
+    try:
+        items = list(DirSource(hub).iter_records())
+    finally:
+        sources.MAX_FILES = old
+    kinds = {getattr(i, "model_id", getattr(i, "id", None)): getattr(i, "kind", "record") for i in items}
+    assert kinds == {"o/good": "record", "o/junk": "too_many_files"}  # one failure, the run goes on

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -160,18 +161,36 @@ def build_record(model_id: str, source: str, reader: RangeReader, files: Sequenc
 # --- local sources -------------------------------------------------------------------------
 
 
-def list_files(root: Path) -> list[tuple[str, int, int]]:
-    """(relative POSIX path, size, mtime_ns) of every file under ``root``, hidden dirs skipped."""
+MAX_FILES = 10_000  # files under one model directory (a Hub repo holds tens; a walk of /usr, 100k+)
+
+
+class TooManyFilesError(ModelReadError):
+    kind = "too_many_files"
+
+
+def list_files(root: Path, within: Path | None = None, max_files: int = MAX_FILES) -> list[tuple[str, int, int]]:
+    """(relative POSIX path, size, mtime_ns) of every regular file under ``root``, hidden dirs
+    skipped. A symlink counts only when it resolves inside ``within`` (default: ``root``; the
+    HF cache passes its own root, whose snapshots point at blobs); symlinked directories are not
+    entered; FIFOs, devices and sockets are left out (opening one can block for ever). More than
+    ``max_files`` files: ``TooManyFilesError``."""
+    inside = Path(within if within is not None else root).resolve()
     out: list[tuple[str, int, int]] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             full = Path(dirpath) / name
             try:
-                st = full.stat()  # follows symlinks (HF cache snapshots point at blobs)
-            except OSError:
+                if full.is_symlink() and not full.resolve().is_relative_to(inside):
+                    continue
+                st = full.stat()
+            except (OSError, RuntimeError):  # dangling, looping or unreadable
+                continue
+            if not stat.S_ISREG(st.st_mode):
                 continue
             out.append((full.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+            if len(out) > max_files:
+                raise TooManyFilesError(f"{root}: more than {max_files:,} files; not a model directory")
     return sorted(out)
 
 
@@ -214,18 +233,28 @@ class DirSource:
         self.header_prefix_bytes = header_prefix_bytes
 
     def model_dirs(self) -> list[tuple[str, Path]]:
-        """(model id, directory) of every non-hidden ``<org>/<name>`` directory, sorted."""
+        """(model id, directory) of every non-hidden ``<org>/<name>`` directory, sorted; a
+        directory that is a symlink out of the source root is not one of them."""
         if not self.root.is_dir():
             raise UsageError(f"model directory not found: {self.root}")
+        inside = self.root.resolve()
         out = []
         for org in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if not org.resolve().is_relative_to(inside):
+                continue
             for model in sorted(p for p in org.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                out.append((f"{org.name}/{model.name}", model))
+                if model.resolve().is_relative_to(inside):
+                    out.append((f"{org.name}/{model.name}", model))
         return out
 
     def iter_records(self) -> Iterator[ModelRecord | Failure]:
+        inside = self.root.resolve()
         for model_id, path in self.model_dirs():
-            listing = list_files(path)
+            try:
+                listing = list_files(path, within=inside, max_files=MAX_FILES)
+            except TooManyFilesError as exc:
+                yield Failure(model_id, exc.kind, str(exc))
+                continue
             if listing:
                 yield local_record(model_id, self.name, path, listing, sha=dir_sha(listing),
                                    header_prefix_bytes=self.header_prefix_bytes)
@@ -264,7 +293,11 @@ class HfCacheSource:
                 continue
             revision = max(repo.revisions, key=lambda r: ("main" in r.refs, r.last_modified))
             root = Path(revision.snapshot_path)
-            listing = list_files(root)
+            try:
+                listing = list_files(root, within=Path(repo.repo_path))  # snapshots point at the repo's blobs
+            except TooManyFilesError as exc:
+                yield Failure(repo.repo_id, exc.kind, str(exc))
+                continue
             if listing:
                 yield local_record(repo.repo_id, self.name, root, listing, sha=revision.commit_hash,
                                    header_prefix_bytes=self.header_prefix_bytes)
