@@ -149,6 +149,8 @@ class HubHandler(BaseHTTPRequestHandler):
             if "siblings" in obj:
                 obj["siblings"] = [{"rfilename": s["rfilename"]} for s in obj["siblings"]]
             items.append(obj)
+        if cursor == 0:
+            items.extend(hub.extra_listing)
         headers: dict[str, str] = {}
         nxt_cursor = cursor + size
         if nxt_cursor >= len(ids) and hub.loop_listing:  # misbehaving: the last page links to the first

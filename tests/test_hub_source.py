@@ -369,3 +369,16 @@ def test_the_token_never_goes_to_another_origin(zoo: Path, hf_env: None) -> None
         assert items and home.requests_for(route="list")[0].authorized
         foreign = elsewhere.requests_for(route="list")
         assert foreign and not any(e.authorized for e in foreign)
+
+
+@pytest.mark.parametrize("entry", [
+    {"id": "acme/" + "x" * 10_000}, {"id": "../../escape"}, {"id": "evil/.."}, {"modelId": "no-id"}, {},
+    {"id": "acme/dated", "createdAt": "not a date"}, {"id": "acme/sib", "siblings": "x"}, "a string", {"id": 5},
+])
+def test_a_hostile_listing_entry_is_one_failure_and_the_run_goes_on(hub: LocalHub, entry: object) -> None:
+    hub.extra_listing = [entry]
+    items = records(HubSource(org="acme", endpoint=hub.url, token=False, retry=FAST))  # type: ignore[arg-type]
+    good = sorted(k for k, v in items.items() if isinstance(v, ModelRecord))
+    assert good == ["acme/base", "acme/lora", "acme/pickled", "acme/sharded", "acme/tuned"]  # all still read
+    bad = [v for v in items.values() if isinstance(v, Failure) and v.kind == "bad_listing_entry"]
+    assert len(bad) == 1 and len(bad[0].model_id) < 100 and len(bad[0].message) < 400

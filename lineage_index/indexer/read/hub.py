@@ -61,6 +61,30 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
             yield pending.popleft().result()
 
 
+def listing_info(item: Any) -> Any:
+    """A listing entry as a ``ModelInfo``, or a Failure naming what is wrong with it (an entry
+    that is no object, has no valid repo id, or whose fields huggingface_hub cannot parse)."""
+    from huggingface_hub import ModelInfo
+    from huggingface_hub.utils import validate_repo_id
+
+    if not isinstance(item, dict):
+        return Failure("<listing>", "bad_listing_entry", f"not a model object: {repr(item)[:80]}")
+    model_id = item.get("id")
+    try:
+        if not isinstance(model_id, str) or model_id.count("/") != 1 or len(model_id) > MAX_REPO_ID:
+            raise ValueError("not an org/name of at most 96 + 96 characters")
+        validate_repo_id(model_id)
+    except Exception as exc:  # noqa: BLE001 - any invalid id: the entry is skipped
+        return Failure("<listing>", "bad_listing_entry", f"invalid model id {repr(model_id)[:80]}: {str(exc)[:120]}")
+    try:
+        return ModelInfo(**{"siblings": None, **item})
+    except Exception as exc:  # noqa: BLE001 - huggingface_hub's parser on hostile fields
+        return Failure(model_id, "bad_listing_entry", f"unparseable listing fields ({type(exc).__name__}: "
+                                                      f"{str(exc)[:160]})")
+
+
+MAX_REPO_ID = 96 + 1 + 96  # the Hub's limit per name part, and the slash
+
 # A listing whose pages come back to models it already gave (a Link: rel=next that never ends)
 # is stopped after this many repeated models in a row: a page or more of nothing new.
 LISTING_REPEATS = 1000
@@ -127,24 +151,59 @@ class HubSource:
         what = f"list_models(author={self.org!r}, search={self.search!r})"
         seen: set[str] = set()
         repeats = 0
-        try:
-            for info in self.api.list_models(author=self.org, search=self.search, expand=EXPAND, limit=self.limit):
-                model_id = getattr(info, "id", None)
-                if model_id in seen:  # a listing that pages in a circle: stop, and say so
-                    repeats += 1
-                    if repeats >= LISTING_REPEATS:
-                        yield Failure("<listing>", "listing_loop",
-                                      f"{what}: the listing repeated {repeats} models in a row; stopped after "
-                                      f"{len(seen)} distinct models")
-                        return
-                    continue
-                repeats = 0
-                seen.add(model_id)
-                yield info
-        except HUB_ERRORS as exc:
-            raise map_hub_error(exc, what) from None
+        for item in self._listing(what):
+            info = listing_info(item)
+            if isinstance(info, Failure):
+                yield info  # one bad entry is one failure; the listing goes on
+                continue
+            if info.id in seen:  # a listing that pages in a circle: stop, and say so
+                repeats += 1
+                if repeats >= LISTING_REPEATS:
+                    yield Failure("<listing>", "listing_loop",
+                                  f"{what}: the listing repeated {repeats} models in a row; stopped after "
+                                  f"{len(seen)} distinct models")
+                    return
+                continue
+            repeats = 0
+            seen.add(info.id)
+            yield info
+            if self.limit is not None and len(seen) >= self.limit:
+                return
         if self.models:
             yield from ordered_map(self._model_info, self.models, self.max_workers)
+
+    def _listing(self, what: str) -> Iterator[Any]:
+        """Raw entries of ``GET /api/models`` (expanded fields), page after page by the ``Link:
+        rel=next`` header, as huggingface_hub's ``list_models`` pages; read here so that a bad
+        entry becomes one failure instead of ending the generator, and the limit and loop guards
+        see every page."""
+        from huggingface_hub.utils import get_session, hf_raise_for_status
+
+        params: list[tuple[str, Any]] = [("expand", f) for f in EXPAND]
+        params += [(k, v) for k, v in (("author", self.org), ("search", self.search)) if v]
+        if self.limit is not None:
+            params.append(("limit", self.limit))
+        headers = self.api._build_hf_headers(token=self.token)
+        url: str | None = f"{self.endpoint}/api/models"
+        first = True
+        while url is not None:
+            def get(url: str = url, first: bool = first) -> Any:
+                r = get_session().get(url, params=params if first else None, headers=headers,
+                                      timeout=self.retry.timeout_s)
+                hf_raise_for_status(r)
+                return r
+            try:
+                r = with_retries(get, self.retry, what)
+                page = r.json()
+            except HUB_ERRORS as exc:
+                raise map_hub_error(exc, what) from None
+            except ValueError as exc:  # not JSON
+                raise ModelReadError(f"{what}: the listing is not JSON ({exc})") from None
+            if not isinstance(page, list):
+                raise ModelReadError(f"{what}: the listing is not a list of models")
+            yield from page
+            url = r.links.get("next", {}).get("url")
+            first = False
 
     # --- records -----------------------------------------------------------------------
     def record(self, info: Any) -> ModelRecord | Failure:
