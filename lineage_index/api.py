@@ -53,6 +53,12 @@ def make_source(
         return HfCacheSource(None if hf_cache is True else hf_cache)
     from lineage_index.indexer.read.hub import HubSource
 
+    for model in models or ():
+        from lineage_index.indexer.read.hub import listing_info
+
+        bad = listing_info({"id": model})
+        if getattr(bad, "kind", None) == "bad_listing_entry":
+            raise UsageError(f"--models {model[:100]!r}: not a Hub model id (org/name, letters, digits, '-', '_', '.')")
     if limit is not None and not (org or search or everything):
         raise UsageError("--limit applies to a Hub listing (--org, --search or --all)")
     return HubSource(org=org, search=search, models=models, endpoint=endpoint, token=token, everything=everything,

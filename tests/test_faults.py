@@ -176,3 +176,33 @@ def test_a_directory_with_too_many_files_is_one_failure(tmp_path: Path) -> None:
         sources.MAX_FILES = old
     kinds = {getattr(i, "model_id", getattr(i, "id", None)): getattr(i, "kind", "record") for i in items}
     assert kinds == {"o/good": "record", "o/junk": "too_many_files"}  # one failure, the run goes on
+
+
+def test_one_bad_model_never_stops_the_run(tmp_path: Path) -> None:
+    import json
+
+    hub = tmp_path / "hub"
+    _tiny_model(hub / "o" / "good", "---\nlicense: mit\n---\n", 1)
+    _tiny_model(hub / "o" / ("n" * 250), "---\nlicense: mit\n---\n", 2)  # a 255-byte file name in the store
+    _tiny_model(hub / "o" / "future", "---\ncreated_at: 99999999999999999999\n---\n", 3)
+    _tiny_model(hub / "o" / "past", "---\ncreated_at: -99999999999999\n---\n", 4)
+    bases = "\n".join(f"- x/m{i}" for i in range(5000))
+    _tiny_model(hub / "o" / "bases", f"---\nbase_model:\n{bases}\n---\n", 5)
+    bomb = hub / "o" / "bomb"
+    bomb.mkdir(parents=True)
+    header = json.dumps({f"t{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+                         for i in range(120_000)}).encode()
+    (bomb / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    r = subprocess.run([*CLI, "ingest", "--dir", str(hub), "--store", str(tmp_path / "s"), "--no-graph"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "models: 6" in out and "failures: 2" in out  # the card with 5,000 bases and the bomb
+    assert "bad_card" in out and "bad_header" in out and "120,000 tensors" in out
+    assert sum(1 for _ in (tmp_path / "s" / "o").glob("*.npz")) == 4  # the four readable models sketched
+
+
+def test_a_bad_model_id_argument_is_refused_before_any_work(tmp_path: Path) -> None:
+    r = subprocess.run([*CLI, "ingest", "--models", "a/b..c", "--no-graph", "--store", str(tmp_path / "s")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "not a Hub model id" in r.stderr and not (tmp_path / "s").exists()

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from lineage_index.errors import ModelReadError
+
 MAX_LIST_ITEMS = 1000
 BASE_MODEL_RELATIONS = ("adapter", "merge", "quantized", "finetune")
 
@@ -59,7 +61,10 @@ def iso_utc(value: Any) -> str | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        value = datetime.fromtimestamp(value, tz=UTC)
+        try:
+            value = datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError):  # out of any calendar: no date
+            return None
     elif isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -129,6 +134,15 @@ def parse_base_model_tags(tags: Sequence[str]) -> tuple[list[str], list[str]]:
     return parents, relations
 
 
+# base models one card may declare: merges name a handful, model soups a few dozen; thousands
+# are a resource bomb (every one would become a stub node and an edge)
+MAX_BASE_MODELS = 64
+
+
+class CardError(ModelReadError):
+    kind = "bad_card"
+
+
 def card_fields(card: dict[str, Any] | None, hub_tags: Sequence[str] | None = None) -> CardFields:
     """Record fields from card data and (when from the Hub) its computed tags."""
     card = card or {}
@@ -137,6 +151,9 @@ def card_fields(card: dict[str, Any] | None, hub_tags: Sequence[str] | None = No
     base_models = _unique(_repo_ids(
         _str_list(card.get("base_model")) + tag_parents + _str_list(card.get("finetuned_from"))
     ))
+    if len(base_models) > MAX_BASE_MODELS:
+        raise CardError(f"the card declares {len(base_models):,} base models (limit {MAX_BASE_MODELS}); "
+                        "not a model card's lineage")
     relation = _str(card.get("base_model_relation"))
     if relation is None and len(set(tag_relations)) == 1:
         relation = tag_relations[0]

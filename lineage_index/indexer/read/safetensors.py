@@ -58,6 +58,9 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors reference limit is 100 M
 DEFAULT_PREFIX_BYTES = 64 * 1024  # first read; one more request only when the header is larger
 MAX_INDEX_BYTES = 32 * 1024 * 1024  # a model.safetensors.index.json larger than this is hostile
 MAX_DIMS = 64
+# tensors in one header: a 7B model has ~300, a large MoE shard a few thousand (all of
+# Qwen3-235B-A22B: ~36k over its shards); 920k tiny tensors in one header is a resource bomb
+MAX_TENSORS_PER_HEADER = 100_000
 MAX_SAFETENSORS_FILES = 4096  # per model
 INDEX_SUFFIX = ".safetensors.index.json"
 
@@ -139,6 +142,8 @@ def parse_header(header: bytes, *, file: str, file_size: int | None) -> Safetens
         raise HeaderError(f"{file}: safetensors header is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise HeaderError(f"{file}: safetensors header is not a JSON object")
+    if len(obj) > MAX_TENSORS_PER_HEADER:
+        raise HeaderError(f"{file}: safetensors header lists {len(obj):,} tensors (limit {MAX_TENSORS_PER_HEADER:,})")
 
     metadata: dict[str, str] = {}
     raw_meta = obj.pop("__metadata__", None)

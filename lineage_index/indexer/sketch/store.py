@@ -32,8 +32,21 @@ from lineage_index.indexer.sketch.packed import PACKED_DIR, PackedIndex
 from lineage_index.records import ModelRecord, Sketch, TensorSample, record_from_dict
 
 
-def _file_name(model_id: str, sha: str | None, version: int) -> str:
+def _safe(model_id: str) -> str:
+    """A file-name stem for ``model_id``: ``org--name``, cut with a hash when it would not fit
+    a file system's 255-byte names (a long local directory name is a valid model id)."""
     safe = model_id.replace("/", "--")
+    if len(safe.encode()) > MAX_STEM_BYTES:
+        digest = hashlib.sha1(model_id.encode()).hexdigest()[:16]
+        safe = safe.encode()[:MAX_STEM_BYTES - 17].decode("utf-8", "ignore") + "~" + digest
+    return safe
+
+
+MAX_STEM_BYTES = 160  # + "@sha16.tag12.vN.npz" stays under 255 bytes
+
+
+def _file_name(model_id: str, sha: str | None, version: int) -> str:
+    safe = _safe(model_id)
     tag = hashlib.sha1(f"{model_id}@{sha}".encode()).hexdigest()[:12]
     return f"{safe}@{(sha or 'nosha')[:16]}.{tag}.v{version}.npz"
 
@@ -132,7 +145,7 @@ class SketchStore:
 
     def latest(self, model_id: str, version: int = SKETCH_VERSION) -> Sketch | None:
         """The most recently written sketch of ``model_id`` (any sha), or None."""
-        safe = model_id.replace("/", "--")
+        safe = _safe(model_id)
         folder = self.root / model_id.split("/", 1)[0]
         paths = [p for p in folder.glob(f"{safe}@*.v{version}.npz") if _meta_id_or_none(p) == model_id]
         for path in sorted(paths, key=lambda p: p.stat().st_mtime_ns, reverse=True):
@@ -148,7 +161,7 @@ class SketchStore:
     # --- records: what the index knows of each model besides its weights ------------------
 
     def _record_path(self, model_id: str) -> Path:
-        return self.root / "_records" / (model_id.replace("/", "--") + ".json")
+        return self.root / "_records" / (_safe(model_id) + ".json")
 
     def put_record(self, record: ModelRecord) -> None:
         """Keep the latest ModelRecord of a model (atomic), so later runs see the whole index."""
