@@ -113,7 +113,8 @@ class LocalHub:
         self.created_at: dict[str, str] = {}
         self.loop_listing = False  # misbehave: the listing's last page links back to the first, for ever
         self.next_origin: str | None = None  # misbehave: listing pages link to this other origin
-        self.extra_listing: list[Any] = []  # misbehave: raw entries added to the first listing page
+        self.extra_listing: list[Any] = []
+        self.trickle_s = 0.0  # misbehave: weight ranges (206) sent one byte per trickle_s seconds  # misbehave: raw entries added to the first listing page
         self.tokens: dict[str, set[str]] = {}
         self.faults: list[Fault] = []
         self.log: list[LogEntry] = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,15 @@ class HubHandler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         if method != "HEAD" and body:
+            if self.hub.trickle_s and self.path.split("?")[0].endswith(".safetensors") and status == 206:
+                try:
+                    for i in range(len(body)):  # misbehave: one byte at a time, slowly
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(self.hub.trickle_s)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up, as it should
+                return
             self.wfile.write(body)
 
     def _handle(self, method: str) -> None:

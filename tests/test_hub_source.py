@@ -382,3 +382,15 @@ def test_a_hostile_listing_entry_is_one_failure_and_the_run_goes_on(hub: LocalHu
     assert good == ["acme/base", "acme/lora", "acme/pickled", "acme/sharded", "acme/tuned"]  # all still read
     bad = [v for v in items.values() if isinstance(v, Failure) and v.kind == "bad_listing_entry"]
     assert len(bad) == 1 and len(bad[0].model_id) < 100 and len(bad[0].message) < 400
+
+
+def test_a_server_that_trickles_bytes_is_given_up_on_per_model(hub: LocalHub) -> None:
+    hub.trickle_s = 0.05  # one byte every 50 ms: the per-read timeout never fires
+    policy = RetryPolicy(max_retries=0, base_wait_s=0.0, max_wait_s=0.05, max_total_wait_s=1.0, timeout_s=10,
+                         deadline_s=1.0)
+    started = time.monotonic()
+    items = records(HubSource(org="acme", endpoint=hub.url, token=False, retry=policy))  # type: ignore[arg-type]
+    took = time.monotonic() - started
+    trickled = [v for v in items.values() if isinstance(v, Failure) and "trickles" in v.message]
+    assert {v.model_id for v in trickled} >= {"acme/base", "acme/tuned", "acme/sharded"}
+    assert took < 30, took  # bounded by the deadline, not by the server

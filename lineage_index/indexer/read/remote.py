@@ -79,7 +79,11 @@ class RetryPolicy:
     base_wait_s: float = 1.0
     max_wait_s: float = 30.0
     max_total_wait_s: float = 120.0
-    timeout_s: float = 30.0
+    timeout_s: float = 30.0  # per read: the longest silence a connection may keep
+    # a whole answer must arrive within this (a server that trickles a byte at a time never
+    # trips the per-read timeout), and one model's reads all within ``model_budget_s``
+    deadline_s: float = 120.0
+    model_budget_s: float = 900.0
 
     def backoff_s(self, attempt: int) -> float:
         return min(self.max_wait_s, self.base_wait_s * (2**attempt))
@@ -194,6 +198,7 @@ class HubReader(RangeReader):
         self.retry = retry or RetryPolicy()
         self.max_unranged_bytes = max_unranged_bytes
         self._headers = build_hf_headers(token=token)
+        self._started: float | None = None  # first request of this model (its time budget)
 
     def url(self, file: str) -> str:
         return hf_hub_url(self.repo_id, safe_relpath(file), revision=self.revision,
@@ -209,6 +214,11 @@ class HubReader(RangeReader):
 
         def attempt() -> _Reply:
             self._count(0, 1)
+            now = time.monotonic()
+            self._started = self._started if self._started is not None else now
+            if now - self._started > self.retry.model_budget_s:
+                raise ModelReadError(f"{what}: this model's reads took over {self.retry.model_budget_s:.0f} s; "
+                                     "given up (the run goes on)")
             with get_session().stream("GET", url, headers=headers, timeout=self.retry.timeout_s) as r:
                 status = r.status_code
                 if status in (200, 206):
@@ -234,9 +244,13 @@ class HubReader(RangeReader):
         if r.status_code == 200 and length and length.isdigit() and int(length) > limit:
             raise ModelReadError(f"{what}: server ignored the Range request and offers {length} bytes; refused")
         body = bytearray()
+        start = time.monotonic()
         try:
             for chunk in r.iter_bytes():
                 body += chunk
+                if time.monotonic() - start > self.retry.deadline_s:
+                    raise ModelReadError(f"{what}: {len(body)} of {asked} bytes in {self.retry.deadline_s:.0f} s; "
+                                         "a server that trickles is given up on (the run goes on)")
                 if len(body) > limit:
                     detail = "ignored the Range request" if r.status_code == 200 else "sent more than asked"
                     raise ModelReadError(f"{what}: server {detail}; body over {limit} bytes refused")
