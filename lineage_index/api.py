@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lineage_index.errors import UsageError
+from lineage_index.errors import UsageError, redact
 from lineage_index.indexer.impute.metadata import impute, imputed_props, read_license_texts
 from lineage_index.indexer.pipeline import (
     Recovery,
@@ -131,7 +131,7 @@ def write_graph(
     imp = imputed_props(impute({**(impute_records or {}), **records}, recovery.edges, license_texts))
     rows = [{"id": m, "props": {**model_props(r, sketches.get(m), roots.get(m)), **imp.get(m, {})}}
             for m, r in records.items()]
-    rows += [{"id": f.model_id, "props": {"status": "failed", "failure": f.kind, "failure_message": f.message}}
+    rows += [{"id": f.model_id, "props": {"status": "failed", "failure": f.kind, "failure_message": redact(f.message)}}
              for f in failures if not f.model_id.startswith("<")]  # "<listing>" names the run, not a model
     return load_graph(conn, rows, recovery.edges, child_ids=list(records), method=graph_load)
 

@@ -122,7 +122,7 @@ def _print_summary(s: api.IngestSummary) -> None:
         for line in s.damaged[:20]:
             err_console.print(f"  {escape(line)}", highlight=False)
     if s.failures:
-        rows = [{"model": f.model_id, "kind": f.kind, "message": f.message[:120]} for f in s.failures]
+        rows = [{"model": f.model_id, "kind": f.kind, "message": redact(f.message)[:120]} for f in s.failures]
         emit(rows, ["model", "kind", "message"], "table", title="Failures")
     if s.behaviour is not None:
         from lineage_index.behaviour.tier import summary_rows

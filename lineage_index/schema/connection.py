@@ -18,7 +18,7 @@ from neo4j import Driver, GraphDatabase
 from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable, SessionExpired
 
 from lineage_index import config
-from lineage_index.errors import GraphError, Neo4jUnavailableError
+from lineage_index.errors import GraphError, Neo4jUnavailableError, redact
 
 CONNECT_TIMEOUT_S = 10.0
 
@@ -57,7 +57,7 @@ class Connection:
         """One line for logs and the CLI: where, as whom, which database (never the password)."""
         who = f" as {self.user}" if self.user else ""
         kind = "managed local Neo4j" if self.managed else "Neo4j"
-        return f"{kind} at {self.uri}{who}, database {self.database}"
+        return f"{kind} at {redact(self.uri)}{who}, database {self.database}"
 
     def __str__(self) -> str:
         return self.describe()
