@@ -30,7 +30,7 @@ from lineage_index.schema.graph import model_props  # noqa: F401  (public here t
 
 def make_source(
     *,
-    org: str | None = None,
+    org: str | list[str] | None = None,
     search: str | None = None,
     models: list[str] | None = None,
     directory: Path | None = None,

@@ -394,3 +394,9 @@ def test_a_server_that_trickles_bytes_is_given_up_on_per_model(hub: LocalHub) ->
     trickled = [v for v in items.values() if isinstance(v, Failure) and "trickles" in v.message]
     assert {v.model_id for v in trickled} >= {"acme/base", "acme/tuned", "acme/sharded"}
     assert took < 30, took  # bounded by the deadline, not by the server
+
+
+def test_several_orgs_are_listed_each_model_once(hub: LocalHub) -> None:
+    items = records(HubSource(org=["acme", "other", "acme"], endpoint=hub.url, token=False, retry=FAST))  # type: ignore[arg-type]
+    assert sorted(items) == ["acme/base", "acme/gated", "acme/lora", "acme/pickled", "acme/sharded",
+                             "acme/tuned", "other/thing"]

@@ -12,12 +12,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from lineage_index import api
 from lineage_index.cli.behaviour_cmd import register as register_behaviour_commands
 from lineage_index.cli.check_cmd import register as register_check_command
 from lineage_index.cli.neo4j_cmd import app as neo4j_app
@@ -26,7 +25,9 @@ from lineage_index.cli.query_cmd import register as register_query_commands
 from lineage_index.cli.sim_cmd import sim_app
 from lineage_index.cli.zoo_cmd import zoo_app
 from lineage_index.errors import GraphError, LineageIndexError, redact
-from lineage_index.indexer.sketch.store import SketchStore
+
+if TYPE_CHECKING:
+    from lineage_index import api
 
 app = typer.Typer(
     name="lineage-index",
@@ -64,7 +65,7 @@ def _check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> None:
 
 @app.command()
 def ingest(
-    org: Annotated[str | None, typer.Option(help="Hub organisation / user to list.")] = None,
+    org: Annotated[list[str] | None, typer.Option("--org", help="Hub organisation / user to list (repeat).")] = None,
     search: Annotated[str | None, typer.Option(help="Hub search string.")] = None,
     models: Annotated[list[str] | None, typer.Option("--models", help="Hub model ids (repeat).")] = None,
     everything: Annotated[bool, typer.Option("--all", help="Every model the Hub endpoint lists.")] = False,
@@ -91,6 +92,9 @@ def ingest(
                                                          "without a synthetic task): file or image folder.")] = None,
 ) -> None:
     """List models, sketch their weights by range reads, recover lineage, write Neo4j."""
+    from lineage_index import api
+    from lineage_index.indexer.sketch.store import SketchStore
+
     source = api.make_source(org=org, search=search, models=models, directory=directory,
                              hf_cache=hf_cache, endpoint=endpoint, token=os.environ.get("HF_TOKEN"),
                              everything=everything, limit=limit)
@@ -151,9 +155,13 @@ def edges(neo4j_uri: NeoUri = None, fmt: Fmt = "csv") -> None:
     closeness (+ the declaration verdict, evidence and the behaviour tier's closeness/verdict/basin
     in json and csv). Card claims the weights do not support are not lineage: see the
     ``declarations`` query."""
+    from lineage_index.schema.writer import GraphWriter
+
     _check_format(fmt)
+    conn = _connect(neo4j_uri)
+    lineage = GraphWriter(conn.driver(), conn.database).read_edges(lineage_only=True)
     rows = [{**e.__dict__, **{f"behaviour_{k}": v for k, v in dataclasses.asdict(e.behaviour).items()}}
-            if e.behaviour else e.__dict__ for e in api.export_edges(_connect(neo4j_uri))]
+            if e.behaviour else e.__dict__ for e in lineage]
     extra = ["verdict", "evidence", "behaviour_closeness", "behaviour_threshold", "behaviour_verdict",
              "behaviour_loss_barrier", "behaviour_basin"]
     emit(rows, EDGE_COLUMNS + (extra if fmt != "table" else []), fmt)
@@ -168,9 +176,11 @@ def eval_(
     fmt: Fmt = "table",
 ) -> None:
     """Score lineage edges against a zoo's truth, next to MoTHer and the declared-only baseline."""
+    from lineage_index import api
     from lineage_index.cli.zoo_cmd import load_pred_edges
     from lineage_index.evaluation import scores_json, scores_table
     from lineage_index.indexer.pipeline import asserted_edges
+    from lineage_index.indexer.sketch.store import SketchStore
 
     _check_format(fmt, ("table", "json"))
     if pred is not None:
@@ -191,6 +201,7 @@ def demo(
     neo4j_uri: NeoUri = None,
 ) -> None:
     """The main job on the embedded default: build a small zoo, ingest it into Neo4j, score it."""
+    from lineage_index import api
     from lineage_index.config import user_cache_root
     from lineage_index.zoo import build_zoo
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape as esc
@@ -21,13 +21,15 @@ from rich.text import Text
 
 from lineage_index.cli.output import console, err_console
 from lineage_index.errors import GraphError, LineageIndexError, redact
-from lineage_index.indexer.check.report import label
-from lineage_index.indexer.check.run import CheckResult, check, last_result
-from lineage_index.indexer.sketch.store import SketchStore
-from lineage_index.records import ModelRecord
+
+if TYPE_CHECKING:
+    from lineage_index.indexer.check.run import CheckResult
+    from lineage_index.records import ModelRecord
 
 
 def _records(directory: Path | None) -> dict[str, ModelRecord] | None:
+    from lineage_index.records import ModelRecord
+
     if directory is None:
         return None
     from lineage_index.indexer.read.sources import DirSource
@@ -53,6 +55,8 @@ def _graph(uri: str | None, required: bool):
 
 def print_result(r: CheckResult) -> None:
     """Rich terminal summary of one check."""
+    from lineage_index.indexer.check.report import label
+
     parents = ", ".join(f"{p} ({w:.2f})" for p, w in zip(r.parents, r.coefficients, strict=False)) \
         if r.coefficients else ", ".join(r.parents)
     console.print(f"[bold]{esc(r.target)}[/]: [bold cyan]{label(r.verdict)}[/]"
@@ -82,6 +86,8 @@ def print_result(r: CheckResult) -> None:
 
 def print_explain(rec: dict[str, Any]) -> None:
     """Rich tables of a saved check: background, features and logit terms, verdict terms."""
+    from lineage_index.indexer.check.report import label
+
     r = rec["result"]
     console.print(f"[bold]{esc(r['target'])}[/] (checked {esc(rec['saved_at'])} as {esc(rec['target'])}): "
                   f"[bold cyan]{label(r['verdict'])}[/] {esc(', '.join(r['parents']))}  p = {r['probability']:.4f}, "
@@ -161,6 +167,16 @@ def register(app: typer.Typer) -> None:
         k: Annotated[int, typer.Option(help="Candidates from the nearest-neighbour search.")] = 10,
     ) -> None:
         """Check one model against the index: copy, quantised, adapter, fine-tune, merge, pruned, or not."""
+        from lineage_index.indexer.check.report import label
+        from lineage_index.indexer.check.run import check
+        from lineage_index.indexer.sketch.store import SketchStore
+        from lineage_index.queries.licenses import catalogue
+
+        if fail_on_license is not None and catalogue().gate(fail_on_license) is None:
+            cat = catalogue()
+            err_console.print(f"[red]error:[/] --fail-on-license {esc(fail_on_license)!r}: not a licence id, SPDX id "
+                              f"or licence family of the catalogue (families: {esc(', '.join(sorted(cat.families)))})")
+            raise typer.Exit(2)
         try:
             conn = None
             if not no_graph and (add or report):
@@ -207,6 +223,9 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the saved record as JSON.")] = False,
     ) -> None:
         """Show the raw numbers of the last check of TARGET: features, background, calibration terms."""
+        from lineage_index.indexer.check.run import last_result
+        from lineage_index.indexer.sketch.store import SketchStore
+
         try:
             rec = last_result(SketchStore(store) if store else SketchStore(), target)
         except LineageIndexError as exc:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from lineage_index.errors import UsageError
-from lineage_index.records import Edge
+
+if TYPE_CHECKING:
+    from lineage_index.records import Edge
 
 zoo_app = typer.Typer(
     help="Generate model zoos with known lineage (test and benchmark data).", no_args_is_help=True
@@ -35,6 +37,8 @@ def _float_or_none(value: Any) -> float | None:
 
 
 def _edge(row: dict[str, Any]) -> Edge:
+    from lineage_index.records import Edge
+
     try:
         child, parent = str(row["child"]).strip(), str(row["parent"]).strip()
     except KeyError as exc:

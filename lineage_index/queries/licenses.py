@@ -110,6 +110,19 @@ class Catalogue:
         if set(self.matrix_columns) - set(self.licenses):
             raise ValueError("licenses.json: matrix columns not in licenses")
 
+    def gate(self, value: str) -> frozenset[str] | None:
+        """The licence ids a ``--fail-on-license`` value stands for: one licence (by its id or
+        SPDX id) or every licence of a family (by the family id or label); None when the value
+        names neither (a typo must not make a gate pass)."""
+        v = value.strip().lower()
+        for lid, info in self.licenses.items():
+            if v == lid.lower() or (info.spdx and v == info.spdx.lower()):
+                return frozenset({lid})
+        for fid, fam in self.families.items():
+            if v in (fid.lower(), fam.label.lower()):
+                return frozenset(lid for lid, info in self.licenses.items() if info.family == fid)
+        return None
+
     # --- codes --------------------------------------------------------------------------
 
     def rules(self) -> dict[tuple[str, str], str]:

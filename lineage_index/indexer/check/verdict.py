@@ -292,7 +292,10 @@ def exit_code(verdict: str, parents: list[str], claim: Claim, chain: list[tuple[
                fail_on_license: str | None, fail_on_undeclared: bool) -> tuple[int, list[str]]:
     failures: list[str] = []
     if fail_on_license:
-        hits = [m for m, lic in chain if lic and lic.lower() == fail_on_license.lower()]
+        from lineage_index.queries.licenses import catalogue
+
+        ids = {i.lower() for i in (catalogue().gate(fail_on_license) or {fail_on_license})}
+        hits = [m for m, lic in chain if lic and lic.lower() in ids]
         if hits:
             failures.append(f"parent chain carries licence {fail_on_license}: {', '.join(hits)}")
     if fail_on_undeclared and verdict in LINEAGE_VERDICTS and claim.status in ("none", "cannot_judge"):

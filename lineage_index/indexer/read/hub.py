@@ -100,7 +100,7 @@ class HubSource:
 
     name = "hub"
 
-    def __init__(self, org: str | None = None, search: str | None = None,
+    def __init__(self, org: str | Iterable[str] | None = None, search: str | None = None,
                  models: Iterable[str] | None = None, endpoint: str | None = None,
                  token: str | bool | None = None, *, limit: int | None = None,
                  retry: RetryPolicy | None = None, max_workers: int = 8, reader_workers: int = 4,
@@ -109,7 +109,8 @@ class HubSource:
         self.models = list(models) if models is not None else None
         if not (org or search or self.models or everything):
             raise UsageError("HubSource needs an org, a search string, a list of model ids, or everything=True")
-        self.org = org
+        self.orgs = [org] if isinstance(org, str) else list(dict.fromkeys(org or ()))
+        self.org = ", ".join(self.orgs) or None
         self.search = search
         self.token = token
         self.limit = limit
@@ -148,31 +149,32 @@ class HubSource:
         if self.models is not None and not (self.org or self.search):
             yield from ordered_map(self._model_info, self.models, self.max_workers)
             return
-        what = f"list_models(author={self.org!r}, search={self.search!r})"
         seen: set[str] = set()
-        repeats = 0
-        for item in self._listing(what):
-            info = listing_info(item)
-            if isinstance(info, Failure):
-                yield info  # one bad entry is one failure; the listing goes on
-                continue
-            if info.id in seen:  # a listing that pages in a circle: stop, and say so
-                repeats += 1
-                if repeats >= LISTING_REPEATS:
-                    yield Failure("<listing>", "listing_loop",
-                                  f"{what}: the listing repeated {repeats} models in a row; stopped after "
-                                  f"{len(seen)} distinct models")
-                    return
-                continue
+        for org in self.orgs or [None]:  # several --org: one listing each, a model once
+            what = f"list_models(author={org!r}, search={self.search!r})"
             repeats = 0
-            seen.add(info.id)
-            yield info
-            if self.limit is not None and len(seen) >= self.limit:
-                return
+            for item in self._listing(what, org):
+                info = listing_info(item)
+                if isinstance(info, Failure):
+                    yield info  # one bad entry is one failure; the listing goes on
+                    continue
+                if info.id in seen:  # a listing that pages in a circle: stop, and say so
+                    repeats += 1
+                    if repeats >= LISTING_REPEATS:
+                        yield Failure("<listing>", "listing_loop",
+                                      f"{what}: the listing repeated {repeats} models in a row; stopped after "
+                                      f"{len(seen)} distinct models")
+                        break
+                    continue
+                repeats = 0
+                seen.add(info.id)
+                yield info
+                if self.limit is not None and len(seen) >= self.limit:
+                    return
         if self.models:
             yield from ordered_map(self._model_info, self.models, self.max_workers)
 
-    def _listing(self, what: str) -> Iterator[Any]:
+    def _listing(self, what: str, org: str | None) -> Iterator[Any]:
         """Raw entries of ``GET /api/models`` (expanded fields), page after page by the ``Link:
         rel=next`` header, as huggingface_hub's ``list_models`` pages; read here so that a bad
         entry becomes one failure instead of ending the generator, and the limit and loop guards
@@ -180,7 +182,7 @@ class HubSource:
         from huggingface_hub.utils import get_session, hf_raise_for_status
 
         params: list[tuple[str, Any]] = [("expand", f) for f in EXPAND]
-        params += [(k, v) for k, v in (("author", self.org), ("search", self.search)) if v]
+        params += [(k, v) for k, v in (("author", org), ("search", self.search)) if v]
         if self.limit is not None:
             params.append(("limit", self.limit))
         headers = self.api._build_hf_headers(token=self.token)

@@ -1,0 +1,41 @@
+"""The CLI as a new user meets it (issue 20): fast to start, clear refusals of wrong input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("torch", "faiss", "scipy", "polars", "transformers")
+CLI = [sys.executable, "-m", "lineage_index.cli.app"]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["neo4j", "--help"], ["query", "--help"], ["edges", "--help"],
+                                  ["ingest", "--help"], ["check", "--help"]])
+def test_answering_help_imports_no_heavy_library(argv: list[str]) -> None:
+    code = ("import sys\nfrom lineage_index.cli.app import app\n"
+            f"try:\n    app({argv!r})\nexcept SystemExit:\n    pass\n"
+            f"print('\\nLOADED', [m for m in {HEAVY!r} if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "LOADED []" in r.stdout, r.stdout[-300:]
+
+
+def test_check_refuses_a_directory_of_many_models(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        repo = tmp_path / "zoo" / "org" / name
+        repo.mkdir(parents=True)
+        (repo / "config.json").write_text(json.dumps({"model_type": "llama"}))
+        (repo / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    r = subprocess.run([*CLI, "check", str(tmp_path / "zoo"), "--no-graph", "--store", str(tmp_path / "s")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "2 model directories below" in r.stderr and "pass one" in r.stderr
+
+
+def test_fail_on_license_must_name_a_known_licence(tmp_path: Path) -> None:
+    r = subprocess.run([*CLI, "check", str(tmp_path), "--fail-on-license", "lama3.1", "--no-graph"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "lama3.1" in r.stderr and "not a licence" in r.stderr
