@@ -111,3 +111,11 @@ def fault_point(name: str) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def stderr_console():  # type: ignore[no-untyped-def]
+    """The rich console progress bars and status lines go to: stderr, so that stdout carries
+    results only (``sim build ... | jq`` works)."""
+    from rich.console import Console
+
+    return Console(stderr=True)

@@ -39,3 +39,38 @@ def test_fail_on_license_must_name_a_known_licence(tmp_path: Path) -> None:
     r = subprocess.run([*CLI, "check", str(tmp_path), "--fail-on-license", "lama3.1", "--no-graph"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "lama3.1" in r.stderr and "not a licence" in r.stderr
+
+
+def test_version_exit_codes_and_licence_file() -> None:
+    import tomllib
+
+    from lineage_index import __version__
+
+    r = subprocess.run([*CLI, "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == f"lineage-index {__version__}"
+    assert "5 Neo4j unreachable" in subprocess.run([*CLI, "--help"], capture_output=True, text=True,
+                                                    timeout=60).stdout.replace("\n", " ").replace("│", " ")
+    root = Path(__file__).resolve().parents[1]
+    meta = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert meta["license"]["text"] == "Apache-2.0" and "Apache License" in (root / "LICENSE").read_text()
+
+
+def test_a_bad_enum_is_refused_before_any_work(tmp_path: Path) -> None:
+    r = subprocess.run([*CLI, "ingest", "--dir", str(tmp_path), "--graph-load", "bluk", "--store",
+                        str(tmp_path / "s")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--graph-load must be one of" in r.stderr and not (tmp_path / "s").exists()
+    assert "Traceback" not in r.stderr
+
+
+def test_progress_goes_to_stderr_and_results_to_stdout(tmp_path: Path) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    repo = tmp_path / "hub" / "o" / "m"
+    repo.mkdir(parents=True)
+    save_file({"model.layers.0.mlp.up_proj.weight": np.ones((8, 8), np.float32)}, str(repo / "model.safetensors"))
+    (repo / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    r = subprocess.run([*CLI, "ingest", "--dir", str(tmp_path / "hub"), "--no-graph", "--store", str(tmp_path / "s")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "sketching" in r.stderr and "sketching" not in r.stdout and "models" in r.stdout

@@ -439,3 +439,18 @@ def test_cli_query_tree_report_and_bom(planted: Driver, cli, tmp_path) -> None: 
     assert "## Conflicts (✗): 6" in md.read_text()
     bom = json.loads(cli("bom", "acme/llama31-apache-ft"))
     assert bom["metadata"]["component"]["name"] == "llama31-apache-ft"
+
+
+def test_a_query_about_a_model_not_in_the_graph_says_so(planted: Driver, neo4j_server) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    if neo4j_server.user is not None:
+        pytest.skip("the CLI is given only --neo4j-uri (auth-less server)")
+    base = [sys.executable, "-m", "lineage_index.cli.app", "query"]
+    r = subprocess.run([*base, "provenance", "-p", "model=acme/no-such-model", "--neo4j-uri", neo4j_server.uri],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "'acme/no-such-model' is not in the graph" in r.stderr
+    root = subprocess.run([*base, "provenance", "-p", "model=meta/llama31-base", "--neo4j-uri", neo4j_server.uri],
+                          capture_output=True, text=True, timeout=120)
+    assert root.returncode == 0  # a root has no ancestors: an empty answer, not an error

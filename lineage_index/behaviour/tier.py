@@ -68,6 +68,7 @@ from lineage_index.behaviour import models as M
 from lineage_index.behaviour.closeness import N_AUX, ClosenessResult, Threshold, closeness, predict
 from lineage_index.behaviour.determine import DEFAULT_PROBES, calibrate, determine
 from lineage_index.behaviour.probes import ProbeSet, synthetic_probes
+from lineage_index.config import stderr_console
 from lineage_index.errors import LineageIndexError, UsageError
 from lineage_index.records import BehaviourEvidence, Edge, ModelRecord
 
@@ -448,7 +449,7 @@ def _depths(edges: list[Edge]) -> dict[str, int]:
 
 def _progress(enabled: bool) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    disable=not enabled, transient=False)
+                    disable=not enabled, transient=False, console=stderr_console())
 
 
 def run_tier(records: dict[str, ModelRecord], edges: list[Edge], options: BehaviourOptions | None = None, *,

@@ -24,7 +24,7 @@ from lineage_index.cli.output import FORMATS, console, emit, err_console
 from lineage_index.cli.query_cmd import register as register_query_commands
 from lineage_index.cli.sim_cmd import sim_app
 from lineage_index.cli.zoo_cmd import zoo_app
-from lineage_index.errors import GraphError, LineageIndexError, redact
+from lineage_index.errors import GraphError, LineageIndexError, UsageError, redact
 
 if TYPE_CHECKING:
     from lineage_index import api
@@ -36,7 +36,9 @@ app = typer.Typer(
         "Configuration (flags win over environment): NEO4J_URI / NEO4J_USER / NEO4J_PASSWORD / "
         "NEO4J_DATABASE (else the managed local Neo4j, started on demand); HF_ENDPOINT / HF_TOKEN / "
         "HF_HOME (huggingface_hub's own); LINEAGE_INDEX_CACHE (sketch store); "
-        "LINEAGE_INDEX_NEO4J_HOME, LINEAGE_INDEX_BOLT_PORT, LINEAGE_INDEX_HTTP_PORT (managed Neo4j)."
+        "LINEAGE_INDEX_NEO4J_HOME, LINEAGE_INDEX_BOLT_PORT, LINEAGE_INDEX_HTTP_PORT (managed Neo4j).\n\n"
+        "Exit codes: 0 ok; 1 unexpected error; 2 wrong input (a bad argument, a model that cannot be read); "
+        "3 a check gate failed (licence, undeclared or contradicted lineage); 5 Neo4j unreachable or failed."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -46,6 +48,15 @@ app.add_typer(zoo_app, name="zoo", help="Generate model zoos with known lineage.
 app.add_typer(sim_app, name="sim", help="Simulated hub at the sketch level (scale benchmarks).")
 register_query_commands(app)
 register_check_command(app)
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+    if version:
+        from lineage_index import __version__
+
+        print(f"lineage-index {__version__}")
+        raise typer.Exit(0)
 register_behaviour_commands(app)
 
 NeoUri = Annotated[str | None, typer.Option("--neo4j-uri", help="Bolt URI (else NEO4J_URI, else managed).")]
@@ -94,7 +105,10 @@ def ingest(
     """List models, sketch their weights by range reads, recover lineage, write Neo4j."""
     from lineage_index import api
     from lineage_index.indexer.sketch.store import SketchStore
+    from lineage_index.schema.bulk.choose import METHODS
 
+    if graph_load is not None and graph_load.lower() not in METHODS:  # refused before any work
+        raise UsageError(f"--graph-load must be one of {', '.join(METHODS)}, got {graph_load!r}")
     source = api.make_source(org=org, search=search, models=models, directory=directory,
                              hf_cache=hf_cache, endpoint=endpoint, token=os.environ.get("HF_TOKEN"),
                              everything=everything, limit=limit)

@@ -69,12 +69,21 @@ def query(
     conn = _connect(neo4j_uri)
     try:
         result = runner.run_query(conn.driver(), name, params, conn.database)
+        model = params.get("model")
+        if not result.rows and isinstance(model, str) and not _in_graph(conn, model):
+            raise UsageError(f"model {model!r} is not in the graph (ingest it first, or check the id)")
     finally:
         conn.close()
     rows = (
         result.rows if fmt == "json" else [{k: _cell(v) for k, v in r.items()} for r in result.rows]
     )
     emit(rows, result.columns, fmt, title=name)
+
+
+def _in_graph(conn, model: str) -> bool:  # type: ignore[no-untyped-def]
+    records, _, _ = conn.driver().execute_query("MATCH (m:Model {id: $id}) RETURN count(m) AS n", id=model,
+                                                database_=conn.database, routing_="r")
+    return bool(records and records[0]["n"])
 
 
 def tree(

@@ -16,13 +16,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lineage_index.cli.output import console, emit
+from lineage_index.config import stderr_console
 
 sim_app = typer.Typer(help="A simulated hub at the sketch level, for benchmarks at hub scale.",
                       no_args_is_help=True)
 
 
 def _bar() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=stderr_console())
 
 
 @sim_app.command("build")

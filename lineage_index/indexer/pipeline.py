@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lineage_index.config import stderr_console
 from lineage_index.errors import LineageIndexError
 from lineage_index.indexer.recover.crossdepth import block_signature
 from lineage_index.indexer.recover.declared import (  # noqa: F401  (the pipeline's public names)
@@ -55,7 +56,7 @@ class SketchReport:
 def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        disable=not enabled, transient=False,
+        disable=not enabled, transient=False, console=stderr_console(),
     )
 
 

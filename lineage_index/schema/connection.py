@@ -45,6 +45,9 @@ class Connection:
         """The driver of this connection, created on first use (closed by ``close()``)."""
         if self._driver is None:
             kwargs.setdefault("connection_timeout", CONNECT_TIMEOUT_S)
+            # server notifications ("property key does not exist" on an empty graph, ...) are for
+            # query authors, not for users of the tool: none are requested
+            kwargs.setdefault("notifications_min_severity", "OFF")
             self._driver = GraphDatabase.driver(self.uri, auth=self.auth, **kwargs)
         return self._driver
 

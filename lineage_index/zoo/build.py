@@ -23,6 +23,7 @@ import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file
 
+from lineage_index.config import stderr_console
 from lineage_index.zoo import derive as D
 from lineage_index.zoo.archs import (
     ARCHS,
@@ -238,7 +239,7 @@ def build_zoo(out: Path, size: str = "small", seed: int = 0, progress: bool = Tr
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with _deterministic_torch(), Progress(*columns, disable=not progress, transient=False) as bar:
+    with _deterministic_torch(), Progress(*columns, disable=not progress, transient=False, console=stderr_console()) as bar:
         task = bar.add_task(f"zoo {size} seed {seed}", total=len(specs))
         for spec in specs:
             bar.update(task, description=f"{spec.op:<13} {spec.id}")

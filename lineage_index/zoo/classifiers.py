@@ -45,6 +45,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lineage_index.behaviour import models as M
 from lineage_index.behaviour.probes import TaskSpec, task_data
+from lineage_index.config import stderr_console
 from lineage_index.errors import UsageError
 from lineage_index.zoo.data import derive_seed
 from lineage_index.zoo.writing import BNB_INT8_CONFIG, write_json
@@ -426,7 +427,7 @@ def build_classifier_zoo(out: Path, size: str = "small", seed: int = 0, progress
     models: dict[str, M.Classifier] = {}
     written = 0
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with _deterministic_torch(), Progress(*columns, disable=not progress, transient=False) as bar:
+    with _deterministic_torch(), Progress(*columns, disable=not progress, transient=False, console=stderr_console()) as bar:
         task = bar.add_task(f"classifier zoo {size} seed {seed}", total=len(specs))
         for spec in specs:
             bar.update(task, description=f"{spec.op:<12} {spec.id}")

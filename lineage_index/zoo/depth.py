@@ -35,6 +35,7 @@ import torch
 import transformers
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lineage_index.config import stderr_console
 from lineage_index.zoo import derive as D
 from lineage_index.zoo.archs import Tensors, load_into, make_config, state_of
 from lineage_index.zoo.build import _deterministic_torch, _prepare_out, truth_entry
@@ -234,7 +235,7 @@ def build_depth_zoo(out: Path, seed: int = 0, progress: bool = False) -> DepthZo
     states: dict[str, Tensors] = {}
     written = 0
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with _deterministic_torch(), Progress(*columns, disable=not progress, transient=False) as bar:
+    with _deterministic_torch(), Progress(*columns, disable=not progress, transient=False, console=stderr_console()) as bar:
         task = bar.add_task(f"depth zoo seed {seed}", total=len(specs))
         for spec in specs:
             bar.update(task, description=f"{spec.op:<17} {spec.id}")

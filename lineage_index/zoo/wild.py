@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from lineage_index.config import stderr_console
 from lineage_index.zoo import derive as D
 from lineage_index.zoo.archs import Tensors, minilm_dir
 from lineage_index.zoo.build import _deterministic_torch, _prepare_out
@@ -432,7 +433,7 @@ def build_wild(out: Path, seed: int = 0, progress: bool = True) -> dict[str, Any
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with _deterministic_torch(), Progress(*columns, disable=not progress) as bar:
+    with _deterministic_torch(), Progress(*columns, disable=not progress, console=stderr_console()) as bar:
         torch.use_deterministic_algorithms(False)  # topk/scatter on CPU are deterministic anyway
         task = bar.add_task(f"wild seed {seed}", total=WILD_MODELS)
         models = _Wild(seed, lambda m: bar.update(task, advance=1, description=m)).run()
