@@ -7,6 +7,7 @@ policies, the fitted calibration, the HTML evidence page, explain, the mergekit 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -434,7 +435,8 @@ def test_an_upload_checked_against_an_ingested_index_joins_the_graph(zoo, tmp_pa
     for model in (p.relative_to(zoo) for p in zoo.glob("*/*") if p.is_dir()):
         if str(model) != target:
             (hub / model.parent).mkdir(parents=True, exist_ok=True)
-            (hub / model).symlink_to(zoo / model)
+            # hard-linked copies: a symlink out of the source root is not followed (issue 19)
+            shutil.copytree(zoo / model, hub / model, copy_function=os.link)
     conn = Connection(uri=neo4j_server.uri, user=None, database=neo4j_server.database, managed=False)
     store = SketchStore(tmp_path / "store")
     api.ingest(api.make_source(directory=hub), store=store, conn=conn)

@@ -77,11 +77,13 @@ def bolt_load(conn, models, edges, *, child_ids: Iterable[str] | None = None, re
     edge_list = list(edges_f())
     t1 = time.monotonic()
     # A model counts as written (its sha and status, what the next ingest compares) only once its
-    # edges are: the marks are cleared with the node write and set again after the edges, so a
-    # run killed in between leaves those models stale and the rerun rewrites them.
+    # edges are: the node is written without them (a new node has none, a changed one keeps its
+    # old sha) and they are set after the edges, so a run killed in between leaves the changed
+    # models stale and the rerun rewrites them and their families; unchanged models are left as
+    # they were (same marks: nothing changes, not even updated_at).
     marks = {r["id"]: {k: r["props"][k] for k in WRITTEN_MARKS if k in (r.get("props") or {})} for r in model_rows}
-    n_models = writer.upsert_models([{**r, "props": {**(r.get("props") or {}), **dict.fromkeys(marks[r["id"]])}}
-                                     for r in model_rows])
+    n_models = writer.upsert_models([{**r, "props": {k: v for k, v in (r.get("props") or {}).items()
+                                                     if k not in WRITTEN_MARKS}} for r in model_rows])
     ids = [r["id"] for r in model_rows] if child_ids is None else list(child_ids)
     t2 = time.monotonic()
     fault_point("after-models")
