@@ -60,7 +60,13 @@ from lineage_index.indexer.check.verdict import (
     license_chain,
 )
 from lineage_index.indexer.read.ranges import LocalReader
-from lineage_index.indexer.read.sources import dir_sha, list_files, local_record, open_reader
+from lineage_index.indexer.read.sources import (
+    dir_sha,
+    list_files,
+    local_record,
+    model_dirs_below,
+    open_reader,
+)
 from lineage_index.indexer.recover.candidates import DEFAULT_K, build_index
 from lineage_index.indexer.recover.crossdepth import DepthClaim, block_signature, cross_depth_claims
 from lineage_index.indexer.recover.declared import declared_parents
@@ -164,34 +170,6 @@ def _file_record(path: Path, model_id: str | None) -> ModelRecord:
     return rec
 
 
-_MODEL_MARKERS = ("config.json", "adapter_config.json", "model.safetensors", "model.safetensors.index.json")
-
-
-def _model_dirs_below(path: Path, depth: int = 4, cap: int = 10_000) -> list[str]:
-    """Directories under ``path`` (not ``path`` itself) that look like one model each, when
-    ``path`` has no weights or config of its own: a zoo root, a Hub-layout folder, an HF cache."""
-    def is_model(p: Path) -> bool:
-        return any((p / m).is_file() for m in _MODEL_MARKERS) or any(p.glob("*.safetensors"))
-
-    if is_model(path):
-        return []
-    found: list[str] = []
-    frontier = [path]
-    for _ in range(depth):
-        nxt = []
-        for d in frontier:
-            try:
-                subs = sorted(p for p in d.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
-            except OSError:
-                continue
-            for s in subs:
-                (found if is_model(s) else nxt).append(s)  # type: ignore[arg-type]
-                if len(found) + len(nxt) > cap:
-                    return [str(p.relative_to(path)) for p in found]
-        frontier = nxt
-    return [str(p.relative_to(path)) for p in found]
-
-
 def resolve_target(target: str, *, model_id: str | None = None, endpoint: str | None = None,
                    token: str | bool | None = None) -> ModelRecord:
     """ModelRecord of a directory, a .safetensors file, a sharded index or a Hub id."""
@@ -201,7 +179,7 @@ def resolve_target(target: str, *, model_id: str | None = None, endpoint: str | 
             raise UsageError(f"{target}: not a .safetensors file or a sharded index")
         return _file_record(path, model_id)
     if path.is_dir():
-        below = _model_dirs_below(path)
+        below = model_dirs_below(path)
         if below:
             raise UsageError(f"{target} holds no model itself but {len(below)} model director"
                              f"{'y' if len(below) == 1 else 'ies'} below (e.g. {below[0]}); pass one")

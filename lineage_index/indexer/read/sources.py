@@ -222,6 +222,34 @@ def local_record(model_id: str, source: str, root: Path, listing: Sequence[tuple
         reader.close()
 
 
+_MODEL_MARKERS = ("config.json", "adapter_config.json", "model.safetensors", "model.safetensors.index.json")
+
+
+def model_dirs_below(path: Path, depth: int = 4, cap: int = 10_000) -> list[str]:
+    """Directories under ``path`` (not ``path`` itself) that look like one model each, when
+    ``path`` has no weights or config of its own: a zoo root, a Hub-layout folder, an HF cache."""
+    def is_model(p: Path) -> bool:
+        return any((p / m).is_file() for m in _MODEL_MARKERS) or any(p.glob("*.safetensors"))
+
+    if is_model(path):
+        return []
+    found: list[str] = []
+    frontier = [path]
+    for _ in range(depth):
+        nxt = []
+        for d in frontier:
+            try:
+                subs = sorted(p for p in d.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
+            except OSError:
+                continue
+            for s in subs:
+                (found if is_model(s) else nxt).append(s)  # type: ignore[arg-type]
+                if len(found) + len(nxt) > cap:
+                    return [str(p.relative_to(path)) for p in found]
+        frontier = nxt
+    return [str(p.relative_to(path)) for p in found]
+
+
 class DirSource:
     """A directory in Hub layout: ``<path>/<org>/<name>/{config.json, *.safetensors, README.md}``."""
 
