@@ -33,7 +33,7 @@ _CSS = """
 body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.4}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}
 th{background:#f3f3f3}.verdict{font-size:1.4em}.supported{color:#2e7d32}.contradicted{color:#c62828}
-.none,.cannot_judge{color:#8a6d00}code{background:#f5f5f5;padding:0 3px}figure{margin:1em 0}
+.none,.unverified,.imprecise{color:#8a6d00}code{background:#f5f5f5;padding:0 3px}figure{margin:1em 0}
 figcaption{font-size:12px;color:#555}
 """
 

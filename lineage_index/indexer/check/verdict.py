@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from lineage_index.indexer.recover.assemble import MERGE_NEIGHBOURS, direction_score
-from lineage_index.indexer.recover.declared import declared_parents
+from lineage_index.indexer.recover.declared import declared_parents, judge_weights
 from lineage_index.indexer.recover.verify import (
     RELATED_Z,
     MergeFit,
@@ -52,7 +52,9 @@ class Claim:
     """The card's base_model claim against the weights."""
 
     declared: tuple[str, ...]
-    status: str  # "none" | "supported" | "contradicted" | "cannot_judge"
+    # "none" | "supported" | "imprecise" | "contradicted" | "unverified": the verdicts ``ingest``
+    # gives (``recover.declared``), from the same function where the weights decide
+    status: str
     reason: str = ""
 
 
@@ -238,23 +240,20 @@ def judge_claim(sk: Sketch, declared: tuple[str, ...], verdict: str, parents: li
     if sk.kind == "adapter":
         if any(find(d) for d in declared):
             return Claim(declared, "contradicted", "the LoRA shapes do not fit the declared base")
-        return Claim(declared, "cannot_judge", "no declared base is in the index")
+        return Claim(declared, "unverified", "no declared base is in the index")
+    parent_sks = [p for p in (find(m) for m in parents) if p is not None]
     for d in declared:
         base = find(d)
         if base is None:
             continue
-        if base.family != sk.family:
-            return Claim(declared, "contradicted", f"{d}: architectures differ")
         f = compare(sk, base)
-        if not f.related or zscore(f) < RELATED_Z:
-            return Claim(declared, "contradicted", f"{d}: weights unrelated (cos={f.cos_median:.4f})")
-        if (_structural(f, sk.model_id) or f.copy_child == "same") and d not in [p for p in parents]:
+        if f.related and (_structural(f, sk.model_id) or f.copy_child == "same"):
             return Claim(declared, "supported", f"{d}: the target is a {_structural(f, sk.model_id)} of it")
-        if _structural(f, d) or direction_score(f, d, sk.model_id, {}, False) < 0:
-            return Claim(declared, "contradicted", f"{d}: related, but it looks derived from the target")
-        return Claim(declared, "supported", f"{d}: related (cos={f.cos_median:.4f}), an ancestor of the"
-                     f" recovered parent {', '.join(parents) or '(unresolved)'}")
-    return Claim(declared, "cannot_judge", "no declared base is in the index")
+        if f.related and _structural(f, d):  # a structural signature is a confident direction
+            return Claim(declared, "contradicted", f"{d}: it is a {_structural(f, d)} of the target")
+        status, why = judge_weights(sk, base, parent_sks, related=lambda f: f.related and zscore(f) >= RELATED_Z)
+        return Claim(declared, status, f"{d}: {why}")
+    return Claim(declared, "unverified", "no declared base is in the index")
 
 
 def license_chain(parents: list[str], recs: Mapping[str, ModelRecord]) -> list[tuple[str, str | None]]:
@@ -298,12 +297,12 @@ def exit_code(verdict: str, parents: list[str], claim: Claim, chain: list[tuple[
         hits = [m for m, lic in chain if lic and lic.lower() in ids]
         if hits:
             failures.append(f"parent chain carries licence {fail_on_license}: {', '.join(hits)}")
-    if fail_on_undeclared and verdict in LINEAGE_VERDICTS and claim.status in ("none", "cannot_judge"):
+    if fail_on_undeclared and verdict in LINEAGE_VERDICTS and claim.status in ("none", "unverified"):
         failures.append(f"undeclared lineage: {verdict} of {', '.join(parents)}")
     if claim.status == "contradicted":
         return EXIT_CODES["contradicted"], failures
     if failures:
         return EXIT_CODES["contradicted"], failures
-    if claim.status == "supported" or verdict in LINEAGE_VERDICTS or verdict == "family_unresolved":
+    if claim.status in ("supported", "imprecise") or verdict in LINEAGE_VERDICTS or verdict == "family_unresolved":
         return EXIT_CODES["ok"], failures
     return EXIT_CODES["unknown"], failures

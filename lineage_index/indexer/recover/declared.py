@@ -10,10 +10,10 @@ which edges the weights support (``asserted_edges``). Pure functions; no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from lineage_index.indexer.recover.verify import compare
+from lineage_index.indexer.recover.verify import PairFeatures, compare
 from lineage_index.indexer.sketch.canon import adapter_target_signature, canonical, quant_aux_kind
 from lineage_index.records import Edge, ModelRecord, Sketch
 
@@ -177,12 +177,23 @@ def _judge(rec: ModelRecord, parent: str, sketches: dict[str, Sketch], records: 
             return "contradicted", "the declared base descends from this model in the recovered lineage"
         return "unverified", (f"the declared base sits below this model in the recovered lineage, but on a "
                               f"direction of confidence {weakest:.2f} only")
-    if a.family != b.family:
+    return judge_weights(a, b, [sketches[p] for p in found if p in sketches])
+
+
+def judge_weights(child: Sketch, base: Sketch, parents: list[Sketch],
+                  related: Callable[[PairFeatures], bool] | None = None) -> tuple[str, str]:
+    """(verdict, reason) the weights give on "``child`` declares ``base``" where neither lineage
+    nor structure decides: another architecture leaves it unverified, unrelated weights
+    contradict it, related and about as near as the recovered parent (``NEAR_AS_PARENT``)
+    support it, related but farther is imprecise. Shared by ``ingest`` (after the recovered
+    lineage is consulted, ``_judge``) and ``check`` (``check.verdict.judge_claim``); ``related``
+    decides relatedness instead of the pair's own test (``check`` calibrates it per architecture)."""
+    if child.family != base.family:
         return "unverified", "architectures differ; the weights cannot compare them"
-    f = compare(a, b)
-    if not f.related:
+    f = compare(child, base)
+    if not (f.related if related is None else related(f)):
         return "contradicted", f"weights unrelated (cos={f.cos_median:.3f})"
-    near = [compare(a, sketches[p]).dist for p in found if p in sketches and sketches[p].family == a.family]
+    near = [compare(child, p).dist for p in parents if p.family == child.family]
     if not near or f.dist <= NEAR_AS_PARENT * min(near):
         return "supported", f"related (cos={f.cos_median:.3f}) and about as near as the recovered parent"
     return "imprecise", f"related (cos={f.cos_median:.3f}) but not the direct parent"
