@@ -64,6 +64,8 @@ def test_shipped_browser_guide_and_style_match_the_queries_and_catalogue() -> No
     for fam in licenses.catalogue().families.values():
         assert re.search(rf"node\.{fam.label} \{{\s*color: {fam.colour};", grass), fam.label
     assert "relationship.DERIVED_FROM {" in grass and "caption: '{relation}'" in grass
+    # a card claim the weights do not support is drawn apart from lineage, red, captioned by its verdict
+    assert re.search(r"relationship\.DECLARES_BASE \{\s*color: #C62828;[^}]*caption: '\{verdict\}'", grass)
 
 
 # --- every shipped query, with asserted results ------------------------------------------
