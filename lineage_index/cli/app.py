@@ -38,7 +38,8 @@ app = typer.Typer(
         "HF_HOME (huggingface_hub's own); LINEAGE_INDEX_CACHE (sketch store); "
         "LINEAGE_INDEX_NEO4J_HOME, LINEAGE_INDEX_BOLT_PORT, LINEAGE_INDEX_HTTP_PORT (managed Neo4j).\n\n"
         "Exit codes: 0 ok; 1 unexpected error; 2 wrong input (a bad argument, a model that cannot be read); "
-        "3 a check gate failed (licence, undeclared or contradicted lineage); 5 Neo4j unreachable or failed."
+        "3 a check gate failed (licence, undeclared or contradicted lineage); 4 check found no known relative; "
+        "5 Neo4j unreachable or failed."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
