@@ -45,6 +45,8 @@ def make_source(
     chosen = sum([hub, directory is not None, bool(hf_cache)])
     if chosen != 1:
         raise UsageError("name exactly one source: --org/--search/--models/--all (Hub), --dir, or --hf-cache")
+    if limit is not None and not (org or search or everything):
+        raise UsageError("--limit applies to a Hub listing (--org, --search or --all)")
     if directory is not None:
         if not Path(directory).is_dir():
             raise UsageError(f"--dir {directory}: not a directory")
@@ -59,8 +61,6 @@ def make_source(
         bad = listing_info({"id": model})
         if getattr(bad, "kind", None) == "bad_listing_entry":
             raise UsageError(f"--models {model[:100]!r}: not a Hub model id (org/name, letters, digits, '-', '_', '.')")
-    if limit is not None and not (org or search or everything):
-        raise UsageError("--limit applies to a Hub listing (--org, --search or --all)")
     return HubSource(org=org, search=search, models=models, endpoint=endpoint, token=token, everything=everything,
                      limit=limit)
 

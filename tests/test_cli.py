@@ -74,3 +74,33 @@ def test_progress_goes_to_stderr_and_results_to_stdout(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "sketching" in r.stderr and "sketching" not in r.stdout and "models" in r.stdout
+
+
+BAD = [  # (arguments, what the one-line error must say)
+    (["eval", "--truth", "nope.json"], "nope.json"),
+    (["sim", "recover", "/nonexistent-sim"], "no packed sketch store"),
+    (["zoo", "build", "/tmp/never-built", "--size", "huge"], "--size must be one of"),
+    (["zoo", "build", "/tmp/never-built", "--recipe", "nope"], "--recipe must be"),
+    (["check", "/nonexistent/path"], "no such file or directory"),
+    (["query", "nosuchquery"], "unknown query"),
+    (["query", "provenance", "-p", "bad"], "key=value"),
+    (["report", "licenses", "--format", "pdf"], "--format must be one of"),
+    (["closeness", "/nonexistent-a", "/nonexistent-b"], "not found"),
+    (["determine", "/nonexistent-a", "/nonexistent-b"], "not found"),
+    (["ingest", "--dir", "/nonexistent-dir", "--no-graph"], "not a directory"),
+    (["ingest", "--hf-cache", "--dir", "/tmp", "--no-graph"], "exactly one source"),
+    (["ingest", "--dir", "/tmp", "--graph-load", "bluk"], "--graph-load must be one of"),
+    (["ingest", "--models", "a/b..c", "--no-graph"], "not a Hub model id"),
+    (["ingest", "--dir", "/tmp", "--limit", "5", "--no-graph"], "--limit applies to a Hub listing"),
+    (["explain", "/nonexistent-target"], "no check has been run"),
+]
+
+
+@pytest.mark.parametrize(("argv", "says"), BAD, ids=[" ".join(a[:2]) + f"-{i}" for i, (a, _) in enumerate(BAD)])
+def test_every_command_refuses_bad_input_in_one_line(argv: list[str], says: str, tmp_path: Path) -> None:
+    r = subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env={**__import__("os").environ, "LINEAGE_INDEX_CACHE": str(tmp_path / "cache")})
+    err = r.stderr.strip()
+    assert r.returncode == 2, (r.returncode, err[-500:])
+    assert "Traceback" not in err and says in err, err[-500:]
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1

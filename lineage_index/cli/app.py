@@ -244,6 +244,11 @@ def main() -> None:
     except LineageIndexError as exc:
         err_console.print(f"[red]error:[/] {escape(redact(str(exc)))}")
         sys.exit(exc.exit_code)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        # a path the user gave that is not there or not readable: a wrong input, not a crash
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        err_console.print(f"[red]error:[/] {escape(exc.strerror or type(exc).__name__)}{escape(str(where))}")
+        sys.exit(UsageError.exit_code)
     except (DriverError, Neo4jError) as exc:  # Neo4j went away or failed mid-run: not a bug of ours
         err_console.print(f"[red]error:[/] Neo4j failed during the run ({type(exc).__name__}: "
                           f"{escape(redact(str(exc)))}). What was written stays consistent: rerun the "

@@ -20,7 +20,8 @@ from rich.text import Text
 console = Console()
 if not console.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
     console = Console(width=160)
-err_console = Console(stderr=True)
+# errors and warnings are never hard-wrapped when stderr is a file or a pipe (one line each)
+err_console = Console(stderr=True, soft_wrap=True)
 
 FORMATS = ("table", "json", "csv")
 
@@ -38,7 +39,7 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, tit
         return buf.getvalue()
     table = Table(title=Text(title) if title is not None else None)
     for c in columns:
-        table.add_column(Text(c))
+        table.add_column(Text(c), overflow="fold")  # ids wrap whole, never cut to "Qwen/Q…"
     for r in rows:
         table.add_row(*[Text("" if r.get(c) is None else str(r.get(c))) for c in columns])
     console.print(table)

@@ -58,6 +58,10 @@ def recover(
     from lineage_index.indexer.sketch.store import SketchStore
 
     store = SketchStore(out / "store" if (out / "store").is_dir() else out)
+    if not out.is_dir() or not len(store.packed):
+        from lineage_index.errors import UsageError
+
+        raise UsageError(f"{out}: no packed sketch store here (build one with `lineage-index sim build`)")
     with _bar() as bar:
         task = bar.add_task("recovering", total=None)
         result = recover_packed(store, k=k, progress=lambda done, total: bar.update(task, completed=done, total=total))
