@@ -104,3 +104,10 @@ def test_every_command_refuses_bad_input_in_one_line(argv: list[str], says: str,
     assert r.returncode == 2, (r.returncode, err[-500:])
     assert "Traceback" not in err and says in err, err[-500:]
     assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_a_family_signature_is_described_in_words() -> None:
+    from lineage_index.indexer.sketch.canon import describe_family
+
+    text = describe_family("L2;input_layernorm.weight:64;mlp.down_proj.weight:64x176;mlp.gate_proj.weight:176x64")
+    assert text == "2 layers, width 64, 3 weight roles per layer" and ";" not in text

@@ -71,6 +71,7 @@ from lineage_index.indexer.recover.candidates import DEFAULT_K, build_index
 from lineage_index.indexer.recover.crossdepth import DepthClaim, block_signature, cross_depth_claims
 from lineage_index.indexer.recover.declared import declared_parents
 from lineage_index.indexer.recover.verify import RELATED_Z, MergeFit, PairFeatures, matrix_cosines
+from lineage_index.indexer.sketch.canon import describe_family
 from lineage_index.indexer.sketch.sample import sketch_model
 from lineage_index.indexer.sketch.store import SketchStore, load_sketch
 from lineage_index.records import Failure, ModelRecord, Sketch
@@ -314,7 +315,8 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
 
     cmp = PairCache()
     bg, _ = background([e.model_id for e in entries], load)
-    evidence = [f"family {sk.family_desc[:80]} ({len(entries)} stored sketches)",
+    evidence = [f"architecture: {describe_family(sk.family_desc)}; {len(entries)} stored model"
+                f"{'' if len(entries) == 1 else 's'} of it",
                 f"background: {bg.n_pairs} unrelated pairs, cos {bg.cos_mean:+.4f} ± {bg.cos_sd:.4f} ({bg.source})"]
     feats: dict[str, PairFeatures] = {}
     zs: dict[str, float] = {}

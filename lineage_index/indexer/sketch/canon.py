@@ -139,3 +139,16 @@ def adapter_target_signature(tensors: tuple[TensorInfo, ...] | list[TensorInfo])
                 base_role = c.role.split(token, 1)[0] + ".weight"
                 store[base_role] = t.shape[dim]
     return {role: (b_out[role], a_in[role]) for role in a_in if role in b_out}
+
+
+def describe_family(desc: str) -> str:
+    """A sentence for a family signature (``L2;input_layernorm.weight:64;mlp.down_proj.weight:64x176;...``):
+    the layer count, the hidden width and how many weight roles a layer has."""
+    parts = [p for p in desc.split(";") if p]
+    layers = next((p[1:] for p in parts if p.startswith("L") and p[1:].isdigit()), None)
+    roles = [p.split(":", 1) for p in parts if ":" in p]
+    widths = [int(s) for _, shape in roles for s in shape.split("x") if s.isdigit()]
+    hidden = min(widths) if widths else None
+    bits = [f"{layers} layers" if layers else "no repeated layers",
+            f"width {hidden}" if hidden else None, f"{len(roles)} weight roles per layer" if roles else None]
+    return ", ".join(b for b in bits if b)
