@@ -119,3 +119,12 @@ def stderr_console():  # type: ignore[no-untyped-def]
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+NOTICES: list = []  # callables told about long waits (Hub retries...); the CLI adds a stderr printer
+
+
+def notice(text: str) -> None:
+    """Tell whoever listens (``NOTICES``) about something slow the user would otherwise not see."""
+    for listener in NOTICES:
+        listener(text)

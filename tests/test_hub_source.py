@@ -400,3 +400,22 @@ def test_several_orgs_are_listed_each_model_once(hub: LocalHub) -> None:
     items = records(HubSource(org=["acme", "other", "acme"], endpoint=hub.url, token=False, retry=FAST))  # type: ignore[arg-type]
     assert sorted(items) == ["acme/base", "acme/gated", "acme/lora", "acme/pickled", "acme/sharded",
                              "acme/tuned", "other/thing"]
+
+
+def test_a_long_wait_between_retries_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lineage_index import config
+    from lineage_index.indexer.read.remote import RetryableError, with_retries
+
+    heard: list[str] = []
+    monkeypatch.setattr(config, "NOTICES", [heard.append])
+    calls = iter([RetryableError(429, 8.0, "HTTP 429"), None])
+
+    def fn() -> str:
+        exc = next(calls)
+        if exc is not None:
+            raise exc
+        return "ok"
+
+    policy = RetryPolicy(max_retries=5, base_wait_s=1.0, max_wait_s=30.0, max_total_wait_s=60.0)
+    assert with_retries(fn, policy, "acme/base", sleep=lambda s: None) == "ok"
+    assert heard == ["acme/base: waiting 8 s after HTTP 429, try 2/6"]

@@ -239,6 +239,9 @@ def demo(
 def main() -> None:
     from neo4j.exceptions import DriverError, Neo4jError
 
+    from lineage_index import config
+
+    config.NOTICES.append(lambda text: err_console.print(f"[yellow]{escape(redact(text))}[/]"))
     try:
         app()
     except LineageIndexError as exc:

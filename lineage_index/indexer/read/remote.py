@@ -34,6 +34,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.errors import GatedRepoError as HfGatedRepoError
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
+from lineage_index.config import notice
 from lineage_index.errors import (
     GatedRepoError,
     HeaderError,
@@ -115,6 +116,9 @@ def retry_after_s(headers: object) -> float | None:
         return None
 
 
+NOTICE_WAIT_S = 2.0  # waits at least this long are told to ``config.notices`` (the CLI: stderr)
+
+
 def with_retries(fn: Callable[[], T], policy: RetryPolicy, what: str,
                  sleep: Callable[[float], None] = time.sleep) -> T:
     """Call ``fn`` until it stops raising ``RetryableError`` (or a retryable hub/network error)."""
@@ -136,6 +140,9 @@ def with_retries(fn: Callable[[], T], policy: RetryPolicy, what: str,
         wait = last.retry_after_s if last.retry_after_s is not None else policy.backoff_s(attempt)
         if attempt >= policy.max_retries or wait > policy.max_wait_s or waited + wait > policy.max_total_wait_s:
             break
+        if wait >= NOTICE_WAIT_S:  # a wait long enough to look like a hang is said
+            reason = f"HTTP {last.status}" if last.status is not None else str(last)
+            notice(f"{what}: waiting {wait:.0f} s after {reason}, try {attempt + 2}/{policy.max_retries + 1}")
         sleep(wait)
         waited += wait
         attempt += 1
