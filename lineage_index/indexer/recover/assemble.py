@@ -45,6 +45,7 @@ TIME_MIN_S = 60.0  # creation times closer than this say nothing about direction
 TIME_PRIOR_VOTES = 4.0
 MERGE_NEIGHBOURS = 8
 COPY_PARENT_PENALTY = 1e-3  # tie-break, in units of the mean related distance
+TIE_EPS = 1e-9  # last-resort tie-break (see assemble_family), far below any real difference
 # A quantised child's source rounds to it with ~0 violations (container rounding at a step's
 # edge only); candidates within this many (or this share of the best count) stay candidates.
 REQUANT_TIE, REQUANT_TIE_SHARE = 2, 0.1
@@ -386,9 +387,14 @@ def assemble_family(
             penalty = 0.0 if child is not None else LAMBDA * mean_d * max(0.0, -s)
             if p in forced_child:  # between identical candidates prefer the original to its copy
                 penalty += COPY_PARENT_PENALTY * mean_d
-            rc = records.get(c)
+            rc, rp = records.get(c), records.get(p)
             if rc is not None and rc.base_models and p not in rc.base_models:
                 penalty += COPY_PARENT_PENALTY * mean_d  # between equally near parents the card decides
+            if rp is not None and c in rp.base_models:
+                penalty += COPY_PARENT_PENALTY * mean_d  # and between two directions whose votes cancel
+            # exact ties would leave the arborescence to networkx's set order (the hash seed):
+            # a vanishing, fixed preference for the alphabetically first parent makes it one answer
+            penalty += TIE_EPS * mean_d * (p > c)
             g.add_edge(p, c, weight=f.dist + penalty)
             relation_of[(p, c)] = rel_pc
             score_of[(p, c)] = s
