@@ -484,3 +484,23 @@ def test_check_and_ingest_judge_a_declaration_alike(zoo, full_store, tmp_path) -
         assert r.claim.status == verdict, (child, parent, r.claim, verdict)
         judged += 1
     assert judged >= 4
+
+
+@pytest.mark.slow
+def test_fail_on_conflict_gates_what_report_licenses_calls_a_conflict(zoo, full_store, tmp_path) -> None:
+    from lineage_index.queries.licenses import catalogue
+
+    full, records = full_store
+    cat = catalogue()
+    for target, parent, conflict in (("Intel/Llama-3.1-Nano-fr", "meta-llama/Llama-3.1-Nano", True),
+                                     ("yuki-h/open_llama_nano-lora-merged", "openlm-research/open_llama_nano", False)):
+        codes = cat.code(cat.resolve(records[parent].license, records[parent].license_name),
+                         cat.resolve(records[target].license, records[target].license_name))
+        assert (codes == "✗") == conflict  # the report's own code for this edge
+        store = _store(full, tmp_path / target.replace("/", "--"), lambda m, t=target: m != t)
+        others = {m: r for m, r in records.items() if m != target}
+        plain = check(str(zoo / target), store, records=others, save=False)
+        gated = check(str(zoo / target), store, records=others, save=False, fail_on_conflict=True)
+        assert plain.exit_code == 0 and gated.parents == [parent]
+        assert gated.exit_code == (3 if conflict else 0)
+        assert any("licence conflict" in f for f in gated.policy_failures) == conflict

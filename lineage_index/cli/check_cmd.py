@@ -158,6 +158,9 @@ def register(app: typer.Typer) -> None:
                               "(default: the records ingest kept in the store).")] = None,
         fail_on_license: Annotated[str | None, typer.Option(
             "--fail-on-license", help="Exit 3 when the recovered parent chain carries this licence.")] = None,
+        fail_on_conflict: Annotated[bool, typer.Option(
+            "--fail-on-conflict", help="Exit 3 when the target's licence conflicts with a recovered parent's "
+                                       "(the conflicts `report licenses` lists).")] = False,
         fail_on_undeclared: Annotated[bool, typer.Option(
             "--fail-on-undeclared", help="Exit 3 on lineage the card does not declare.")] = False,
         endpoint: Annotated[str | None, typer.Option(help="Hub endpoint (else HF_ENDPOINT).")] = None,
@@ -183,7 +186,8 @@ def register(app: typer.Typer) -> None:
                 conn = _graph(neo4j_uri, required=add and bool(neo4j_uri or os.environ.get("NEO4J_URI")))
             sketch_store = SketchStore(store) if store else SketchStore()
             result = check(target, sketch_store, model_id=model_id, k=k, records=_records(records),
-                           fail_on_license=fail_on_license, fail_on_undeclared=fail_on_undeclared, add=add,
+                           fail_on_license=fail_on_license, fail_on_undeclared=fail_on_undeclared,
+                           fail_on_conflict=fail_on_conflict, add=add,
                            endpoint=endpoint, token=os.environ.get("HF_TOKEN"), conn=conn if add else None)
             if add and no_graph:
                 result.graph = "graph not written (--no-graph)"

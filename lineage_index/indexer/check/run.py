@@ -58,6 +58,7 @@ from lineage_index.indexer.check.verdict import (
     exit_code,
     judge_claim,
     license_chain,
+    license_conflicts,
 )
 from lineage_index.indexer.read.ranges import LocalReader
 from lineage_index.indexer.read.sources import (
@@ -283,7 +284,8 @@ class _StoredRecords(Mapping[str, ModelRecord]):
 
 def check(target: str, store: SketchStore, *, model_id: str | None = None, k: int = DEFAULT_K,
           records: dict[str, ModelRecord] | None = None, fail_on_license: str | None = None,
-          fail_on_undeclared: bool = False, add: bool = False, endpoint: str | None = None,
+          fail_on_undeclared: bool = False, fail_on_conflict: bool = False, add: bool = False,
+          endpoint: str | None = None,
           token: str | bool | None = None, calibration: Calibration | None = None,
           save: bool = True, conn=None) -> CheckResult:
     """Sketch ``target``, verify it against the store and return one calibrated verdict.
@@ -358,7 +360,8 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
         evidence.append("probability from the layer match (the calibrated verdict model covers one depth)")
     claim = judge_claim(sk, declared, d.verdict, d.parents, find, lambda f: calibrated_z(f, bg))
     chain = license_chain(d.parents, recs)
-    code, failures = exit_code(d.verdict, d.parents, claim, chain, fail_on_license, fail_on_undeclared)
+    code, failures = exit_code(d.verdict, d.parents, claim, chain, fail_on_license, fail_on_undeclared,
+                               license_conflicts(rec, d.parents, recs) if fail_on_conflict else [])
     layers = {c.model_id: _profile(sk, load(c.model_id)) for c in scores[:PROFILE_CANDIDATES]}
     lineage = [(rec.id, p, d.verdict) for p in d.parents] + declared_ancestry(d.parents, recs)
     lineage += [(c, rec.id, "child") for c in sorted(d.children)]

@@ -287,9 +287,26 @@ def declared_ancestry(parents: list[str], recs: Mapping[str, ModelRecord], limit
     return edges
 
 
+def license_conflicts(rec: ModelRecord, parents: list[str], recs: Mapping[str, ModelRecord]) -> list[str]:
+    """The recovered parents whose licence does not allow the target's (code ✗ of the licence
+    catalogue, the code ``report licenses`` lists as a conflict); unknown licences are no conflict."""
+    from lineage_index.queries.licenses import catalogue
+
+    cat = catalogue()
+    child = cat.resolve(rec.license, rec.license_name)
+    out = []
+    for p in parents:
+        if p in recs:
+            parent = cat.resolve(recs[p].license, recs[p].license_name)
+            if cat.code(parent, child) == "✗":
+                out.append(f"{p} ({parent}) does not allow {child}")
+    return out
+
+
 def exit_code(verdict: str, parents: list[str], claim: Claim, chain: list[tuple[str, str | None]],
-               fail_on_license: str | None, fail_on_undeclared: bool) -> tuple[int, list[str]]:
-    failures: list[str] = []
+               fail_on_license: str | None, fail_on_undeclared: bool,
+               conflicts: list[str] | None = None) -> tuple[int, list[str]]:
+    failures: list[str] = [f"licence conflict: {c}" for c in conflicts or []]
     if fail_on_license:
         from lineage_index.queries.licenses import catalogue
 
