@@ -133,12 +133,17 @@ def private_home(built_private_home: Path, monkeypatch: pytest.MonkeyPatch) -> I
 
 @pytest.mark.neo4j
 @pytest.mark.managed_neo4j
-def test_managed_neo4j_lifecycle_keeps_data_across_restarts(private_home: Path) -> None:
+def test_managed_neo4j_lifecycle_keeps_data_across_restarts(private_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    heard: list[str] = []
+    monkeypatch.setattr(config, "NOTICES", [heard.append])
     status = local_neo4j.start()
+    assert [h for h in heard if h.startswith("starting the managed Neo4j")]  # a slow step is said
+    heard.clear()
     assert status.running and status.home == private_home.resolve()
     assert status.bolt_port == config.bolt_port() != config.DEFAULT_BOLT_PORT
     assert local_neo4j.status().running
     assert local_neo4j.start().pid == status.pid  # idempotent
+    assert not heard  # nothing slow happened
 
     with urllib.request.urlopen(status.browser_url, timeout=30) as page:
         assert page.status == 200

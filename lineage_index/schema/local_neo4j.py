@@ -262,6 +262,8 @@ def _build_locked(home: Path, force: bool) -> Path:
         return lib
     mvn = _mvn()
     _java()
+    config.notice(f"building the managed Neo4j {config.NEO4J_VERSION} from Maven Central into {lib} "
+                  "(once; about 30 s with a warm Maven cache)")
     launcher = home / "launcher"
     launcher.mkdir(parents=True, exist_ok=True)
     pom = resources.files("lineage_index.schema").joinpath("launcher", "pom.xml")
@@ -428,6 +430,7 @@ def _launch_locked(home: Path, java: str, bolt: int, http: int, wait_s: float) -
     tmp.write_text(json.dumps(state, indent=2) + "\n")
     tmp.replace(home / STATE_FILE)
     uri = f"bolt://127.0.0.1:{bolt}"
+    config.notice(f"starting the managed Neo4j on {uri} (waiting up to {wait_s:.0f} s for it to answer)")
     deadline = time.monotonic() + wait_s
     while True:
         if proc.poll() is not None:
