@@ -211,7 +211,7 @@ def eval_(
 
 @app.command()
 def demo(
-    out: Annotated[Path | None, typer.Option(help="Where to build the demo zoo.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to build the demo zoo.")] = None,
     seed: int = 0,
     neo4j_uri: NeoUri = None,
 ) -> None:

@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         source: Annotated[str, typer.Argument(help="Source model: directory (config.json + *.safetensors) or repo id.")],
         suspect: Annotated[str, typer.Argument(help="Suspect model: directory or repo id.")],
         probe: ProbeOpt = None,
-        k: Annotated[int, typer.Option("--k", help="Probe points kept per fold after selection.")] = 100,
+        k: Annotated[int, typer.Option("--probes-per-fold", "--k", help="Probe points kept per fold after selection.")] = 100,
         n_aux: Annotated[int, typer.Option("--n-aux", help="Auxiliary models of each kind the tool makes.")] = 8,
         lineage_aux: LinAux = None,
         independent_aux: IndAux = None,

@@ -167,7 +167,8 @@ def register(app: typer.Typer) -> None:
         neo4j_uri: Annotated[str | None, typer.Option(
             "--neo4j-uri", help="Bolt URI (else NEO4J_URI, else the managed Neo4j if it runs).")] = None,
         no_graph: Annotated[bool, typer.Option("--no-graph", help="Neither read nor write Neo4j.")] = False,
-        k: Annotated[int, typer.Option(help="Candidates from the nearest-neighbour search.")] = 10,
+        k: Annotated[int, typer.Option("--neighbours", "--k", min=1,
+                                       help="Candidates from the nearest-neighbour search.")] = 10,
     ) -> None:
         """Check one model against the index: copy, quantised, adapter, fine-tune, merge, pruned, or not."""
         from lineage_index.indexer.check.report import label

@@ -51,7 +51,8 @@ def build(
 def recover(
     out: Annotated[Path, typer.Argument(help="A simulated hub (or any directory whose store/ is packed).")],
     edges_out: Annotated[Path | None, typer.Option(help="Edges as JSON (default OUT/edges.json).")] = None,
-    k: Annotated[int, typer.Option(min=1, help="Nearest neighbours per model.")] = 10,
+    k: Annotated[int, typer.Option("--neighbours", "--k", min=1, help="Candidates from the nearest-neighbour "
+                                                                    "search, per model.")] = 10,
 ) -> None:
     """Recover lineage over the packed store, family by family; score with ``eval --pred``."""
     from lineage_index.indexer.recover.batch import edges_json, peak_rss_bytes, recover_packed
@@ -79,7 +80,7 @@ def recover(
 @sim_app.command("calibrate")
 def calibrate(
     zoo: Annotated[list[Path], typer.Option("--zoo", help="A zoo directory with truth.json (repeat).")],
-    out: Annotated[Path | None, typer.Option(help="Where to write the fitted parameters "
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the fitted parameters "
                                                   "(default: the shipped calibration.json).")] = None,
     store: Annotated[Path | None, typer.Option(help="Sketch store to reuse for the zoos' sketches.")] = None,
     check: Annotated[Path | None, typer.Option(help="A simulated hub to compare with the zoos.")] = None,
