@@ -419,3 +419,21 @@ def test_a_long_wait_between_retries_is_said(monkeypatch: pytest.MonkeyPatch) ->
     policy = RetryPolicy(max_retries=5, base_wait_s=1.0, max_wait_s=30.0, max_total_wait_s=60.0)
     assert with_retries(fn, policy, "acme/base", sleep=lambda s: None) == "ok"
     assert heard == ["acme/base: waiting 8 s after HTTP 429, try 2/6"]
+
+
+def test_a_back_dated_card_does_not_make_a_reupload_the_original(tmp_path: Path, hf_env: None) -> None:
+    from lineage_index.indexer.pipeline import recover, sketch_all
+
+    rng = np.random.default_rng(7)
+    w = {f"model.layers.{i}.mlp.up_proj.weight": rng.standard_normal((64, 64)).astype(np.float32) for i in range(2)}
+    root = tmp_path / "hub"
+    write_model(root, "orig/model", tensors=w, config=CONFIG, card={"license": "mit"})
+    write_model(root, "copier/model", tensors=w, config=CONFIG, card={"license": "mit", "created_at": "2001-01-01"})
+    with LocalHub(root) as hub:
+        hub.created_at["orig/model"] = "2024-01-01T00:00:00.000Z"  # the Hub's own dates win over cards
+        hub.created_at["copier/model"] = "2025-06-01T00:00:00.000Z"
+        src = HubSource(models=["orig/model", "copier/model"], endpoint=hub.url, token=False, retry=FAST)  # type: ignore[arg-type]
+        records, report = sketch_all(src.iter_records(), src.open_reader, None)
+    assert records["copier/model"].created_at.startswith("2025")
+    edges = [(e.child, e.parent, e.relation) for e in recover(records, report.sketches).edges]
+    assert edges == [("copier/model", "orig/model", "copy")]
