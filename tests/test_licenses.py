@@ -425,3 +425,11 @@ def test_queries_work_before_licences_are_applied(clean_graph: Driver, neo4j_dat
     # without inheritance `other`+license_name is unresolved, but declared ✗ are still found
     assert ("acme/llama31-apache-ft", "meta/llama31-base") in _pairs(rows)
     assert all(re.match(r"^[✗]$", r["code"]) for r in rows)
+
+
+def test_only_conflicts_are_red_in_the_pictures() -> None:
+    """Conflicting edges are drawn red (#c62828); no licence family may share that colour."""
+    from lineage_index.queries.licenses import catalogue
+
+    reds = {f.id for f in catalogue().families.values() if f.colour.lower() in ("#c62828", "#b71c1c")}
+    assert not reds, reds
