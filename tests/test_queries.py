@@ -456,3 +456,14 @@ def test_a_query_about_a_model_not_in_the_graph_says_so(planted: Driver, neo4j_s
     root = subprocess.run([*base, "provenance", "-p", "model=meta/llama31-base", "--neo4j-uri", neo4j_server.uri],
                           capture_output=True, text=True, timeout=120)
     assert root.returncode == 0  # a root has no ancestors: an empty answer, not an error
+
+
+def test_provenance_gives_browser_a_path_to_draw_and_the_cli_a_table(planted: Driver, neo4j_database: str) -> None:
+    from neo4j.graph import Path as GraphPath
+
+    text = runner.get_query("provenance").text
+    records, _, _ = planted.execute_query(text, model="acme/inherits-adapter", database_=neo4j_database)
+    assert records and all(isinstance(r["graph_path"], GraphPath) for r in records)
+    assert [len(r["graph_path"].relationships) for r in records] == [r["depth"] for r in records]
+    result = runner.run_query(planted, "provenance", {"model": "acme/inherits-adapter"}, neo4j_database)
+    assert "graph_path" not in result.columns and all("graph_path" not in row for row in result.rows)

@@ -219,6 +219,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
+GRAPH_PREFIX = "graph_"  # result columns for Browser's picture only (paths, relationships)
+
+
 def run_query(
     driver: Driver,
     name: str,
@@ -231,8 +234,9 @@ def run_query(
 
     def work(tx: ManagedTransaction) -> QueryResult:
         result = tx.run(query.text, bound)
-        columns = list(result.keys())
-        rows = [{k: _plain(v) for k, v in record.items()} for record in result]
+        # columns named graph_* hold paths or relationships for Neo4j Browser to draw
+        columns = [k for k in result.keys() if not k.startswith(GRAPH_PREFIX)]
+        rows = [{k: _plain(v) for k, v in record.items() if not k.startswith(GRAPH_PREFIX)} for record in result]
         return QueryResult(columns, rows)
 
     with driver.session(database=database or config.DEFAULT_DATABASE) as session:
