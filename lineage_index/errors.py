@@ -48,6 +48,12 @@ class UnsupportedFormatError(ModelReadError):
     kind = "unsupported_format"
 
 
+class TooLargeError(ModelReadError):
+    """A model would take more of the store than one model may (``sketch.store.MAX_RECORD_BYTES``)."""
+
+    kind = "too_large"
+
+
 class RepoNotFoundError(ModelReadError):
     """The repository (or revision) does not exist, or is private to someone else."""
 

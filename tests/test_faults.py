@@ -206,3 +206,30 @@ def test_a_bad_model_id_argument_is_refused_before_any_work(tmp_path: Path) -> N
     r = subprocess.run([*CLI, "ingest", "--models", "a/b..c", "--no-graph", "--store", str(tmp_path / "s")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not a Hub model id" in r.stderr and not (tmp_path / "s").exists()
+
+
+def test_a_model_too_large_for_the_store_is_one_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many headers each under the per-header bound still cannot fill the store: one model's record
+    has a size limit, past which the model is a ``too_large`` failure and the others are indexed."""
+    import json
+
+    from lineage_index.indexer.pipeline import sketch_all
+    from lineage_index.indexer.read.sources import DirSource
+    from lineage_index.indexer.sketch import store as store_mod
+
+    hub = tmp_path / "hub"
+    _tiny_model(hub / "o" / "good", "---\nlicense: mit\n---\n", 1)
+    wide = hub / "o" / "wide"
+    wide.mkdir(parents=True)
+    for shard in range(3):
+        header = json.dumps({f"s{shard}.t{i}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]}
+                             for i in range(2000)}).encode()
+        (wide / f"model-{shard}.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(8000))
+    monkeypatch.setattr(store_mod, "MAX_RECORD_BYTES", 200_000)
+    source = DirSource(hub)
+    store = store_mod.SketchStore(tmp_path / "s")
+    records, report = sketch_all(source.iter_records(), source.open_reader, store)
+    assert set(records) == {"o/good"} and set(report.sketches) == {"o/good"}
+    (failure,) = report.failures
+    assert failure.model_id == "o/wide" and failure.kind == "too_large" and "limit" in failure.message
+    assert store.record("o/wide") is None and store.record("o/good") is not None

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lineage_index.config import stderr_console
-from lineage_index.errors import LineageIndexError
+from lineage_index.errors import LineageIndexError, TooLargeError
 from lineage_index.indexer.recover.crossdepth import block_signature
 from lineage_index.indexer.recover.declared import (  # noqa: F401  (the pipeline's public names)
     SAME_WEIGHTS,
@@ -132,9 +132,14 @@ def sketch_all(
                 slots.append(("failure", item))
                 progress.advance(task)
                 continue
-            recs[item.id] = item
             if store is not None:
-                store.put_record(item)
+                try:
+                    store.put_record(item)
+                except TooLargeError as exc:
+                    slots.append(("failure", Failure(item.id, exc.kind, str(exc))))
+                    progress.advance(task)
+                    continue
+            recs[item.id] = item
             cached = store.get(item.id, item.sha) if store is not None else None
             if cached is not None:
                 slots.append(("store", cached))

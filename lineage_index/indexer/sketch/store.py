@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lineage_index.config import SKETCH_VERSION, sketch_store_dir
+from lineage_index.errors import TooLargeError
 from lineage_index.indexer.sketch.packed import PACKED_DIR, PackedIndex
 from lineage_index.records import ModelRecord, Sketch, TensorSample, record_from_dict
 
@@ -42,6 +43,9 @@ def _safe(model_id: str) -> str:
     return safe
 
 
+#: The most one model's record (files, tensor names, shapes and offsets) may take in the store:
+#: a 7B model's record is about 0.1 MiB, a 405B one with every tensor listed about 2 MiB.
+MAX_RECORD_BYTES = 16 * 2**20
 MAX_STEM_BYTES = 160  # + "@sha16.tag12.vN.npz" stays under 255 bytes
 
 
@@ -164,13 +168,20 @@ class SketchStore:
         return self.root / "_records" / (_safe(model_id) + ".json")
 
     def put_record(self, record: ModelRecord) -> None:
-        """Keep the latest ModelRecord of a model (atomic), so later runs see the whole index."""
+        """Keep the latest ModelRecord of a model (atomic), so later runs see the whole index.
+
+        A record over ``MAX_RECORD_BYTES`` (a header bomb spread over many files) is refused
+        with ``TooLargeError``, which the run records as that model's failure."""
+        text = json.dumps(dataclasses.asdict(record))
+        if len(text) > MAX_RECORD_BYTES:
+            raise TooLargeError(f"{record.id}: its file and tensor list takes {len(text) / 2**20:.0f} MiB in the "
+                                f"store (limit {MAX_RECORD_BYTES // 2**20} MiB per model); not indexed")
         path = self._record_path(record.id)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(fd, "w") as fh:
-                json.dump(dataclasses.asdict(record), fh)
+                fh.write(text)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
