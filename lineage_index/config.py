@@ -42,6 +42,11 @@ def sketch_store_dir() -> Path:
     return Path(value).expanduser() if value else user_cache_root() / "sketches"
 
 
+def calibration_cache_dir() -> Path:
+    """Where the behaviour commands keep calibrations per source: <user cache>/calibration."""
+    return user_cache_root() / "calibration"
+
+
 def neo4j_home() -> Path:
     """Managed Neo4j home: $LINEAGE_INDEX_NEO4J_HOME, else <user cache>/neo4j."""
     value = os.environ.get(ENV_NEO4J_HOME)

@@ -335,7 +335,7 @@ def test_lm_int8_is_dequantised_and_token_id_probe_file_is_read(lm_dirs: dict[st
     probe = tmp_path / "ids.txt"
     probe.write_text("\n".join(" ".join(str(int(t)) for t in row) for row in _lm_text(24, seed=3)) + "\n")
     res = CliRunner().invoke(cli(), ["determine", str(lm_dirs["root"]), str(lm_dirs["child-int8"]),
-                                     "--probe", str(probe), "--n-aux", "1", "--json"])
+                                     "--probe", str(probe), "--n-aux", "1", "--json", "--no-cache"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["verdict"] == "same basin" and out["n_probes"] == 24
@@ -416,7 +416,7 @@ def test_hub_models_download_only_with_consent_within_the_size_limit(hub, tmp_pa
     assert not hub.requests_for("acme/child")
     assert os.environ["HF_ENDPOINT"] == hub.url
     res = CliRunner().invoke(cli(), ["closeness", "acme/root", "acme/child", "--hf-cache", str(cache),
-                                     "--download", "--k", "40", "--json"])
+                                     "--download", "--k", "40", "--json", "--no-cache"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["source"] == "acme/root" and out["verdict"] == "lineage"
@@ -431,12 +431,39 @@ def test_cli_closeness_and_determine_state_thresholds(zoo: dict[str, M.Classifie
     save_probes(synthetic_probes(TASK, 300), probe)
     assert len(load_probes(probe)) == 300
     runner = CliRunner()
-    res = runner.invoke(cli(), ["closeness", str(src), str(sus), "--probe", str(probe), "--k", "50", "--json"])
+    res = runner.invoke(cli(), ["closeness", str(src), str(sus), "--probe", str(probe), "--k", "50", "--json",
+                                "--no-cache"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["verdict"] == "lineage" and 0 <= out["score"] <= 1 and out["threshold"] > 0
-    res = runner.invoke(cli(), ["closeness", str(src), str(sus), "--probe", str(probe), "--k", "50"])
+    res = runner.invoke(cli(), ["closeness", str(src), str(sus), "--probe", str(probe), "--k", "50", "--no-cache"])
     assert res.exit_code == 0 and "threshold: s ≥" in res.output and "calibrated for this source" in res.output
-    res = runner.invoke(cli(), ["determine", str(src), str(sus), "--probe", str(probe)])
+    res = runner.invoke(cli(), ["determine", str(src), str(sus), "--probe", str(probe), "--no-cache"])
     assert res.exit_code == 0, res.output
     assert "same basin" in res.output and "threshold: loss barrier <" in res.output
+
+
+def test_calibration_says_what_it_does_and_is_cached_per_source(zoo: dict[str, M.Classifier], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calibration (minutes on real models) reports each auxiliary model as it trains, and a second
+    run against the same source reuses it from the cache instead of training again."""
+    from lineage_index import config
+
+    said: list[str] = []
+    monkeypatch.setattr(config, "NOTICES", [said.append])
+    src, sus = M.save(zoo["root"], tmp_path / "org" / "root"), M.save(zoo["child"], tmp_path / "org" / "child")
+    other = M.save(zoo["other"], tmp_path / "org" / "other")
+    cache = tmp_path / "cal"
+    runner = CliRunner()
+    first = runner.invoke(cli(), ["determine", str(src), str(sus), "--cache", str(cache), "--json"])
+    assert first.exit_code == 0, first.output
+    assert any("auxiliary model 1/4 (derived)" in t for t in said)
+    assert any("auxiliary model 4/4 (independent re-training)" in t for t in said)
+    assert len(list(cache.glob("threshold-*.json"))) == 1
+    said.clear()
+    second = runner.invoke(cli(), ["determine", str(src), str(other), "--cache", str(cache), "--json"])
+    assert second.exit_code == 0, second.output
+    a, b = json.loads(first.stdout), json.loads(second.stdout)
+    assert not said and any("calibration cache" in n for n in b["notes"])
+    assert a["threshold"] == b["threshold"] and b["verdict"] == "different basins" and a["verdict"] == "same basin"
+    assert b["seconds"] < a["seconds"] / 3

@@ -61,7 +61,7 @@ def measure_closeness(source: str, suspect: str, probe: Path | None = None, *, k
 
 def measure_determine(a: str, b: str, probe: Path | None = None, *, points: int = 11,
                       lineage_aux: list[str] | None = None, independent_aux: list[str] | None = None,
-                      n_aux: int = 2, fetch: Fetch | None = None, seed: int = 0,
+                      n_aux: int = 2, fetch: Fetch | None = None, seed: int = 0, cache: Path | None = None,
                       ) -> DetermineResult | LMDetermineResult:
     """Same-basin determination of models ``a`` and ``b`` (classifiers or causal LMs)."""
     fetch = fetch or Fetch()
@@ -75,8 +75,9 @@ def measure_determine(a: str, b: str, probe: Path | None = None, *, points: int 
         der = [load_lm(r, **fetch.kwargs()) for r in lineage_aux or []] or None
         ind = [load_lm(r, **fetch.kwargs()) for r in independent_aux or []] or None
         return determine_lm(ma, mb, ids, mask, points=points, derived_aux=der, independent_aux=ind,
-                            n_aux=n_aux, seed=seed)
+                            n_aux=n_aux, seed=seed, cache_dir=cache)
     ca, cb = load(da, name=a if not Path(a).exists() else None), load(db, name=b if not Path(b).exists() else None)
     probes = probes_for(ca, probe) if probe is not None else None
     return determine(ca, cb, probes, points=points, derived_aux=_classifiers(lineage_aux, fetch),
-                     independent_aux=_classifiers(independent_aux, fetch), n_aux=n_aux, seed=seed)
+                     independent_aux=_classifiers(independent_aux, fetch), n_aux=n_aux, seed=seed,
+                     cache_dir=cache)

@@ -20,11 +20,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from lineage_index.behaviour.archs import TextClassifier
+from lineage_index.behaviour.calcache import load_threshold, save_threshold, weights_key
 from lineage_index.behaviour.closeness import Threshold, threshold_between
 from lineage_index.behaviour.models import ARCHS, Classifier, aux_data, make_aux
 from lineage_index.behaviour.probes import ProbeSet, synthetic_probes
@@ -192,7 +194,7 @@ def calibrate(a: Classifier, probes: ProbeSet, *, derived: list[Classifier] | No
 def determine(a: Classifier, b: Classifier, probes: ProbeSet | None = None, *, points: int = 11,
               derived_aux: list[Classifier] | None = None, independent_aux: list[Classifier] | None = None,
               n_aux: int = 2, seed: int = 0, threshold: Threshold | None = None,
-              statistic: str = STATISTIC) -> DetermineResult:
+              statistic: str = STATISTIC, cache_dir: Path | None = None) -> DetermineResult:
     """Loss/error barrier between A and B and the calibrated same-basin verdict.
 
     Probe labels: the probe data's ``y`` when present, else A's own predictions (stated in notes).
@@ -213,9 +215,18 @@ def determine(a: Classifier, b: Classifier, probes: ProbeSet | None = None, *, p
         probes = ProbeSet(probes.x, labels, probes.origin, probes.texts)
         notes.append("probe data has no labels: A's predictions are the labels")
     curve, bn, fixed_head = path_curve(a, b, probes, points)
+    key = weights_key([*sorted(a.module.state_dict().items()), ("x", probes.x), ("y", probes.y)],
+                      "classifier", n_aux, seed, statistic,
+                      *(weights_key(sorted(m.module.state_dict().items()))
+                        for m in (derived_aux or []) + (independent_aux or [])))
+    cached = load_threshold(cache_dir, key) if threshold is None else None
+    if cached is not None:
+        threshold = cached
+        notes.append("threshold from the calibration cache (--no-cache recalibrates)")
     if threshold is None:
         threshold = calibrate(a, probes, derived=derived_aux, independent=independent_aux, n_aux=n_aux, seed=seed,
                               statistic=statistic)
+        save_threshold(cache_dir, key, threshold)
     if not threshold.separated:
         notes.append("calibration groups overlap: the verdict is uncertain")
     if fixed_head:

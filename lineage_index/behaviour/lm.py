@@ -28,10 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from lineage_index.behaviour.calcache import load_threshold, save_threshold, weights_key
 from lineage_index.behaviour.closeness import Threshold, threshold_between
 from lineage_index.behaviour.determine import PathCurve, make_curve
 from lineage_index.behaviour.fetch import resolve
 from lineage_index.behaviour.models import dequantise, read_tensors
+from lineage_index.config import notice
 from lineage_index.errors import ModelReadError, UsageError
 
 BATCH = 16
@@ -265,10 +267,20 @@ def make_lm_aux(a: CausalLM, *, n_aux: int = 2, seed: int = 0, n_samples: int = 
         raise UsageError(f"{a.name} has {a.n_params / 1e6:.0f}M parameters: too large to re-train calibration "
                          "models here; pass your own (--lineage-aux / --independent-aux)")
     data = sample_probes(a, n_samples, length, seed=seed + 31)
-    derived = [train_lm(a.with_state(a.state(), f"aux-ft{i}"), data, steps=ft_steps * (i + 1), lr=1e-3,
-                        seed=seed + 101 + i) for i in range(n_aux)]
+    t0 = time.perf_counter()
+
+    def say(i: int, what: str) -> None:
+        notice(f"calibration for {a.name}: auxiliary LM {i}/{2 * n_aux} ({what}), "
+               f"{time.perf_counter() - t0:.0f} s so far")
+
+    derived = []
+    for i in range(n_aux):
+        say(i + 1, "derived")
+        derived.append(train_lm(a.with_state(a.state(), f"aux-ft{i}"), data, steps=ft_steps * (i + 1), lr=1e-3,
+                                seed=seed + 101 + i))
     independent = []
     for i in range(n_aux):
+        say(n_aux + i + 1, "independent re-training")
         torch.manual_seed(seed + 9001 + i)
         fresh = CausalLM(build_module(a.config), f"aux-ind{i}", a.model_type, dict(a.config), dict(a.meta))
         independent.append(train_lm(fresh, data, steps=fresh_steps, lr=3e-3, seed=seed + 9001 + i))
@@ -316,7 +328,7 @@ def determine_lm(a: CausalLM, b: CausalLM, ids: torch.Tensor | None = None, mask
                  points: int = 11, derived_aux: list[CausalLM] | None = None,
                  independent_aux: list[CausalLM] | None = None, n_aux: int = 2, seed: int = 0,
                  threshold: Threshold | None = None, n_probes: int = 64, length: int = 32,
-                 statistic: str = STATISTIC) -> LMDetermineResult:
+                 statistic: str = STATISTIC, cache_dir: Path | None = None) -> LMDetermineResult:
     """LM loss/error barrier between A and B and the calibrated same-basin verdict.
 
     The verdict is taken on ``statistic`` (default ``ensemble``: the loss barrier against the
@@ -331,9 +343,17 @@ def determine_lm(a: CausalLM, b: CausalLM, ids: torch.Tensor | None = None, mask
         mask = None
         notes.append(f"probe text: {len(ids)} sequences of {length} tokens sampled from {a.name}")
     curve, fixed = lm_path(a, b, ids, mask, points)
+    key = weights_key([*sorted(a.state().items()), ("ids", ids), ("mask", mask if mask is not None else ids)],
+                      "lm", n_aux, seed, statistic,
+                      *(weights_key(sorted(m.state().items())) for m in (derived_aux or []) + (independent_aux or [])))
+    cached = load_threshold(cache_dir, key) if threshold is None else None
+    if cached is not None:
+        threshold = cached
+        notes.append("threshold from the calibration cache (--no-cache recalibrates)")
     if threshold is None:
         threshold = calibrate_lm(a, ids, mask, derived=derived_aux, independent=independent_aux,
                                  n_aux=n_aux, seed=seed, statistic=statistic)
+        save_threshold(cache_dir, key, threshold)
         if not (derived_aux and independent_aux):
             notes.append("threshold calibrated on auxiliary LMs made here (fine-tunes of A on its own samples, "
                          "A's architecture re-trained from scratch on them)")

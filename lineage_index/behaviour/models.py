@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from lineage_index.behaviour.archs import (
     walk_logits,
 )
 from lineage_index.behaviour.probes import ProbeSet, TaskSpec, task_data
+from lineage_index.config import notice
 from lineage_index.errors import ModelReadError, UnsupportedFormatError, UsageError
 from lineage_index.indexer.read.sources import PICKLE_SUFFIXES
 
@@ -488,7 +490,14 @@ def make_aux(source: Classifier, data: ProbeSet, *, n_lineage: int, n_independen
     recipes = [dict(steps=int(100 * scale), lr=lr_ft), dict(steps=int(200 * scale), lr=lr_ft * 5 / 3),
                dict(steps=int(150 * scale), lr=1e-2, last_layer_only=True)]
     lineage = []
+    total, t0 = n_lineage + n_independent, time.perf_counter()
+
+    def say(i: int, what: str) -> None:
+        notice(f"calibration for {source.name}: auxiliary model {i}/{total} ({what}), "
+               f"{time.perf_counter() - t0:.0f} s so far")
+
     for i in range(n_lineage):
+        say(i + 1, "derived")
         if i % 4 == 3:
             lineage.append(prune(source, 0.3, name=f"aux-prune{i}"))
         else:
@@ -496,6 +505,7 @@ def make_aux(source: Classifier, data: ProbeSet, *, n_lineage: int, n_independen
                                     name=f"aux-ft{i}", **recipes[i % 4]))  # type: ignore[arg-type]
     independent = []
     for i in range(n_independent):
+        say(n_lineage + i + 1, "independent re-training")
         model = build(source.arch, seed=seed + 9001 + i, task=source.task, name=f"aux-ind{i}",
                       **source.arch_kwargs)
         model.meta.update({k: v for k, v in source.meta.items() if k in ("dir", "input_norm")})

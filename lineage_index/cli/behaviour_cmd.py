@@ -35,6 +35,15 @@ Download = Annotated[bool, typer.Option(
                        "when it is not in the HF cache. Pickle weights are never downloaded.")]
 MaxMb = Annotated[float, typer.Option("--max-download-mb", help="Refuse downloads of larger weights.")]
 Seed = Annotated[int, typer.Option(help="Seed of the auxiliary models and synthetic probes.")]
+CacheOpt = Annotated[Path | None, typer.Option(
+    "--cache", help="Directory caching calibrations per source (default: <user cache>/lineage-index/calibration).")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Calibrate again and keep nothing (no cache read or written).")]
+
+
+def _cache(cache: Path | None, no_cache: bool) -> Path | None:
+    from lineage_index.config import calibration_cache_dir
+
+    return None if no_cache else (cache or calibration_cache_dir())
 
 
 def _fetch(hf_cache: Path | None, download: bool, max_download_mb: float):  # type: ignore[no-untyped-def]
@@ -61,7 +70,8 @@ def register(app: typer.Typer) -> None:
         n_aux: Annotated[int, typer.Option("--n-aux", help="Auxiliary models of each kind the tool makes.")] = 8,
         lineage_aux: LinAux = None,
         independent_aux: IndAux = None,
-        cache: Annotated[Path | None, typer.Option(help="Directory caching source profiles.")] = None,
+        cache: CacheOpt = None,
+        no_cache: NoCache = False,
         hf_cache: HfCache = None,
         download: Download = False,
         max_download_mb: MaxMb = 2048.0,
@@ -72,7 +82,7 @@ def register(app: typer.Typer) -> None:
         from lineage_index.behaviour.commands import measure_closeness
 
         r = measure_closeness(source, suspect, probe, k=k, lineage_aux=lineage_aux, independent_aux=independent_aux,
-                              n_aux=n_aux, cache=cache, fetch=_fetch(hf_cache, download, max_download_mb), seed=seed)
+                              n_aux=n_aux, cache=_cache(cache, no_cache), fetch=_fetch(hf_cache, download, max_download_mb), seed=seed)
         if as_json:
             print(json.dumps(r.to_dict(), indent=2))
             return
@@ -94,6 +104,8 @@ def register(app: typer.Typer) -> None:
         n_aux: Annotated[int, typer.Option("--n-aux", help="Auxiliary models of each kind the tool makes.")] = 2,
         lineage_aux: LinAux = None,
         independent_aux: IndAux = None,
+        cache: CacheOpt = None,
+        no_cache: NoCache = False,
         hf_cache: HfCache = None,
         download: Download = False,
         max_download_mb: MaxMb = 2048.0,
@@ -104,7 +116,8 @@ def register(app: typer.Typer) -> None:
         from lineage_index.behaviour.commands import measure_determine
 
         r = measure_determine(a, b, probe, points=points, lineage_aux=lineage_aux, independent_aux=independent_aux,
-                              n_aux=n_aux, fetch=_fetch(hf_cache, download, max_download_mb), seed=seed)
+                              n_aux=n_aux, fetch=_fetch(hf_cache, download, max_download_mb), seed=seed,
+                              cache=_cache(cache, no_cache))
         if as_json:
             print(json.dumps(r.to_dict(), indent=2))
             return
