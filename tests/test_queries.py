@@ -467,3 +467,22 @@ def test_provenance_gives_browser_a_path_to_draw_and_the_cli_a_table(planted: Dr
     assert [len(r["graph_path"].relationships) for r in records] == [r["depth"] for r in records]
     result = runner.run_query(planted, "provenance", {"model": "acme/inherits-adapter"}, neo4j_database)
     assert "graph_path" not in result.columns and all("graph_path" not in row for row in result.rows)
+
+
+def test_family_and_licence_conflicts_give_browser_paths_to_draw(planted: Driver, neo4j_database: str) -> None:
+    from neo4j.graph import Path as GraphPath
+
+    fam, _, _ = planted.execute_query(runner.get_query("family").text, model="acme/inherits-adapter",
+                                      database_=neo4j_database)
+    edges = [r for r in fam if r["parent"] is not None]
+    assert edges and all(isinstance(r["graph_path"], GraphPath) for r in edges)
+    assert all([r["graph_path"].start_node["id"], r["graph_path"].end_node["id"]] == [r["model"], r["parent"]]
+               for r in edges)
+    bad, _, _ = planted.execute_query(runner.get_query("license_conflicts").text, adapter_leniency=False,
+                                      database_=neo4j_database)
+    assert bad and all(isinstance(r["graph_path"], GraphPath) for r in bad)
+    for r in bad:
+        ids = {n["id"] for n in r["graph_path"].nodes}
+        assert r["child"] in ids and all(p in ids for p in r["parent"].split(" + "))
+    table = runner.run_query(planted, "license_conflicts", {"adapter_leniency": False}, neo4j_database)
+    assert "graph_path" not in table.columns and len(table.rows) == len(bad)

@@ -1,7 +1,8 @@
 // family: the root(s) of a model's lineage and the whole tree below them.
 // Roots are the furthest ancestors (no non-contradicted parent edge; the model itself when it
 // has none). One row per (model, parent) edge of the tree, plus one row per root with a null
-// parent; depth is the distance to the root. is_subject marks $model.
+// parent; depth is the distance to the root. is_subject marks $model. graph_path (the edge as
+// a path) is for Neo4j Browser, which draws the tree from it; the CLI leaves it out.
 // params: $model
 // param $model (string): any model of the family, e.g. 'acme/Llama-3.1-8B-acme-sft'
 // browser: :param model => 'acme/Llama-3.1-8B-acme-sft'
@@ -18,7 +19,7 @@ MATCH (d:Model)
       ((:Model)-[t:DERIVED_FROM]->(:Model) WHERE coalesce(t.contradicted, false) = false){0,20}
       (root)
 WITH root, d, min(size(t)) AS depth
-OPTIONAL MATCH (d)-[e:DERIVED_FROM]->(p:Model)
+OPTIONAL MATCH graph_path = (d)-[e:DERIVED_FROM]->(p:Model)
 WHERE coalesce(e.contradicted, false) = false AND d <> root
 RETURN root.id AS root,
        depth,
@@ -29,5 +30,6 @@ RETURN root.id AS root,
        e.confidence AS confidence,
        coalesce(d.license_effective, d.license) AS license,
        d.license_source AS license_source,
-       d.id = $model AS is_subject
+       d.id = $model AS is_subject,
+       graph_path
 ORDER BY root, depth, model, parent

@@ -11,19 +11,21 @@
 // A merge child must satisfy every parent: each merge edge is checked on its own, and a
 // second part reports merges whose parents no single licence can satisfy (a share-alike
 // parent with any parent whose allowed set does not meet its own), whatever the child's tag.
+// graph_path (the conflicting edge, or a merge child with its two parents) is for Neo4j
+// Browser, which draws it; the CLI leaves it out.
 // params: $adapter_leniency
 // param $adapter_leniency (boolean = false): downgrade ✗ to W for permissive adapter tags
 // browser: :param adapter_leniency => false
 CALL () {
-  MATCH (c:Model)-[e:DERIVED_FROM]->(p:Model)
+  MATCH graph_path = (c:Model)-[e:DERIVED_FROM]->(p:Model)
   WHERE coalesce(e.contradicted, false) = false
-  WITH c, p, e,
+  WITH c, p, e, graph_path,
        coalesce(c.license_effective, c.license, 'unknown') AS child_license,
        coalesce(p.license_effective, p.license, 'unknown') AS parent_license
   OPTIONAL MATCH (pl:License {id: parent_license})
   OPTIONAL MATCH (cl:License {id: child_license})
   OPTIONAL MATCH (pl)-[rule:ALLOWS_DERIVATIVE_UNDER]->(cl)
-  WITH c, p, e, child_license, parent_license, pl, cl,
+  WITH c, p, e, graph_path, child_license, parent_license, pl, cl,
        CASE
          WHEN rule IS NOT NULL THEN rule.code
          WHEN child_license = parent_license AND coalesce(pl.category, '') <> 'unknown' THEN '✓'
@@ -32,7 +34,7 @@ CALL () {
        END AS tag_code,
        (pl.derivatives_model_type IS NOT NULL AND c.model_type IS NOT NULL
         AND NOT (toLower(c.model_type) CONTAINS pl.derivatives_model_type)) AS other_model
-  WITH c, p, e, child_license, parent_license, pl, cl, tag_code, other_model,
+  WITH c, p, e, graph_path, child_license, parent_license, pl, cl, tag_code, other_model,
        CASE
          WHEN other_model THEN '✗'
          WHEN e.relation IN ['quantized', 'copy'] AND child_license <> parent_license
@@ -79,14 +81,15 @@ CALL () {
                   + " Agreement still governs"
            ELSE parent_license + " does not allow derivatives under " + child_license + ". "
                 + coalesce(pl.clause, '')
-         END AS reason
+         END AS reason,
+         graph_path
   UNION
-  MATCH (c:Model)-[e1:DERIVED_FROM {relation: 'merge'}]->(p1:Model),
-        (c)-[e2:DERIVED_FROM {relation: 'merge'}]->(p2:Model)
+  MATCH graph_path = (p1:Model)<-[e1:DERIVED_FROM {relation: 'merge'}]-(c:Model)
+                     -[e2:DERIVED_FROM {relation: 'merge'}]->(p2:Model)
   WHERE p1.id < p2.id
     AND coalesce(e1.contradicted, false) = false
     AND coalesce(e2.contradicted, false) = false
-  WITH c, p1, p2, e1, e2,
+  WITH c, p1, p2, e1, e2, graph_path,
        coalesce(p1.license_effective, p1.license, 'unknown') AS l1,
        coalesce(p2.license_effective, p2.license, 'unknown') AS l2
   MATCH (a:License {id: l1}), (b:License {id: l2})
@@ -108,8 +111,9 @@ CALL () {
            AS confidence,
          '✗' AS code,
          "merge: no licence satisfies both " + l1 + " and " + l2
-           + " (a share-alike parent admits no other parent's terms)" AS reason
+           + " (a share-alike parent admits no other parent's terms)" AS reason,
+         graph_path
 }
 RETURN kind, child, child_license, child_license_source, parent, parent_license,
-       parent_license_source, relation, edge_source, confidence, code, reason
+       parent_license_source, relation, edge_source, confidence, code, reason, graph_path
 ORDER BY child, parent
