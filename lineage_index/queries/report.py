@@ -360,6 +360,28 @@ def _short(text: str, limit: int = 30) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_LABEL_CHAR_W, _LABEL_H = 6.5, 13  # the width of one italic 11 px character, a label's height
+
+
+def _label_spot(x1: float, y1: float, x2: float, y2: float, width: float,
+                placed: list[tuple[float, float, float, float]]) -> tuple[float, float]:
+    """Where to write an edge's label: the first point along the edge (its middle first) whose
+    label box overlaps no label placed before; the box chosen is added to ``placed``."""
+    def box(t: float, side: int) -> tuple[float, float, float, float]:
+        x, y = x1 + (x2 - x1) * t, y1 + (y2 - y1) * t
+        left = x + 4 if side > 0 else x - 4 - width
+        return (left, y - _LABEL_H + 3, left + width, y + 3)
+
+    def free(b: tuple[float, float, float, float]) -> bool:
+        return all(b[2] <= o[0] or o[2] <= b[0] or b[3] <= o[1] or o[3] <= b[1] for o in placed)
+
+    tries = [(t, side) for t in (0.5, 0.35, 0.65, 0.25, 0.75, 0.42, 0.58) for side in (1, -1)]
+    t, side = next(((t, sd) for t, sd in tries if free(box(t, sd))), tries[0])
+    b = box(t, side)
+    placed.append(b)
+    return b[0], b[3] - 3
+
+
 def lineage_svg(lineage: Lineage) -> str:
     """An inline SVG of one lineage: root(s) on top, the subject at the bottom."""
     e = html.escape
@@ -387,6 +409,8 @@ def lineage_svg(lineage: Lineage) -> str:
         'markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0L10,5L0,10z" fill="#c62828"/></marker>',
         "</defs>",
     ]
+    labels: list[str] = []
+    placed: list[tuple[float, float, float, float]] = []  # label boxes drawn so far: no overprinting
     for child, parent, relation in lineage.edges:
         (cx, cy), (px, py) = pos[child], pos[parent]
         x1, y1, x2, y2 = cx + _BOX_W / 2, cy, px + _BOX_W / 2, py + _BOX_H
@@ -397,10 +421,12 @@ def lineage_svg(lineage: Lineage) -> str:
             f'stroke-width="{stroke}" marker-end="url(#{marker})"/>'
         )
         label = ("✗ " if bad else "") + (relation or "derived")
-        out.append(
-            f'<text x="{(x1 + x2) / 2 + 4:.0f}" y="{(y1 + y2) / 2:.0f}" fill="{colour}" '
-            f'font-style="italic">{e(label)}</text>'
+        lx, ly = _label_spot(x1, y1, x2, y2, _LABEL_CHAR_W * len(label), placed)
+        labels.append(  # a white halo keeps the label legible where it crosses another edge
+            f'<text x="{lx:.0f}" y="{ly:.0f}" fill="{colour}" font-style="italic" stroke="#fff" '
+            f'stroke-width="3" paint-order="stroke">{e(label)}</text>'
         )
+    out += labels
     for node, (x, y) in pos.items():
         license = lineage.nodes[node] or licenses.UNKNOWN
         fam = cat.family_of(license)

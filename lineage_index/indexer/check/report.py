@@ -28,6 +28,8 @@ LABELS = {
     "insufficient": "insufficient evidence",
 }
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
+MARKERS = ("circle", "square", "triangle", "diamond", "cross")
+DASHES = ("", "6,3", "2,2", "8,3,2,3", "4,4")
 MAX_NODES = 40
 _CSS = """
 body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.4}
@@ -69,6 +71,23 @@ def _tree(result: dict[str, Any], context: dict[str, Any] | None) -> Lineage:
     return Lineage(target, nodes, depth, shown, bad, truncated=len(depth) >= MAX_NODES)
 
 
+def _marker(shape: str, x: float, y: float, colour: str, title: str) -> str:
+    """One data point drawn as ``shape`` (so that series are told apart without colour too)."""
+    tip = f"<title>{title}</title>"
+    if shape == "square":
+        return f'<rect x="{x - 2.5:.1f}" y="{y - 2.5:.1f}" width="5" height="5" fill="{colour}">{tip}</rect>'
+    if shape == "triangle":
+        return (f'<path d="M{x:.1f},{y - 3.5:.1f}L{x + 3.2:.1f},{y + 2.5:.1f}L{x - 3.2:.1f},{y + 2.5:.1f}z" '
+                f'fill="{colour}">{tip}</path>')
+    if shape == "diamond":
+        return (f'<path d="M{x:.1f},{y - 3.5:.1f}L{x + 3.5:.1f},{y:.1f}L{x:.1f},{y + 3.5:.1f}L{x - 3.5:.1f},{y:.1f}z" '
+                f'fill="{colour}">{tip}</path>')
+    if shape == "cross":
+        return (f'<path d="M{x - 3:.1f},{y - 3:.1f}L{x + 3:.1f},{y + 3:.1f}M{x - 3:.1f},{y + 3:.1f}L{x + 3:.1f},'
+                f'{y - 3:.1f}" stroke="{colour}" stroke-width="1.5">{tip}</path>')
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}">{tip}</circle>'
+
+
 def layers_svg(layers: dict[str, list[dict[str, Any]]], background: dict[str, Any]) -> str:
     """1 - cosine per sampled matrix by layer (log scale), one colour per candidate."""
     w, h, left, right, top, bottom = 760, 300, 60, 220, 20, 40
@@ -94,27 +113,38 @@ def layers_svg(layers: dict[str, list[dict[str, Any]]], background: dict[str, An
                    f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">1e{k}</text>')
     bg_level = 1.0 - float(background.get("cos_mean", 0.0))
     y = sy(bg_level)
-    out.append(f'<line x1="{left}" x2="{w - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#999" stroke-dasharray="5,4"/>'
-               f'<text x="{w - right + 4}" y="{y + 4:.1f}" fill="#777">unrelated background</text>')
+    out.append(f'<line x1="{left}" x2="{w - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#999" stroke-dasharray="5,4"/>')
     for v in xs:
         out.append(f'<text x="{sx(v):.1f}" y="{h - bottom + 14}" text-anchor="middle">'
                    f'{"other" if v == -1 else v}</text>')
     out.append(f'<text x="{(left + w - right) / 2:.0f}" y="{h - 6}" text-anchor="middle">layer</text>'
                f'<text x="14" y="{(top + h - bottom) / 2:.0f}" transform="rotate(-90 14 {(top + h - bottom) / 2:.0f})" '
                'text-anchor="middle">1 − centred cosine (log)</text>')
+    # Series that coincide (a copy and its re-upload) stay apart: each has its own marker and
+    # dash pattern, and is shifted sideways by a few pixels (a "dodge") within its layer.
+    n = len(layers)
+    step = min(4.0, (w - left - right) / max(len(xs), 1) / max(n, 1) / 2)
+    legend_x = w - right + 8
     for i, (cand, ps) in enumerate(layers.items()):
-        colour = COLOURS[i % len(COLOURS)]
+        colour, dash, shape = COLOURS[i % len(COLOURS)], DASHES[i % len(DASHES)], MARKERS[i % len(MARKERS)]
+        dx = (i - (n - 1) / 2) * step
         by_layer: dict[int, list[float]] = {}
         for p in ps:
             by_layer.setdefault(p.get("layer") if p.get("layer") is not None else -1, []).append(1.0 - p["cos"])
-        line = " ".join(f"{sx(lay):.1f},{sy(sorted(v)[len(v) // 2]):.1f}" for lay, v in sorted(by_layer.items()))
-        out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+        line = " ".join(f"{sx(lay) + dx:.1f},{sy(sorted(v)[len(v) // 2]):.1f}" for lay, v in sorted(by_layer.items()))
+        out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.5"'
+                   f'{f" stroke-dasharray={chr(34)}{dash}{chr(34)}" if dash else ""}/>')
         for p in ps:
-            out.append(f'<circle cx="{sx(p.get("layer")):.1f}" cy="{sy(1.0 - p["cos"]):.1f}" r="2.5" fill="{colour}">'
-                       f'<title>{e(cand)} {e(p["key"])}: cos {p["cos"]:.6f}, z {p["z"]:.1f}</title></circle>')
+            out.append(_marker(shape, sx(p.get("layer")) + dx, sy(1.0 - p["cos"]), colour,
+                               f'{e(cand)} {e(p["key"])}: cos {p["cos"]:.6f}, z {p["z"]:.1f}'))
         ly = top + 14 + 16 * i
-        out.append(f'<rect x="{w - right + 8}" y="{ly - 9}" width="10" height="10" fill="{colour}"/>'
-                   f'<text x="{w - right + 22}" y="{ly}">{e(cand[:30])}</text>')
+        out.append(f'<line x1="{legend_x}" x2="{legend_x + 18}" y1="{ly - 4}" y2="{ly - 4}" stroke="{colour}" '
+                   f'stroke-width="1.5"{f" stroke-dasharray={chr(34)}{dash}{chr(34)}" if dash else ""}/>'
+                   + _marker(shape, legend_x + 9, ly - 4, colour, e(cand))
+                   + f'<text x="{legend_x + 24}" y="{ly}">{e(cand[:30])}</text>')
+    ly = top + 14 + 16 * n
+    out.append(f'<line x1="{legend_x}" x2="{legend_x + 18}" y1="{ly - 4}" y2="{ly - 4}" stroke="#999" '
+               f'stroke-dasharray="5,4"/><text x="{legend_x + 24}" y="{ly}" fill="#777">unrelated background</text>')
     out.append("</svg>")
     return "".join(out)
 
