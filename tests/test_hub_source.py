@@ -95,7 +95,10 @@ def test_org_listing_paginates_and_yields_complete_records(hub: LocalHub, zoo: P
     assert base.author == "acme" and base.created_at == "2024-01-02T03:04:05Z"
     assert (base.license, base.pipeline_tag, base.library_name) == ("apache-2.0", "text-generation", "transformers")
     assert "llama" in base.tags and "license:apache-2.0" in base.tags
-    assert base.config == CONFIG  # the file, not only the API's curated subset
+    # the listing's config names the architecture, so config.json costs no request (HUB-API's
+    # curated subset: architectures, model_type, quantization_config, tokenizer_config)
+    assert base.config == {k: CONFIG[k] for k in ("architectures", "model_type") if k in CONFIG}
+    assert not hub.requests_for("acme/base", "config.json")
     assert base.weight_format == "safetensors" and not base.gated and not base.private
     local = {r.id: r for r in DirSource(zoo).iter_records() if isinstance(r, ModelRecord)}
     assert base.tensors == local["acme/base"].tensors
@@ -112,7 +115,8 @@ def test_org_listing_paginates_and_yields_complete_records(hub: LocalHub, zoo: P
     assert (tuned.license, tuned.license_name) == ("other", "acme-community")
     sharded = items["acme/sharded"]
     assert isinstance(sharded, ModelRecord)
-    assert sharded.tensors == local["acme/sharded"].tensors and sharded.header_requests == 3
+    assert sharded.tensors == local["acme/sharded"].tensors and sharded.header_requests == 2
+    assert not hub.requests_for("acme/sharded", "model.safetensors.index.json")  # complete shard set: no index read
     lora = items["acme/lora"]
     assert isinstance(lora, ModelRecord) and lora.is_adapter
     assert lora.base_model_relation == "adapter" and lora.adapter_config["r"] == 2  # type: ignore[index]
@@ -162,7 +166,7 @@ def test_transient_429_and_500_are_retried(hub: LocalHub) -> None:
     rec = items["acme/base"]
     assert isinstance(rec, ModelRecord) and len(rec.tensors) == 3
     assert f1.hits == 2 and f2.hits == 1
-    assert rec.header_requests == 1 + 0  # retries of the config read do not count as header reads
+    assert rec.header_requests == 1 + 2  # the header read, and the two retries it took (config.json is not read)
     reader = HubReader("acme/base", revision=rec.sha, endpoint=hub.url, token=False, retry=FAST)
     hub.fail(503, 1, repo="acme/base", route="resolve")
     t = rec.tensors[0]

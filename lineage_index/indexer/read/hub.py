@@ -105,7 +105,8 @@ class HubSource:
                  token: str | bool | None = None, *, limit: int | None = None,
                  retry: RetryPolicy | None = None, max_workers: int = 8, reader_workers: int = 4,
                  readme_fallback: bool = True,
-                 header_prefix_bytes: int = DEFAULT_PREFIX_BYTES, everything: bool = False) -> None:
+                 header_prefix_bytes: int = DEFAULT_PREFIX_BYTES, everything: bool = False,
+                 max_requests: str | None = None) -> None:
         self.models = list(models) if models is not None else None
         if not (org or search or self.models or everything):
             raise UsageError("HubSource needs an org, a search string, a list of model ids, or everything=True")
@@ -122,10 +123,13 @@ class HubSource:
         self.api = HfApi(endpoint=endpoint, token=token)
         self.endpoint: str = self.api.endpoint
         guard_token(self.endpoint)
+        from lineage_index.indexer.read.budget import RequestBudget
+
+        self.budget = RequestBudget.for_endpoint(self.endpoint, token, max_requests)
 
     def reader(self, repo_id: str, sha: str | None) -> HubReader:
         return HubReader(repo_id, revision=sha, endpoint=self.endpoint, token=self.token,
-                         retry=self.retry, max_workers=self.reader_workers)
+                         retry=self.retry, max_workers=self.reader_workers, budget=self.budget)
 
     def open_reader(self, record: ModelRecord) -> HubReader:
         """A RangeReader on ``record``'s repo pinned to ``record.sha``."""
@@ -133,11 +137,12 @@ class HubSource:
 
     # --- metadata ----------------------------------------------------------------------
     def _model_info(self, repo_id: str) -> Any:
+        def info() -> Any:
+            self.budget.acquire("api")
+            return self.api.model_info(repo_id, files_metadata=True, timeout=self.retry.timeout_s)
+
         try:
-            return with_retries(
-                lambda: self.api.model_info(repo_id, files_metadata=True, timeout=self.retry.timeout_s),
-                self.retry, repo_id,
-            )
+            return with_retries(info, self.retry, repo_id)
         except HUB_ERRORS as exc:
             err = map_hub_error(exc, repo_id)
             return Failure(repo_id, err.kind, str(err))
@@ -190,8 +195,13 @@ class HubSource:
         first = True
         while url is not None:
             def get(url: str = url, first: bool = first) -> Any:
+                from lineage_index.indexer.read.budget import bucket_of
+
+                bucket = bucket_of(url, self.endpoint)
+                self.budget.acquire(bucket)
                 r = get_session().get(url, params=params if first else None, headers=headers,
                                       timeout=self.retry.timeout_s)
+                self.budget.observe(bucket, r.headers)
                 hf_raise_for_status(r)
                 return r
             try:
@@ -233,7 +243,7 @@ class HubSource:
                 created_at=iso_utc(info.created_at), author=info.author,
                 pipeline_tag=info.pipeline_tag, library_name=info.library_name,
                 gated=info.gated not in (None, False, "false"), private=bool(info.private),
-                header_prefix_bytes=self.header_prefix_bytes,
+                header_prefix_bytes=self.header_prefix_bytes, economy=True,
             )
         except ModelReadError as exc:
             return Failure(repo_id, exc.kind, str(exc))

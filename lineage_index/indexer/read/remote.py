@@ -21,7 +21,8 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
+from urllib.parse import urljoin
 
 from huggingface_hub import constants, hf_hub_url
 from huggingface_hub.errors import (
@@ -183,6 +184,13 @@ class _Reply:
     status: int
     body: bytes
     content_range: str | None
+    location: str | None = None  # a redirect's absolute target
+
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
+#: answers of a remembered redirect target (a signed CDN URL) that mean: it expired, resolve again
+EXPIRED = frozenset({401, 403, 404, 410})
 
 
 class HubReader(RangeReader):
@@ -190,13 +198,21 @@ class HubReader(RangeReader):
 
     ``token=None`` uses huggingface_hub's default (``HF_TOKEN`` or the stored login);
     ``endpoint=None`` uses ``HF_ENDPOINT`` as huggingface_hub read it at import time.
+
+    **Resolve once per file.** The first read of a file goes to its ``/resolve/`` URL (a
+    *resolver* request, the Hub's scarcest budget after the API's); when that answers with a
+    redirect (the Hub sends weight files to a CDN), the target is remembered and every later
+    read of the file goes straight there, without the token, until the target answers
+    401/403/404/410 (a signed URL that expired), when the file is resolved again. ``budget``
+    (a ``budget.RequestBudget``) paces the requests that count against the Hub's rate limits;
+    ``by_bucket`` counts what was sent (``resolvers``, ``api``, ``cdn``).
     """
 
     def __init__(self, repo_id: str, *, revision: str | None = None, endpoint: str | None = None,
                  token: str | bool | None = None, retry: RetryPolicy | None = None,
                  max_gap_bytes: int = DEFAULT_HUB_GAP_BYTES,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, max_workers: int = 4,
-                 max_unranged_bytes: int = DEFAULT_MAX_UNRANGED_BYTES) -> None:
+                 max_unranged_bytes: int = DEFAULT_MAX_UNRANGED_BYTES, budget: Any = None) -> None:
         super().__init__(max_gap_bytes=max_gap_bytes, max_request_bytes=max_request_bytes,
                          max_workers=max_workers)
         self.repo_id = repo_id
@@ -204,8 +220,12 @@ class HubReader(RangeReader):
         self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
         self.retry = retry or RetryPolicy()
         self.max_unranged_bytes = max_unranged_bytes
+        self.budget = budget
         self._headers = build_hf_headers(token=token)
+        self._plain_headers = {k: v for k, v in self._headers.items() if k.lower() != "authorization"}
         self._started: float | None = None  # first request of this model (its time budget)
+        self._located: dict[str, str] = {}  # file -> where its resolve URL redirected
+        self.by_bucket: dict[str, int] = {}
 
     def url(self, file: str) -> str:
         return hf_hub_url(self.repo_id, safe_relpath(file), revision=self.revision,
@@ -214,30 +234,75 @@ class HubReader(RangeReader):
     def describe(self, file: str) -> str:
         return f"{self.repo_id}@{self.revision[:12]}/{file}"
 
+    def _request(self, url: str, rng: str, what: str, asked: int, *, raise_errors: bool) -> _Reply:
+        """One GET (no redirect followed), paced by the budget and counted by bucket."""
+        from lineage_index.indexer.read.budget import bucket_of
+
+        bucket = bucket_of(url, self.endpoint)
+        if self.budget is not None:
+            before = time.monotonic()
+            self.budget.acquire(bucket)
+            if self._started is not None:
+                self._started += time.monotonic() - before  # waiting for the budget is not reading
+        self._count(0, 1)
+        with self._lock:
+            self.by_bucket[bucket or "cdn"] = self.by_bucket.get(bucket or "cdn", 0) + 1
+        now = time.monotonic()
+        self._started = self._started if self._started is not None else now
+        if now - self._started > self.retry.model_budget_s:
+            raise ModelReadError(f"{what}: this model's reads took over {self.retry.model_budget_s:.0f} s; "
+                                 "given up (the run goes on)")
+        headers = {**(self._headers if bucket is not None else self._plain_headers),
+                   "Range": rng, "Accept-Encoding": "identity"}
+        with get_session().stream("GET", url, headers=headers, timeout=self.retry.timeout_s,
+                                  follow_redirects=False) as r:
+            if self.budget is not None:
+                self.budget.observe(bucket, r.headers)
+            status = r.status_code
+            if status in (200, 206):
+                return _Reply(status, self._body(r, what, asked), r.headers.get("Content-Range"))
+            r.read()
+            if status in REDIRECTS and r.headers.get("Location"):
+                return _Reply(status, b"", None, urljoin(url, r.headers["Location"]))
+            if status == 416:
+                return _Reply(416, b"", r.headers.get("Content-Range"))
+            if status in RETRY_STATUSES:
+                wait = retry_after_s(r.headers)
+                if status == 429 and self.budget is not None:
+                    wait = 0.0  # the budget has the server's reset time: the next acquire waits for it
+                raise RetryableError(status, wait, f"HTTP {status}")
+            if raise_errors:
+                hf_raise_for_status(r)
+            return _Reply(status, b"", None)
+
     def _get(self, file: str, first: int, last: int) -> _Reply:
-        url = self.url(file)
         what = self.describe(file)
-        headers = {**self._headers, "Range": f"bytes={first}-{last}", "Accept-Encoding": "identity"}
+        rng = f"bytes={first}-{last}"
 
         def attempt() -> _Reply:
-            self._count(0, 1)
-            now = time.monotonic()
-            self._started = self._started if self._started is not None else now
-            if now - self._started > self.retry.model_budget_s:
-                raise ModelReadError(f"{what}: this model's reads took over {self.retry.model_budget_s:.0f} s; "
-                                     "given up (the run goes on)")
-            with get_session().stream("GET", url, headers=headers, timeout=self.retry.timeout_s) as r:
-                status = r.status_code
-                if status in (200, 206):
-                    body = self._body(r, what, last - first + 1)
-                    return _Reply(status, body, r.headers.get("Content-Range"))
-                r.read()
-                if status == 416:
-                    return _Reply(416, b"", r.headers.get("Content-Range"))
-                if status in RETRY_STATUSES:
-                    raise RetryableError(status, retry_after_s(r.headers), f"HTTP {status}")
-                hf_raise_for_status(r)
-                raise ModelReadError(f"{what}: unexpected HTTP {status} to a range request")
+            target = self._located.get(file)
+            if target is not None:
+                reply = self._request(target, rng, what, last - first + 1, raise_errors=False)
+                if reply.status in (200, 206, 416):
+                    return reply
+                if reply.status not in EXPIRED and reply.location is None:
+                    raise ModelReadError(f"{what}: unexpected HTTP {reply.status} from its download location")
+                with self._lock:
+                    self._located.pop(file, None)  # expired: resolve the file again
+            url = self.url(file)
+            for _ in range(MAX_REDIRECTS + 1):
+                reply = self._request(url, rng, what, last - first + 1, raise_errors=True)
+                if reply.location is None:
+                    break
+                url = reply.location
+            else:
+                raise ModelReadError(f"{what}: more than {MAX_REDIRECTS} redirects")
+            if reply.status in (200, 206, 416):
+                if url != self.url(file):
+                    with self._lock:
+                        self._located[file] = url
+                return reply
+            raise ModelReadError(f"{what}: unexpected HTTP {reply.status} to a range request")
 
         try:
             return with_retries(attempt, self.retry, what)

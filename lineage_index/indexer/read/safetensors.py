@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import posixpath
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -245,14 +246,34 @@ def _shard_path(index_file: str, shard: str) -> str:
     return path
 
 
+_SHARD = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.safetensors$")
+
+
+def complete_shards(index_file: str, paths: Iterable[str]) -> list[str] | None:
+    """The shards ``<stem>-0000i-of-0000n.safetensors`` next to ``index_file`` when all n are in
+    ``paths`` (the names every Hub exporter writes), else None."""
+    folder = posixpath.dirname(index_file)
+    found: dict[int, list[str]] = {}
+    for p in paths:
+        m = _SHARD.match(posixpath.basename(p))
+        if m and posixpath.dirname(p) == folder:
+            found.setdefault(int(m.group(3)), []).append(p)
+    complete = [sorted(v) for n, v in found.items() if n > 0 and len(v) == n]
+    return complete[0] if len(complete) == 1 and len(found) == 1 else None
+
+
 def read_model_headers(reader: RangeReader, files: Iterable[str], *,
-                       prefix_bytes: int = DEFAULT_PREFIX_BYTES) -> list[SafetensorsHeader]:
+                       prefix_bytes: int = DEFAULT_PREFIX_BYTES,
+                       trust_shard_names: bool = False) -> list[SafetensorsHeader]:
     """Headers of every safetensors file of one model, shards of an index first.
 
     ``files`` are the repo-relative paths of the model. Each ``*.safetensors.index.json`` is
     read (bounded), every shard it names must exist and every tensor it maps must be found in
-    that shard's header. Without an index every safetensors file given is read (callers pick
-    the files with ``primary_weight_files``); ``TensorInfo.file`` tells them apart.
+    that shard's header. With ``trust_shard_names`` (the Hub, where every request counts against
+    a rate limit) an index whose shards are the complete ``-0000i-of-0000n`` set is not read:
+    the shards' own headers list every tensor. Without an index every safetensors file given is
+    read (callers pick the files with ``primary_weight_files``); ``TensorInfo.file`` tells them
+    apart.
     """
     paths = sorted(set(files))
     st_files = [p for p in paths if p.endswith(".safetensors")]
@@ -260,7 +281,10 @@ def read_model_headers(reader: RangeReader, files: Iterable[str], *,
         raise HeaderError(f"model has {len(st_files)} safetensors files (limit {MAX_SAFETENSORS_FILES})")
     available = set(st_files)
     headers: dict[str, SafetensorsHeader] = {}
-    for index_file in (p for p in paths if p.endswith(INDEX_SUFFIX)):
+    indexes = [p for p in paths if p.endswith(INDEX_SUFFIX)]
+    if trust_shard_names and len(indexes) == 1 and (shards := complete_shards(indexes[0], st_files)):
+        return [read_header(reader, shard, prefix_bytes=prefix_bytes) for shard in shards]
+    for index_file in indexes:
         weight_map = parse_index(reader.read_file(index_file, MAX_INDEX_BYTES), file=index_file)
         by_shard: dict[str, list[str]] = {}
         for tensor, shard in weight_map.items():
@@ -308,7 +332,8 @@ def primary_weight_files(paths: Iterable[str]) -> list[str]:
 
 
 def read_model_tensors(reader: RangeReader, files: Sequence[str], *,
-                       prefix_bytes: int = DEFAULT_PREFIX_BYTES) -> tuple[TensorInfo, ...]:
+                       prefix_bytes: int = DEFAULT_PREFIX_BYTES,
+                       trust_shard_names: bool = False) -> tuple[TensorInfo, ...]:
     """All tensors of one model (see ``read_model_headers``) with absolute offsets."""
-    headers = read_model_headers(reader, files, prefix_bytes=prefix_bytes)
+    headers = read_model_headers(reader, files, prefix_bytes=prefix_bytes, trust_shard_names=trust_shard_names)
     return tuple(t for h in headers for t in h.tensors)

@@ -111,15 +111,19 @@ def build_record(model_id: str, source: str, reader: RangeReader, files: Sequenc
                  created_at: str | None = None, author: str | None = None,
                  pipeline_tag: str | None = None, library_name: str | None = None,
                  gated: bool = False, private: bool = False,
-                 header_prefix_bytes: int = DEFAULT_PREFIX_BYTES) -> ModelRecord:
+                 header_prefix_bytes: int = DEFAULT_PREFIX_BYTES, economy: bool = False) -> ModelRecord:
     """Read config/adapter config/safetensors headers through ``reader`` and assemble a record.
 
+    ``economy`` (the Hub, where each request counts against a rate limit): ``config.json`` is
+    not read when the listing's ``config`` already names the architecture (the index uses
+    ``architectures``, ``model_type`` and ``quantization_config``, which the listing carries),
+    and a complete set of named shards is read without its index file.
     Raises the ``ModelReadError`` family; the caller turns it into a ``Failure``.
     """
     paths = [f.path for f in files]
     present = set(paths)
     config = dict(api_config or {})
-    if "config.json" in present:
+    if "config.json" in present and not (economy and {"model_type", "architectures"} & config.keys()):
         config.update(read_json(reader, "config.json") or {})
     adapter_config = None
     if "adapter_config.json" in present:
@@ -128,7 +132,8 @@ def build_record(model_id: str, source: str, reader: RangeReader, files: Sequenc
     fmt = weight_format(paths)
     before = reader.stats()
     weight_files = primary_weight_files(paths)
-    tensors = read_model_tensors(reader, weight_files, prefix_bytes=header_prefix_bytes) if fmt == "safetensors" else ()
+    tensors = (read_model_tensors(reader, weight_files, prefix_bytes=header_prefix_bytes, trust_shard_names=economy)
+               if fmt == "safetensors" else ())
     used = reader.stats() - before
     sizes = reader.known_sizes()
     files = tuple(f if f.size_bytes is not None else FileEntry(f.path, sizes.get(f.path)) for f in files)
