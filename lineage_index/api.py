@@ -39,6 +39,7 @@ def make_source(
     token: str | None = None,
     everything: bool = False,
     limit: int | None = None,
+    max_requests: str | None = None,
 ) -> Source:
     """The one source the options name (exactly one of hub / dir / hf-cache)."""
     hub = bool(org or search or models or everything)
@@ -62,7 +63,53 @@ def make_source(
         if getattr(bad, "kind", None) == "bad_listing_entry":
             raise UsageError(f"--models {model[:100]!r}: not a Hub model id (org/name, letters, digits, '-', '_', '.')")
     return HubSource(org=org, search=search, models=models, endpoint=endpoint, token=token, everything=everything,
-                     limit=limit)
+                     limit=limit, max_requests=max_requests)
+
+
+@dataclass
+class CrawlPlan:
+    """What ingesting a Hub listing will cost, estimated before reading any weight."""
+
+    models: int
+    from_store: int  # listed models whose (id, sha) the store already holds: no request
+    failures: int  # listing entries that cannot be read
+    requests: dict[str, int]  # bucket -> requests (the listing's own pages included)
+    quotas: dict[str, int]
+    window_s: float
+
+    def seconds(self, bucket: str) -> float:
+        """Time the bucket's requests take at its quota: the first window's worth goes at once."""
+        quota = self.quotas.get(bucket)
+        need = self.requests.get(bucket, 0)
+        return 0.0 if not quota or need <= quota else (need - quota) / quota * self.window_s
+
+
+def plan(source: Source, store: SketchStore | None = None) -> CrawlPlan:
+    """List ``source`` (a Hub source) and estimate the requests its ingest will send per bucket
+    and how long the Hub's rate limits make them take; reads no file."""
+    if not hasattr(source, "planned_requests"):
+        raise UsageError("--plan estimates Hub requests: use it with --org, --search, --models or --all")
+    store = store if store is not None else SketchStore()
+    known = store.records()
+    budget = source.budget  # type: ignore[attr-defined]
+    before = dict(budget.sent)
+    totals: dict[str, int] = {}
+    models = stored = failures = 0
+    for info in source.iter_infos():  # type: ignore[attr-defined]
+        if isinstance(info, Failure):
+            failures += 1
+            continue
+        models += 1
+        rec = known.get(info.id)
+        if rec is not None and rec.sha == info.sha and rec.location == source.endpoint:  # type: ignore[attr-defined]
+            stored += 1
+            continue
+        for bucket, n in source.planned_requests(info).items():  # type: ignore[attr-defined]
+            totals[bucket] = totals.get(bucket, 0) + n
+    for bucket, n in budget.sent.items():  # the listing pages just spent
+        if bucket != "cdn":
+            totals[bucket] = totals.get(bucket, 0) + n - before.get(bucket, 0)
+    return CrawlPlan(models, stored, failures, totals, dict(budget.limits.quotas), budget.limits.window_s)
 
 
 @dataclass
@@ -82,6 +129,7 @@ class IngestSummary:
     reverified_families: list[str] = field(default_factory=list)
     behaviour: Any = None  # behaviour.tier.TierResult when the opt-in behaviour tier ran
     damaged: list[str] = field(default_factory=list)  # sketch-store entries found damaged and read again
+    hub_requests: dict[str, int] = field(default_factory=dict)  # Hub requests sent, by bucket (api, resolvers, cdn)
 
     def edges_by(self, attr: str) -> dict[str, int]:
         return dict(Counter(getattr(e, attr) for e in self.edges))
@@ -163,8 +211,10 @@ def ingest(
 
         fanout = make_sketcher(source, address=ray if isinstance(ray, str) else None)
     try:
+        budget = getattr(source, "budget", None)
         run_records, report = sketch_all(source_records(source, store), source.open_reader, store,
-                                         show_progress=show_progress, fanout=fanout)
+                                         show_progress=show_progress, fanout=fanout,
+                                         status=budget.describe if budget is not None else None)
     finally:
         if fanout is not None:
             fanout.close()
@@ -217,6 +267,7 @@ def ingest(
         reverified_families=recovery.families,
         behaviour=tier,
         damaged=report.damaged,
+        hub_requests=dict(getattr(getattr(source, "budget", None), "sent", {}) or {}),
     )
 
 

@@ -9,6 +9,11 @@ cardData, config; pagination with an ABSOLUTE ``Link: <...>; rel="next"``), ``GE
 (exact single ``Range``: 206 + ``Content-Range``, end clipped, 416 only when start >= size;
 HEAD has the real ``Content-Length`` and no body; ``X-Repo-Commit``, ``ETag``,
 ``X-Linked-Etag``/``X-Linked-Size`` for LFS-like files). Every error carries ``X-Error-Code``.
+The real Hub's traits are knobs: ``cdn = True`` answers resolve requests for LFS files with
+``302`` to a second server on another origin (``cdn_url``, signed URLs valid ``cdn_ttl_s``);
+``limits = {"api": (quota, window_s), "resolvers": (...)}`` counts requests in fixed windows,
+answers ``429`` past the quota, and sends ``RateLimit``/``RateLimit-Policy`` on every answer of
+a limited bucket (``limited`` counts the 429s, ``requests_by_bucket`` what was asked).
 No ``X-Xet-*`` header is ever sent.
 
 Repo settings: ``gated`` (repo -> "manual"/"auto"), ``private``, ``disabled``, ``grant(token,
@@ -115,6 +120,14 @@ class LocalHub:
         self.next_origin: str | None = None  # misbehave: listing pages link to this other origin
         self.extra_listing: list[Any] = []
         self.trickle_s = 0.0  # misbehave: weight ranges (206) sent one byte per trickle_s seconds  # misbehave: raw entries added to the first listing page
+        # the real Hub's traits, off by default: weight files redirected to a CDN on another
+        # origin (signed URLs that expire), and fixed-window rate limits per bucket with the
+        # Hub's RateLimit / RateLimit-Policy headers (``limits={"api": (q, w), "resolvers": (q, w)}``)
+        self.cdn = False
+        self.cdn_ttl_s = 3600.0
+        self.limits: dict[str, tuple[int, float]] = {}
+        self.window_counts: dict[tuple[str, int], int] = {}  # (bucket, window index) -> requests
+        self.limited = 0  # 429 answers given because a bucket was spent
         self.tokens: dict[str, set[str]] = {}
         self.faults: list[Fault] = []
         self.log: list[LogEntry] = []
@@ -123,18 +136,54 @@ class LocalHub:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.cdn_server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self.cdn_server.daemon_threads = True
+        # another origin (host name and port), as the Hub's CDN is: the token is never sent there
+        self.cdn_url = f"http://localhost:{self.cdn_server.server_address[1]}"
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> LocalHub:
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
+        for server in (self.server, self.cdn_server):
+            self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                            daemon=True)
+            self._thread.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        for server in (self.server, self.cdn_server):
+            server.shutdown()
+            server.server_close()
+
+    # --- rate limits (fixed windows, as the Hub counts) ----------------------------------------
+    def count(self, bucket: str | None) -> tuple[bool, dict[str, str]]:
+        """Count one request of ``bucket``: (allowed, the Hub's rate-limit headers)."""
+        if bucket is None or bucket not in self.limits:
+            return True, {}
+        import time as _time
+
+        quota, window = self.limits[bucket]
+        now = _time.time()
+        idx = int(now // window)
+        with self.lock:
+            used = self.window_counts.get((bucket, idx), 0) + 1
+            self.window_counts[(bucket, idx)] = used
+            if used > quota:
+                self.limited += 1
+        reset = max(1, int((idx + 1) * window - now + 0.999))
+        headers = {"RateLimit": f'"{bucket}";r={max(0, quota - used)};t={reset}',
+                   "RateLimit-Policy": f'"fixed window";"{bucket}";q={quota};w={int(window)}'}
+        return used <= quota, headers
+
+    def requests_by_bucket(self) -> dict[str, int]:
+        """Requests answered, by the Hub's buckets (api, resolvers) and the CDN."""
+        out: dict[str, int] = {}
+        with self.lock:
+            for e in self.log:
+                name = {"list": "api", "info": "api", "tree": "api", "resolve": "resolvers",
+                        "cdn": "cdn"}.get(e.route, "other")
+                out[name] = out.get(name, 0) + 1
+        return out
 
     def __enter__(self) -> LocalHub:
         return self.start()
@@ -177,8 +226,8 @@ class LocalHub:
                     and (method is None or e.method == method)]
 
     def bytes_served(self, repo: str | None = None, file: str | None = None) -> int:
-        """Body bytes of successful (200/206) resolve GETs."""
-        return sum(e.body_bytes for e in self.requests_for(repo, file, "resolve", "GET")
+        """Body bytes of successful (200/206) file GETs (resolve URLs and the CDN)."""
+        return sum(e.body_bytes for route in ("resolve", "cdn") for e in self.requests_for(repo, file, route, "GET")
                    if e.status in (200, 206))
 
     def reset_log(self) -> None:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 if TYPE_CHECKING:
     from hubserver import LocalHub
@@ -82,17 +82,28 @@ class HubHandler(BaseHTTPRequestHandler):
         hub = self.hub
         split = urlsplit(self.path)
         raw = split.path.split("/")[1:]
-        route, repo, file = _route(raw)
+        on_cdn = self.server is hub.cdn_server
+        route, repo, file = ("cdn", None, None) if on_cdn else _route(raw)
+        limit_headers: dict[str, str] = {}
         try:
-            fault = hub.take_fault(repo, route)
-            if fault is not None:
-                headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
-                raise HubError(fault.status, "Injected", f"injected HTTP {fault.status}", headers)
-            status, body, headers = self._dispatch(method, route, raw, split.query, repo, file)
+            if on_cdn:
+                status, body, headers = self._cdn(method, raw, split.query)
+                repo, file = "/".join(unquote(p) for p in raw[1:3]), unquote("/".join(raw[4:]))
+            else:
+                bucket = {"list": "api", "info": "api", "tree": "api", "resolve": "resolvers"}.get(route)
+                allowed, limit_headers = hub.count(bucket)
+                if not allowed:
+                    raise HubError(429, "RateLimited", f"you have reached your '{bucket}' rate limit")
+                fault = hub.take_fault(repo, route)
+                if fault is not None:
+                    headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+                    raise HubError(fault.status, "Injected", f"injected HTTP {fault.status}", headers)
+                status, body, headers = self._dispatch(method, route, raw, split.query, repo, file)
         except HubError as err:
             status, body = err.status, json.dumps({"error": err.message}).encode()
             headers = {"X-Error-Code": err.code, "X-Error-Message": err.message,
                        "Content-Type": "application/json", **err.headers}
+        headers = {**headers, **limit_headers}
         sent = 0 if method == "HEAD" else len(body)
         with hub.lock:  # logged before the reply, so a client never sees a reply not yet logged
             hub.log.append(LogEntry(method, self.path, route, repo, file, self.headers.get("Range"),
@@ -192,7 +203,31 @@ class HubHandler(BaseHTTPRequestHandler):
                            {"X-Repo-Commit": self.hub.sha(repo)})
         return sorted(out.values(), key=lambda e: e["path"])
 
+    def _cdn(self, method: str, raw: list[str], query: str) -> tuple[int, bytes, dict[str, str]]:
+        """``/cdn/<org>/<name>/<sha>/<path>?expires=<unix time>``: a signed URL that expires."""
+        q = dict(parse_qsl(query))
+        if len(raw) < 5 or raw[0] != "cdn":
+            raise HubError(404, "NotFound", "not found")
+        try:
+            expires = float(q.get("expires", "0"))
+        except ValueError:
+            expires = 0.0
+        if time.time() > expires:
+            raise HubError(403, "Expired", "Request has expired")
+        repo, sha, path = "/".join(unquote(p) for p in raw[1:3]), unquote(raw[3]), unquote("/".join(raw[4:]))
+        self._check_repo_exists(repo)
+        if sha != self.hub.sha(repo):
+            raise HubError(404, "NotFound", "no such object")
+        return self._serve(method, repo, path, cdn=False)
+
+    def _check_repo_exists(self, repo: str) -> None:
+        if self.hub.repo_dir(repo) is None:
+            raise HubError(404, "NotFound", "no such object")
+
     def _resolve(self, method: str, repo: str, path: str) -> tuple[int, bytes, dict[str, str]]:
+        return self._serve(method, repo, path, cdn=self.hub.cdn)
+
+    def _serve(self, method: str, repo: str, path: str, *, cdn: bool) -> tuple[int, bytes, dict[str, str]]:
         hub = self.hub
         sha = hub.sha(repo)
         base = hub.repo_dir(repo)
@@ -207,6 +242,11 @@ class HubHandler(BaseHTTPRequestHandler):
         if hub.is_lfs(path, size):
             headers.update({"ETag": f'"{sha256}"', "X-Linked-Etag": f'"{sha256}"',
                             "X-Linked-Size": str(size)})
+            if cdn:  # the Hub's answer for LFS files: 302 to the CDN, metadata on the 302
+                expires = int(time.time() + hub.cdn_ttl_s)
+                headers["Location"] = (f"{hub.cdn_url}/cdn/{quote(repo)}/{sha}/{quote(path)}"
+                                       f"?expires={expires}&signature={sha256[:16]}")
+                return 302, b"", headers
         else:
             headers["ETag"] = f'"{blob}"'
         rng = self.headers.get("Range")

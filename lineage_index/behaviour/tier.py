@@ -482,7 +482,7 @@ def _load_all(records: dict[str, ModelRecord], edges: list[Edge], options: Behav
     models: dict[str, _Model] = {}
     lms: dict[str, _LM] = {}
     lm_ends = {m for e in _asserted(edges) for m in (e.child, e.parent)}
-    task = bar.add_task("behaviour: loading models", total=len(records))
+    task = bar.add_task("behaviour: loading models", total=len(records), status="")
     for mid in sorted(records):
         try:
             if _is_causal_lm(records[mid]):
@@ -503,7 +503,7 @@ def _annotate_weight_edges(edges: list[Edge], models: dict[str, _Model], lms: di
     out: list[Edge] = []
     todo = [e for e in _asserted(edges) if (e.child in models and e.parent in models)
             or (e.child in lms and e.parent in lms)]
-    task = bar.add_task("behaviour: weight edges", total=len(todo))
+    task = bar.add_task("behaviour: weight edges", total=len(todo), status="")
     ids = {id(e) for e in todo}
     for e in edges:
         if id(e) not in ids:
@@ -545,7 +545,7 @@ def _distillations(edges: list[Edge], models: dict[str, _Model], measure: _Measu
         if students and len({comp[m.id] for m in members}) >= 2:
             plans.append((members, students))
     total = sum(len(st) * len(mem) for mem, st in plans)
-    task = bar.add_task("behaviour: candidate distillations", total=total)
+    task = bar.add_task("behaviour: candidate distillations", total=total, status="")
     best: dict[str, tuple[float, _Model, _Model, str, dict[str, Any], dict[str, Any]]] = {}
     for members, students in plans:
         for s in students:

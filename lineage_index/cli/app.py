@@ -102,6 +102,13 @@ def ingest(
                                             "distillations as relation distill, source behaviour.")] = False,
     behaviour_probe: Annotated[Path | None, typer.Option(help="Probe data for the behaviour tier (models "
                                                          "without a synthetic task): file or image folder.")] = None,
+    max_requests: Annotated[str | None, typer.Option(
+        "--max-requests", help="The Hub's rate limits to pace requests at, e.g. 'api=1000,resolvers=5000,window=300' "
+                               "(else LINEAGE_INDEX_RATE_LIMITS, else the published limits: anonymous 500/3000, with "
+                               "a token 1000/5000 per 5 min; the server's RateLimit headers win).")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="List the models and print the Hub requests an ingest would "
+                                       "send per bucket and the time the rate limits make them take; read no weights.")]
+    = False,
 ) -> None:
     """List models, sketch their weights by range reads, recover lineage, write Neo4j."""
     from lineage_index import api
@@ -110,9 +117,16 @@ def ingest(
 
     if graph_load is not None and graph_load.lower() not in METHODS:  # refused before any work
         raise UsageError(f"--graph-load must be one of {', '.join(METHODS)}, got {graph_load!r}")
+    if max_requests is not None:
+        from lineage_index.indexer.read.budget import Limits
+
+        Limits.parse(max_requests)  # a bad value is refused before any request
     source = api.make_source(org=org, search=search, models=models, directory=directory,
                              hf_cache=hf_cache, endpoint=endpoint, token=os.environ.get("HF_TOKEN"),
-                             everything=everything, limit=limit)
+                             everything=everything, limit=limit, max_requests=max_requests)
+    if plan:
+        _print_plan(api.plan(source, SketchStore(store) if store else None))
+        return
     conn = None if no_graph else _connect(neo4j_uri)
     tier = None
     if behaviour:
@@ -126,9 +140,30 @@ def ingest(
         edges_out.write_text(json.dumps([dataclasses.asdict(e) for e in summary.edges], indent=2))
 
 
+def _print_plan(p: api.CrawlPlan) -> None:
+    console.print(f"[bold]models[/]: {p.models}  already in the store: {p.from_store}  to read: "
+                  f"{p.models - p.from_store}  bad listing entries: {p.failures}")
+    rows = [{"bucket": b, "requests": p.requests.get(b, 0), "per model": round(p.requests.get(b, 0) / max(1, p.models - p.from_store), 2),
+             "limit": f"{p.quotas[b]:,} per {p.window_s:.0f} s" if b in p.quotas else "none",
+             "time at the limit": _duration(p.seconds(b))} for b in sorted({*p.requests, *p.quotas})]
+    emit(rows, list(rows[0]) if rows else [], "table", title="Hub requests the ingest will send")
+    console.print("Range reads of weights go to the CDN the Hub redirects to (no bucket); where a server does not "
+                  "redirect, each range read is one more resolver request.")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{seconds / 86400:.1f} days"
+
+
 def _print_summary(s: api.IngestSummary) -> None:
     console.print(f"[bold]models[/]: {s.models}  sketched: {s.sketched}  from store: {s.from_store}  "
                   f"failures: {len(s.failures)}  bytes read: {s.bytes_read:,}  requests: {s.requests:,}")
+    if s.hub_requests:
+        console.print("Hub requests: " + "  ".join(f"{k}: {v:,}" for k, v in sorted(s.hub_requests.items())))
     console.print(f"[bold]edges[/]: {len(s.edges)}  by relation: {escape(str(s.edges_by('relation')))}  "
                   f"by source: {escape(str(s.edges_by('source')))}")
     if s.contradicted:

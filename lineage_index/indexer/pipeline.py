@@ -18,7 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from lineage_index.config import stderr_console
 from lineage_index.errors import LineageIndexError, TooLargeError
@@ -56,6 +63,7 @@ class SketchReport:
 def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), TextColumn("{task.fields[status]}", markup=False),
         disable=not enabled, transient=False, console=stderr_console(),
     )
 
@@ -109,11 +117,13 @@ def sketch_all(
     show_progress: bool = False,
     total: int | None = None,
     fanout=None,
+    status: Callable[[], str] | None = None,
 ) -> tuple[dict[str, ModelRecord], SketchReport]:
     """Sketch every record (or take its sketch from the store). Returns (records, report).
 
     ``fanout`` (an ``indexer.fanout.RaySketcher``) runs the reads as Ray tasks instead of
     here; the report is the same, in the same order (results are put in listing order).
+    ``status`` gives the progress line's text (the Hub's request budget spent so far).
     """
     out = SketchReport()
     recs: dict[str, ModelRecord] = {}
@@ -126,7 +136,15 @@ def sketch_all(
             store.put(result)
 
     with _progress(show_progress) as progress:
-        task = progress.add_task("sketching", total=total)
+        task = progress.add_task("sketching", total=total, status="")
+        if status is not None:
+            advance = progress.advance
+
+            def progress_advance(task_id, n: float = 1) -> None:  # type: ignore[no-untyped-def]
+                advance(task_id, n)
+                progress.update(task_id, status=status())
+
+            progress.advance = progress_advance  # type: ignore[method-assign]
         for item in records:
             if isinstance(item, Failure):
                 slots.append(("failure", item))

@@ -54,6 +54,7 @@ TIERS: dict[str, dict[str, int]] = {
 }
 SLOTS = 100  # a window is counted in this many slots (the sliding count is exact to 1/SLOTS)
 NOTICE_AFTER_S = 2.0
+PROBE_S = 5.0  # the longest the first request of a bucket is waited for before others follow
 _POLICY = re.compile(r'"fixed window"\s*;\s*"(\w+)"\s*;\s*q=(\d+)\s*;\s*w=(\d+)')
 _STATE = re.compile(r'"(\w+)"\s*;\s*r=(\d+)\s*;\s*t=(\d+)')
 
@@ -115,18 +116,23 @@ class _Bucket:
     slots: dict[int, int] = field(default_factory=dict)  # slot index -> requests sent in it
     server_left: int | None = None  # what the server said remains ...
     server_reset: float = 0.0  # ... until this wall-clock time
+    answered: bool = False  # an answer of this bucket was seen (until then, for up to PROBE_S,
+    #                         one request at a time: the server's policy may be below the defaults)
+    first_sent: float = 0.0
 
     def slot_s(self) -> float:
         return self.window_s / SLOTS
 
     def used(self, now: float) -> int:
-        first = math.floor((now - self.window_s) / self.slot_s()) + 1
+        first = math.floor((now - self.window_s) / self.slot_s())  # the slot the window starts in counts whole
         self.slots = {k: v for k, v in self.slots.items() if k >= first}
         return sum(self.slots.values())
 
     def wait_s(self, now: float) -> float:
         """Seconds until one more request may go (0: now)."""
         waits = []
+        if not self.answered and self.used(now) >= 1 and now - self.first_sent < PROBE_S:
+            waits.append(0.05)  # the first answer (and its RateLimit-Policy) is on its way
         if self.server_left is not None and now < self.server_reset and self.server_left <= 0:
             waits.append(self.server_reset - now)
         if self.used(now) >= self.quota:
@@ -140,6 +146,8 @@ class _Bucket:
         return max(waits, default=0.0)
 
     def take(self, now: float) -> None:
+        if not self.slots:
+            self.first_sent = now
         k = math.floor(now / self.slot_s())
         self.slots[k] = self.slots.get(k, 0) + 1
         if self.server_left is not None and now < self.server_reset:
@@ -177,7 +185,8 @@ class RequestBudget:
             out = {}
             for name, d in data.items():
                 out[name] = _Bucket(int(d["quota"]), float(d["window_s"]), {int(k): int(v) for k, v in d["slots"].items()},
-                                    d.get("server_left"), float(d.get("server_reset", 0.0)))
+                                    d.get("server_left"), float(d.get("server_reset", 0.0)), bool(d.get("answered")),
+                                    float(d.get("first_sent", 0.0)))
             return out
         except (ValueError, KeyError, TypeError, AttributeError):
             return {}  # a damaged state file: start counting afresh (the server's word still holds)
@@ -198,7 +207,8 @@ class RequestBudget:
                     fh.seek(0)
                     fh.truncate()
                     fh.write(json.dumps({n: {"quota": b.quota, "window_s": b.window_s, "slots": b.slots,
-                                             "server_left": b.server_left, "server_reset": b.server_reset}
+                                             "server_left": b.server_left, "server_reset": b.server_reset,
+                                             "answered": b.answered, "first_sent": b.first_sent}
                                          for n, b in state.items()}))
             finally:
                 os.close(fd)  # releases the lock
@@ -216,6 +226,8 @@ class RequestBudget:
     def acquire(self, bucket: str | None) -> None:
         """Block until one request of ``bucket`` may be sent, and count it (None: free)."""
         if bucket is None:
+            with self._lock:
+                self.sent["cdn"] = self.sent.get("cdn", 0) + 1
             return
         told = False
         while True:
@@ -225,7 +237,7 @@ class RequestBudget:
                 wait = b.wait_s(now)
                 if wait <= 0:
                     b.take(now)
-                    self.sent[bucket] = self.sent.get(bucket, 0) + 1
+                    self.sent[bucket] = self.sent.get(bucket, 0) + 1  # under self._lock (held by _state)
                     return
             if wait >= NOTICE_AFTER_S and not told:
                 notice(f"Hub rate limit: the '{bucket}' budget ({b.quota} per {b.window_s:.0f} s) is spent; "
@@ -234,6 +246,13 @@ class RequestBudget:
             self.waited_s += min(wait, 1.0)
             time.sleep(min(wait, 1.0))
 
+    def describe(self) -> str:
+        """Requests this process sent per bucket, against the quotas: for progress lines."""
+        parts = [f"{name} {self.sent.get(name, 0):,}/{quota:,}" for name, quota in sorted(self.limits.quotas.items())]
+        if self.sent.get("cdn"):
+            parts.append(f"cdn {self.sent['cdn']:,}")
+        return f"Hub requests {' · '.join(parts)} per {self.limits.window_s:.0f} s"
+
     def observe(self, bucket: str | None, headers: object) -> None:
         """Take the server's ``RateLimit`` / ``RateLimit-Policy`` figures from an answer."""
         get = getattr(headers, "get", None)
@@ -241,9 +260,8 @@ class RequestBudget:
             return
         policy, status = get("RateLimit-Policy") or "", get("RateLimit") or ""
         p, s = _POLICY.search(policy), _STATE.search(status)
-        if not (p or s):
-            return
         with self._state() as state:
+            self._bucket(state, bucket).answered = True
             if p and p.group(1) == bucket:
                 b = self._bucket(state, bucket)
                 quota, window = int(p.group(2)), float(p.group(3))

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from huggingface_hub import HfApi
 
@@ -27,6 +28,7 @@ from lineage_index.indexer.read.card import iso_utc
 from lineage_index.indexer.read.remote import (
     HUB_ERRORS,
     HubReader,
+    Locations,
     RetryPolicy,
     guard_token,
     map_hub_error,
@@ -125,11 +127,14 @@ class HubSource:
         guard_token(self.endpoint)
         from lineage_index.indexer.read.budget import RequestBudget
 
+        self.max_requests = max_requests
+        self.locations = Locations()  # each file resolved once per run, across readers and threads
         self.budget = RequestBudget.for_endpoint(self.endpoint, token, max_requests)
 
     def reader(self, repo_id: str, sha: str | None) -> HubReader:
         return HubReader(repo_id, revision=sha, endpoint=self.endpoint, token=self.token,
-                         retry=self.retry, max_workers=self.reader_workers, budget=self.budget)
+                         retry=self.retry, max_workers=self.reader_workers, budget=self.budget,
+                         locations=self.locations)
 
     def open_reader(self, record: ModelRecord) -> HubReader:
         """A RangeReader on ``record``'s repo pinned to ``record.sha``."""
@@ -138,8 +143,23 @@ class HubSource:
     # --- metadata ----------------------------------------------------------------------
     def _model_info(self, repo_id: str) -> Any:
         def info() -> Any:
+            # the request model_info(files_metadata=True) sends, sent here so that the answer's
+            # RateLimit headers reach the budget
+            from huggingface_hub import ModelInfo
+            from huggingface_hub.utils import get_session, hf_raise_for_status
+
+            url = f"{self.endpoint}/api/models/{quote(repo_id, safe='/')}"
             self.budget.acquire("api")
-            return self.api.model_info(repo_id, files_metadata=True, timeout=self.retry.timeout_s)
+            r = get_session().get(url, params={"blobs": "true"}, headers=self.api._build_hf_headers(token=self.token),
+                                  timeout=self.retry.timeout_s)
+            self.budget.observe("api", r.headers)
+            hf_raise_for_status(r)
+            try:
+                data = r.json()
+                return ModelInfo(**data)
+            except Exception as exc:  # noqa: BLE001 - not JSON, not an object, fields the client cannot parse
+                raise ModelReadError(f"{repo_id}: unreadable model info ({type(exc).__name__}: {str(exc)[:120]})") \
+                    from None
 
         try:
             return with_retries(info, self.retry, repo_id)
@@ -216,6 +236,35 @@ class HubSource:
             yield from page
             url = r.links.get("next", {}).get("url")
             first = False
+
+    # --- what a crawl will cost ---------------------------------------------------------
+    def planned_requests(self, info: Any) -> dict[str, int]:
+        """Requests ``record(info)`` will send, by bucket: one resolver request per file read
+        (its range reads then go to the CDN the Hub redirects to), none for what the listing's
+        expanded fields already carry; an ``api`` request when the listing gave no files."""
+        from lineage_index.indexer.read.safetensors import (
+            INDEX_SUFFIX,
+            complete_shards,
+            primary_weight_files,
+        )
+
+        if isinstance(info, Failure) or info.disabled:
+            return {}
+        out = {"api": 0, "resolvers": 0}
+        if info.siblings is None or info.sha is None:
+            return {"api": 1, "resolvers": 3}  # files unknown until model_info: a typical model's three
+        paths = [sib.rfilename for sib in info.siblings]
+        config = info.config if isinstance(info.config, dict) else {}
+        out["resolvers"] += info.card_data is None and self.readme_fallback and "README.md" in paths
+        out["resolvers"] += "config.json" in paths and not ({"model_type", "architectures"} & config.keys())
+        out["resolvers"] += "adapter_config.json" in paths
+        weights = [p for p in primary_weight_files(paths) if p.endswith((".safetensors", INDEX_SUFFIX))]
+        index = [p for p in weights if p.endswith(INDEX_SUFFIX)]
+        shards = [p for p in weights if p.endswith(".safetensors")]
+        if len(index) == 1 and complete_shards(index[0], shards):
+            weights = shards
+        out["resolvers"] += len(weights)
+        return out
 
     # --- records -----------------------------------------------------------------------
     def record(self, info: Any) -> ModelRecord | Failure:

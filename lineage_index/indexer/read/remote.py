@@ -18,6 +18,7 @@ Never downloads whole model files, never uses Xet, never puts a token in a messa
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,6 +194,34 @@ MAX_REDIRECTS = 5
 EXPIRED = frozenset({401, 403, 404, 410})
 
 
+class Locations:
+    """Where each file's resolve URL redirected (a signed CDN URL), shared by every reader of a
+    source so that a file is resolved once per run, not once per reader or per thread: the
+    first reader of a file resolves it while the others wait (one lock per file)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._where: dict[tuple[str, ...], str] = {}
+        self._file_locks: dict[tuple[str, ...], threading.Lock] = {}
+
+    def get(self, key: tuple[str, ...]) -> str | None:
+        with self._lock:
+            return self._where.get(key)
+
+    def put(self, key: tuple[str, ...], url: str) -> None:
+        with self._lock:
+            self._where[key] = url
+
+    def drop(self, key: tuple[str, ...], url: str) -> None:
+        with self._lock:
+            if self._where.get(key) == url:
+                del self._where[key]
+
+    def lock(self, key: tuple[str, ...]) -> threading.Lock:
+        with self._lock:
+            return self._file_locks.setdefault(key, threading.Lock())
+
+
 class HubReader(RangeReader):
     """Range reads of ``repo_id`` at ``revision`` (a commit sha; ``main`` if None) on ``endpoint``.
 
@@ -212,7 +241,8 @@ class HubReader(RangeReader):
                  token: str | bool | None = None, retry: RetryPolicy | None = None,
                  max_gap_bytes: int = DEFAULT_HUB_GAP_BYTES,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, max_workers: int = 4,
-                 max_unranged_bytes: int = DEFAULT_MAX_UNRANGED_BYTES, budget: Any = None) -> None:
+                 max_unranged_bytes: int = DEFAULT_MAX_UNRANGED_BYTES, budget: Any = None,
+                 locations: Locations | None = None) -> None:
         super().__init__(max_gap_bytes=max_gap_bytes, max_request_bytes=max_request_bytes,
                          max_workers=max_workers)
         self.repo_id = repo_id
@@ -224,7 +254,7 @@ class HubReader(RangeReader):
         self._headers = build_hf_headers(token=token)
         self._plain_headers = {k: v for k, v in self._headers.items() if k.lower() != "authorization"}
         self._started: float | None = None  # first request of this model (its time budget)
-        self._located: dict[str, str] = {}  # file -> where its resolve URL redirected
+        self._located = locations if locations is not None else Locations()
         self.by_bucket: dict[str, int] = {}
 
     def url(self, file: str) -> str:
@@ -279,29 +309,40 @@ class HubReader(RangeReader):
         what = self.describe(file)
         rng = f"bytes={first}-{last}"
 
-        def attempt() -> _Reply:
-            target = self._located.get(file)
-            if target is not None:
-                reply = self._request(target, rng, what, last - first + 1, raise_errors=False)
-                if reply.status in (200, 206, 416):
-                    return reply
-                if reply.status not in EXPIRED and reply.location is None:
-                    raise ModelReadError(f"{what}: unexpected HTTP {reply.status} from its download location")
-                with self._lock:
-                    self._located.pop(file, None)  # expired: resolve the file again
-            url = self.url(file)
-            for _ in range(MAX_REDIRECTS + 1):
-                reply = self._request(url, rng, what, last - first + 1, raise_errors=True)
-                if reply.location is None:
-                    break
-                url = reply.location
-            else:
-                raise ModelReadError(f"{what}: more than {MAX_REDIRECTS} redirects")
+        key = (self.endpoint, self.repo_id, self.revision, file)
+
+        def located() -> _Reply | None:
+            target = self._located.get(key)
+            if target is None:
+                return None
+            reply = self._request(target, rng, what, last - first + 1, raise_errors=False)
             if reply.status in (200, 206, 416):
-                if url != self.url(file):
-                    with self._lock:
-                        self._located[file] = url
                 return reply
+            if reply.status not in EXPIRED and reply.location is None:
+                raise ModelReadError(f"{what}: unexpected HTTP {reply.status} from its download location")
+            self._located.drop(key, target)  # expired: resolve the file again
+            return None
+
+        def attempt() -> _Reply:
+            reply = located()
+            if reply is not None:
+                return reply
+            with self._located.lock(key):  # one resolve per file, whatever the threads
+                reply = located()  # another thread may have resolved it meanwhile
+                if reply is not None:
+                    return reply
+                url = self.url(file)
+                for _ in range(MAX_REDIRECTS + 1):
+                    reply = self._request(url, rng, what, last - first + 1, raise_errors=True)
+                    if reply.location is None:
+                        break
+                    url = reply.location
+                else:
+                    raise ModelReadError(f"{what}: more than {MAX_REDIRECTS} redirects")
+                if reply.status in (200, 206, 416):
+                    if url != self.url(file):
+                        self._located.put(key, url)
+                    return reply
             raise ModelReadError(f"{what}: unexpected HTTP {reply.status} to a range request")
 
         try:

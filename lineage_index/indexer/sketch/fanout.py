@@ -33,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 from lineage_index import config
@@ -56,13 +57,19 @@ class ReaderSpec:
     token: str | bool | None = field(default=None, repr=False, compare=False)
     retry: object | None = None  # read.remote.RetryPolicy
     reader_workers: int = 4
+    max_requests: str | None = None  # rate-limit override (budget.Limits.parse)
+    budget_dir: str | None = None  # where the request budget's state is shared (one per token)
 
     def open(self, record: ModelRecord):
         if self.kind == "hub":
+            from lineage_index.indexer.read.budget import RequestBudget
             from lineage_index.indexer.read.remote import HubReader
 
+            budget = RequestBudget.for_endpoint(self.endpoint or "", self.token, self.max_requests,
+                                                Path(self.budget_dir) if self.budget_dir else None)
             return HubReader(record.id, revision=record.sha, endpoint=self.endpoint, token=self.token,
-                             retry=self.retry, max_workers=self.reader_workers)  # type: ignore[arg-type]
+                             retry=self.retry, max_workers=self.reader_workers,  # type: ignore[arg-type]
+                             budget=budget)
         from lineage_index.indexer.read.ranges import LocalReader
 
         return LocalReader(record.location)
@@ -77,8 +84,10 @@ class ReaderSpec:
 def reader_spec(source) -> ReaderSpec:
     """The ``ReaderSpec`` of a source (``HubSource``, ``DirSource``, ``HfCacheSource``)."""
     if getattr(source, "name", None) == "hub":
+        budget = getattr(source, "budget", None)
         return ReaderSpec("hub", endpoint=source.endpoint, token=source.token, retry=source.retry,
-                          reader_workers=source.reader_workers)
+                          reader_workers=source.reader_workers, max_requests=getattr(source, "max_requests", None),
+                          budget_dir=str(budget.path.parent) if budget is not None and budget.path else None)
     if getattr(source, "name", None) in ("dir", "hf-cache"):
         return ReaderSpec("local")
     raise UsageError(f"--ray cannot read from a source of kind {getattr(source, 'name', type(source).__name__)!r}")
