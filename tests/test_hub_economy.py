@@ -10,13 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from hubserver import LocalHub  # tests/ is on sys.path (rootdir conftest)
 
 from lineage_index import api
 from lineage_index.indexer.read.remote import HubReader, RetryPolicy
 from lineage_index.indexer.sketch.store import SketchStore
 from lineage_index.records import ModelRecord
-
-from hubserver import LocalHub  # tests/ is on sys.path (rootdir conftest)
 
 TOKEN = "hf_economy_secret_token"
 
@@ -120,3 +119,44 @@ def test_plan_lists_and_estimates_without_reading_a_file(tiny_zoo: Path, tmp_pat
     assert plan.requests["resolvers"] == spent  # the estimate is what the ingest then spent
     assert plan.seconds("resolvers") == pytest.approx((spent - 10) / 10 * 300)
     assert again.from_store == 14 and again.requests.get("resolvers", 0) == 0  # a resumed crawl reads nothing again
+
+
+def _crawl(url: str, store: Path, out: Path, fault: str | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ}
+    env.pop("LINEAGE_INDEX_FAULT", None)
+    if fault:
+        env["LINEAGE_INDEX_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "lineage_index.cli.app", "ingest", "--all", "--endpoint", url,
+                           "--store", str(store), "--no-graph", "--edges-out", str(out)],
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_a_crawl_killed_part_way_resumes_without_reading_a_model_twice(tiny_zoo: Path, tmp_path: Path) -> None:
+    import json
+
+    store = SketchStore(tmp_path / "store")
+    with LocalHub(tiny_zoo, page_size=100) as hub:
+        hub.cdn = True
+        killed = _crawl(hub.url, store.root, tmp_path / "x.json", fault="after-sketch-6")
+        assert killed.returncode == -9  # kill -9 at a known point: six models sketched, the rest not
+        sketched = {m for m in store.records() if store.get(m, store.records()[m].sha) is not None}
+        recorded = set(store.records())
+        assert len(sketched) == 6 and len(recorded) >= 6
+        hub.reset_log()
+        resumed = _crawl(hub.url, store.root, tmp_path / "resumed.json")
+        assert resumed.returncode == 0, resumed.stderr
+        read_again = {e.repo for e in hub.log if e.route in ("resolve", "cdn")}
+        headers_again = {e.repo for e in hub.log if e.route in ("resolve", "cdn") and (e.range or "").startswith("bytes=0-")}
+    assert not read_again & sketched  # a model finished before the kill costs nothing on the rerun
+    assert not headers_again & recorded  # nor does a model whose headers were read
+    with LocalHub(tiny_zoo, page_size=100) as hub:
+        hub.cdn = True
+        clean = _crawl(hub.url, tmp_path / "clean", tmp_path / "clean.json")
+        assert clean.returncode == 0, clean.stderr
+
+    def edges(p: Path) -> set[tuple[str, str, str]]:
+        return {(e["child"], e["parent"], e["relation"]) for e in json.loads(p.read_text())}
+
+    assert edges(tmp_path / "resumed.json") == edges(tmp_path / "clean.json") and edges(tmp_path / "clean.json")

@@ -109,6 +109,25 @@ def test_ray_fanout_bounds_tasks_per_host(tiny_zoo: Path, tmp_path: Path, local_
     assert recover(records, report.sketches).edges == recover(records, local.sketches).edges
 
 
+def test_ray_workers_share_one_hub_budget(tiny_zoo: Path, tmp_path: Path, local_ray: None) -> None:
+    """Four Ray tasks at once, each with its own reader, spend one budget per token: the crawl
+    stays under the Hub's limit (counted by the server) and reads what a local crawl reads."""
+    from lineage_index.indexer.sketch.fanout import FanoutConfig, RaySketcher, reader_spec
+
+    with LocalHub(tiny_zoo, page_size=100) as hub:
+        hub.cdn = True
+        hub.limits = {"api": (50, 2.0), "resolvers": (4, 2.0)}
+        source = api.make_source(everything=True, endpoint=hub.url)
+        sketcher = RaySketcher(reader_spec(source), FanoutConfig(task_cpus=0.5, max_in_flight_per_host=4,
+                                                                  crash_once=None))
+        records, report = sketch_all(source.iter_records(), source.open_reader, None, fanout=sketcher)
+        sketcher.close()
+        limited, peak = hub.limited, sketcher.peak_per_host
+    assert len(records) == 14 and not report.failures
+    assert max(peak.values()) == 4  # four workers read at once ...
+    assert limited == 0  # ... and the server never had to refuse one
+
+
 def test_a_task_retries_transient_hub_errors_on_a_fresh_reader(tiny_zoo: Path) -> None:
     from lineage_index.indexer.read.remote import RetryPolicy
     from lineage_index.indexer.sketch.fanout import ReaderSpec, sketch_task

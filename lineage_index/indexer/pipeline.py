@@ -15,6 +15,7 @@ only their part of the graph.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -27,7 +28,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from lineage_index.config import stderr_console
+from lineage_index.config import fault_point, stderr_console
 from lineage_index.errors import LineageIndexError, TooLargeError
 from lineage_index.indexer.recover.crossdepth import block_signature
 from lineage_index.indexer.recover.declared import (  # noqa: F401  (the pipeline's public names)
@@ -90,7 +91,11 @@ def source_records(source, store: SketchStore | None) -> Iterable[ModelRecord | 
             if (rec is not None and rec.sha == info.sha and rec.source == source.name
                     and rec.location == source.endpoint):
                 return rec
-        return source.record(info)
+        rec = source.record(info)
+        if isinstance(rec, ModelRecord):  # kept at once: a crawl killed later does not read it again
+            with contextlib.suppress(TooLargeError):  # sketch_all makes that the model's failure
+                store.put_record(rec)
+        return rec
 
     return ordered_map(one, source.iter_infos(), source.max_workers)
 
@@ -172,6 +177,7 @@ def sketch_all(
             if fanout is None:
                 finish(item.id, sketch_one(item, open_reader))
                 progress.advance(task)
+                fault_point(f"after-sketch-{len(results)}")  # crash tests: kill -9 part-way through a crawl
             else:
                 for model_id, result in fanout.submit(item):
                     finish(model_id, result)
