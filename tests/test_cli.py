@@ -93,6 +93,8 @@ BAD = [  # (arguments, what the one-line error must say)
     (["ingest", "--models", "a/b..c", "--no-graph"], "not a Hub model id"),
     (["ingest", "--dir", "/tmp", "--limit", "5", "--no-graph"], "--limit applies to a Hub listing"),
     (["explain", "/nonexistent-target"], "no check has been run"),
+    (["ingest", "--org", "acme", "--max-requests", "api=lots", "--no-graph"], "expected api=N,resolvers=N"),
+    (["ingest", "--dir", "/tmp", "--plan", "--no-graph"], "--plan estimates Hub requests"),
 ]
 
 

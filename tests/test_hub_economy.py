@@ -160,3 +160,15 @@ def test_a_crawl_killed_part_way_resumes_without_reading_a_model_twice(tiny_zoo:
         return {(e["child"], e["parent"], e["relation"]) for e in json.loads(p.read_text())}
 
     assert edges(tmp_path / "resumed.json") == edges(tmp_path / "clean.json") and edges(tmp_path / "clean.json")
+
+
+def test_cli_plan_prints_requests_per_bucket_and_reads_no_file(tiny_zoo: Path, tmp_path: Path) -> None:
+    with LocalHub(tiny_zoo, page_size=100) as hub:
+        hub.cdn = True
+        r = subprocess.run([sys.executable, "-m", "lineage_index.cli.app", "ingest", "--all", "--endpoint", hub.url,
+                            "--store", str(tmp_path / "s"), "--plan", "--max-requests", "resolvers=10,window=60"],
+                           capture_output=True, text=True, timeout=300)
+        files_read = hub.requests_for(route="resolve") + hub.requests_for(route="cdn")
+    assert r.returncode == 0, r.stderr
+    assert not files_read
+    assert "models: 14" in r.stdout and "resolvers" in r.stdout and "10 per 60 s" in r.stdout
