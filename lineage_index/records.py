@@ -39,6 +39,7 @@ class TensorInfo:
     file: str
     start: int
     end: int
+    layout: str | None = None  # how the bytes are laid out when not plain row-major (GGUF: "gguf:Q4_K;rope:32")
 
 
 @dataclass(frozen=True)

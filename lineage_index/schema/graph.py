@@ -81,6 +81,10 @@ def model_props(rec: ModelRecord, sketch: Sketch | None, root: str | None) -> di
         "gated": bool(rec.gated),
         "private": bool(rec.private),
         "weight_format": rec.weight_format,
+        # a repo of several weight files (GGUF levels): the one sketched, and every variant
+        "weight_file": (cfg.get("gguf") or {}).get("file") if isinstance(cfg.get("gguf"), dict) else None,
+        "variants": [f"{v.get('file')} ({v.get('quant')})" for v in cfg["gguf"].get("variants", [])]
+        if isinstance(cfg.get("gguf"), dict) else None,
         "source": rec.source,
         "is_adapter": rec.is_adapter,
         "family": sketch.family if sketch else None,

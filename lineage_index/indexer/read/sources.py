@@ -42,7 +42,7 @@ from lineage_index.indexer.read.safetensors import (
     primary_weight_files,
     read_model_tensors,
 )
-from lineage_index.records import Failure, FileEntry, ModelRecord, WeightFormat
+from lineage_index.records import Failure, FileEntry, ModelRecord, TensorInfo, WeightFormat
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 GGUF_SUFFIXES = (".gguf",)
@@ -128,12 +128,20 @@ def build_record(model_id: str, source: str, reader: RangeReader, files: Sequenc
     adapter_config = None
     if "adapter_config.json" in present:
         adapter_config = read_json(reader, "adapter_config.json") or {}
-    fields: CardFields = card_fields(card, hub_tags)
     fmt = weight_format(paths)
     before = reader.stats()
     weight_files = primary_weight_files(paths)
-    tensors = (read_model_tensors(reader, weight_files, prefix_bytes=header_prefix_bytes, trust_shard_names=economy)
-               if fmt == "safetensors" else ())
+    tensors: tuple[TensorInfo, ...] = ()
+    if fmt == "safetensors":
+        tensors = read_model_tensors(reader, weight_files, prefix_bytes=header_prefix_bytes, trust_shard_names=economy)
+    elif fmt == "gguf":  # GGUF metadata is card data; the card, where it says something, wins
+        from lineage_index.indexer.read.gguf import read_gguf_model
+
+        tensors, config["gguf"], gguf_card = read_gguf_model(reader, [(f.path, f.size_bytes) for f in files])
+        card = {**gguf_card, **(card or {})}
+        if not config.get("model_type") and config["gguf"].get("architecture"):
+            config["model_type"] = config["gguf"]["architecture"]
+    fields: CardFields = card_fields(card, hub_tags)
     used = reader.stats() - before
     sizes = reader.known_sizes()
     files = tuple(f if f.size_bytes is not None else FileEntry(f.path, sizes.get(f.path)) for f in files)

@@ -196,6 +196,11 @@ def _forced_child(
     other cards is taken as the original (then the smaller id), so that the twins act as one
     node and the tree is built on originals; that copy edge's direction is a guess.
     """
+    fmt_a, fmt_b = (getattr(records.get(m), "weight_format", None) for m in (f.a, f.b))
+    if (f.quant_child or f.copy_child) and (fmt_a in CONVERTED_FORMATS) != (fmt_b in CONVERTED_FORMATS):
+        # a GGUF conversion is made from a full-precision original, never the reverse,
+        # whatever the upload dates (the values alone cannot tell BF16 from its F16 copy)
+        return (f.a if fmt_a in CONVERTED_FORMATS else f.b), ("quantized" if f.quant_child else "copy")
     if f.quant_child:
         return f.quant_child, "quantized"
     if f.copy_child == "same":
@@ -216,6 +221,9 @@ def _forced_child(
     if f.prune_child:
         return f.prune_child, "prune"
     return None, None
+
+
+CONVERTED_FORMATS = frozenset({"gguf"})  # formats made from another model's weights, never made into one
 
 
 def _requant_parents(

@@ -42,6 +42,17 @@ EMBED_DIM = 256
 _DTYPE_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1}
 
 
+def _readable(t: TensorInfo) -> bool:
+    """A tensor the sketch can decode: a plain float/int8 dtype, or a GGUF matrix (any ggml type)."""
+    return t.dtype in _DTYPE_SIZE or (t.dtype.startswith("GGUF_") and len(t.shape) == 2)
+
+
+def _gguf_rows(t: TensorInfo) -> bool:
+    """Rows read one by one through the GGUF layout (a ggml type, or the rope permutation)."""
+    return bool(t.layout) and t.layout.startswith("gguf:") and len(t.shape) == 2 and (
+        t.dtype.startswith("GGUF_") or ";rope:" in t.layout)
+
+
 @dataclass(frozen=True)
 class PlannedRead:
     tensor: TensorInfo
@@ -76,7 +87,7 @@ def plan_reads(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = S
     plan: list[PlannedRead] = []
     planned: set[str] = set()
     for t in sorted(tensors, key=lambda x: (x.name, x.file)):
-        if quant_aux_kind(t.name) or t.dtype not in _DTYPE_SIZE:
+        if quant_aux_kind(t.name) or not _readable(t):
             continue
         c = canonical(t.name)
         if (c.layer is not None and c.layer not in keep_layers) or c.key in planned:
@@ -157,7 +168,7 @@ def plan_prints(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = 
     seen: set[int] = set()
     for t in sorted(tensors, key=lambda x: (x.name, x.file)):
         c = canonical(t.name)
-        if c.role != role or c.layer is None or c.layer in keep or c.layer in seen or t.dtype not in _DTYPE_SIZE:
+        if c.role != role or c.layer is None or c.layer in keep or c.layer in seen or not _readable(t):
             continue
         scale = _int8_scale(t, by_name)
         if t.dtype == "I8" and scale is None:
@@ -167,6 +178,17 @@ def plan_prints(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = 
         plan.append(PlannedRead(t, f"print:{c.key}", role, c.layer, _print_start(seed, role, shape),
                                 print_rows(shape), int(shape[1]), scale))
     return plan
+
+
+def _byte_ranges(p: PlannedRead) -> list[tuple[int, int]]:
+    """The byte ranges of a planned read, in the order its rows are wanted."""
+    if not _gguf_rows(p.tensor):
+        return [_byte_range(p)]
+    from lineage_index.indexer.read.gguf import gguf_rows, row_bytes
+
+    rb = row_bytes(p.tensor)
+    return [(p.tensor.start + r * rb, p.tensor.start + (r + 1) * rb)
+            for r in gguf_rows(p.tensor, range(p.row_start, p.row_start + p.rows))]
 
 
 def _byte_range(p: PlannedRead) -> tuple[int, int]:
@@ -243,25 +265,32 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
     by_file: dict[str, list[tuple[PlannedRead, str]]] = {}
     ranges: dict[str, list[tuple[int, int]]] = {}
     for p in plan:
-        for part, info, rng in (("w", p.tensor, _byte_range(p)), ("s", p.scale, None)):
+        for part, info, rngs in (("w", p.tensor, _byte_ranges(p)), ("s", p.scale, None)):
             if info is None:
                 continue
-            if rng is None:  # SCB: one float32 per row
-                rng = (info.start + 4 * p.row_start, info.start + 4 * (p.row_start + p.rows))
-            by_file.setdefault(info.file, []).append((p, part))
-            ranges.setdefault(info.file, []).append(rng)
+            if rngs is None:  # SCB: one float32 per row
+                rngs = [(info.start + 4 * p.row_start, info.start + 4 * (p.row_start + p.rows))]
+            for rng in rngs:
+                by_file.setdefault(info.file, []).append((p, part))
+                ranges.setdefault(info.file, []).append(rng)
     raw: dict[tuple[str, str], bytes] = {}
     for file, items in by_file.items():
         chunks = reader.read_ranges(file, ranges[file])
         for (p, part), rng, chunk in zip(items, ranges[file], chunks, strict=True):
             if len(chunk) != rng[1] - rng[0]:
                 raise ModelReadError(f"{record.id}: short read in {file} at {rng[0]}")
-            raw[(p.key, part)] = chunk
+            raw[(p.key, part)] = raw.get((p.key, part), b"") + chunk
     samples: dict[str, TensorSample] = {}
     prints: dict[int, np.ndarray] = {}
     for p in plan:
-        values = decode(raw[(p.key, "w")], p.tensor.dtype)
         quant = None
+        if p.tensor.dtype.startswith("GGUF_"):
+            from lineage_index.indexer.read.gguf import dequantize_rows
+
+            values = dequantize_rows(raw[(p.key, "w")], p.tensor, p.rows)
+            quant = "gguf-" + p.tensor.dtype[len("GGUF_"):]
+        else:
+            values = decode(raw[(p.key, "w")], p.tensor.dtype)
         if p.scale is not None:
             scb = decode(raw[(p.key, "s")], p.scale.dtype)
             values = values.reshape(p.rows, p.cols) * (scb[:, None] / 127.0)
@@ -281,6 +310,8 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
     if kind == "adapter":
         family, desc = "adapter:" + family, "adapter:" + desc
     quants = {q for t in record.tensors if (q := quant_aux_kind(t.name))}
+    if any(t.dtype.startswith("GGUF_") for t in record.tensors):
+        quants.add("gguf-" + str((record.config or {}).get("gguf", {}).get("quant", "quantised")))
     model_bytes = sum(t.end - t.start for t in record.tensors)
     return Sketch(
         model_id=record.id,
