@@ -264,6 +264,10 @@ class HubSource:
         if len(index) == 1 and complete_shards(index[0], shards):
             weights = shards
         out["resolvers"] += len(weights)
+        if not weights and any(p.lower().endswith(".gguf") for p in paths):
+            from lineage_index.indexer.read.gguf import choose_variant, variants
+
+            out["resolvers"] += len(choose_variant(variants([(p, None) for p in paths if p.lower().endswith(".gguf")])))
         return out
 
     # --- records -----------------------------------------------------------------------
