@@ -35,7 +35,7 @@ from lineage_index.indexer.read.remote import (
     with_retries,
 )
 from lineage_index.indexer.read.safetensors import DEFAULT_PREFIX_BYTES
-from lineage_index.indexer.read.sources import build_record, read_card
+from lineage_index.indexer.read.sources import PICKLE_SUFFIXES, build_record, read_card
 from lineage_index.records import Failure, FileEntry, ModelRecord
 
 T = TypeVar("T")
@@ -83,6 +83,13 @@ def listing_info(item: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - huggingface_hub's parser on hostile fields
         return Failure(model_id, "bad_listing_entry", f"unparseable listing fields ({type(exc).__name__}: "
                                                       f"{str(exc)[:160]})")
+
+
+class _NoReads:
+    """A reader for planning: files are named, never read."""
+
+    def read_file(self, file: str, max_bytes: int) -> bytes:  # pragma: no cover - never called without an index
+        raise ModelReadError(f"{file}: not read while planning")
 
 
 MAX_REPO_ID = 96 + 1 + 96  # the Hub's limit per name part, and the slash
@@ -264,7 +271,12 @@ class HubSource:
         if len(index) == 1 and complete_shards(index[0], shards):
             weights = shards
         out["resolvers"] += len(weights)
-        if not weights and any(p.lower().endswith(".gguf") for p in paths):
+        if not weights and any(p.lower().endswith(PICKLE_SUFFIXES) for p in paths):
+            from lineage_index.indexer.read.sources import PICKLE_INDEX, pickle_weight_files
+
+            out["resolvers"] += (PICKLE_INDEX in paths) + len(pickle_weight_files(_NoReads(), paths)
+                                                             if PICKLE_INDEX not in paths else [0, 0])
+        elif not weights and any(p.lower().endswith(".gguf") for p in paths):
             from lineage_index.indexer.read.gguf import choose_variant, variants
 
             out["resolvers"] += len(choose_variant(variants([(p, None) for p in paths if p.lower().endswith(".gguf")])))

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from lineage_index.errors import ModelReadError, UsageError
+from lineage_index.errors import HeaderError, ModelReadError, UsageError
 from lineage_index.indexer.read.card import CardFields, card_fields, front_matter, iso_utc
 from lineage_index.indexer.read.ranges import LocalReader, RangeReader
 from lineage_index.indexer.read.safetensors import (
@@ -99,6 +99,29 @@ def read_json(reader: RangeReader, path: str, max_bytes: int = MAX_JSON_BYTES) -
     return obj if isinstance(obj, dict) else None
 
 
+#: pickle files a training run leaves beside the weights (not state dicts of the model)
+NOT_WEIGHTS = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state")
+PICKLE_INDEX = "pytorch_model.bin.index.json"
+
+
+def pickle_weight_files(reader: RangeReader, paths: Sequence[str]) -> list[str]:
+    """The pickle files that hold the model: the shards of ``pytorch_model.bin.index.json``, else
+    ``pytorch_model.bin``, else every root-level checkpoint that is not a trainer's file."""
+    root = [p for p in paths if "/" not in p]
+    if PICKLE_INDEX in root:
+        index = read_json(reader, PICKLE_INDEX) or {}
+        shards = index.get("weight_map") if isinstance(index.get("weight_map"), dict) else {}
+        named = sorted({s for s in shards.values() if isinstance(s, str)})
+        missing = [s for s in named if s not in paths]
+        if missing:
+            raise HeaderError(f"{PICKLE_INDEX}: names shard {missing[0][:100]!r}, which is not in the repository")
+        if named:
+            return named
+    if "pytorch_model.bin" in root:
+        return ["pytorch_model.bin"]
+    return [p for p in root if p.lower().endswith(PICKLE_SUFFIXES) and not p.startswith(NOT_WEIGHTS)]
+
+
 def read_card(reader: RangeReader, path: str = "README.md", *,
               prefix_bytes: int = README_PREFIX_BYTES) -> dict[str, Any] | None:
     """YAML front matter of a README (bounded prefix); None when absent or broken."""
@@ -134,6 +157,12 @@ def build_record(model_id: str, source: str, reader: RangeReader, files: Sequenc
     tensors: tuple[TensorInfo, ...] = ()
     if fmt == "safetensors":
         tensors = read_model_tensors(reader, weight_files, prefix_bytes=header_prefix_bytes, trust_shard_names=economy)
+    elif fmt == "pickle":  # torch.save zip checkpoints, the pickle read as data (never unpickled)
+        from lineage_index.indexer.read.torchzip import read_checkpoint
+
+        sizes_by_path = {f.path: f.size_bytes for f in files}
+        tensors = tuple(t for path in pickle_weight_files(reader, paths)
+                        for t in read_checkpoint(reader, path, sizes_by_path.get(path)))
     elif fmt == "gguf":  # GGUF metadata is card data; the card, where it says something, wins
         from lineage_index.indexer.read.gguf import read_gguf_model
 
