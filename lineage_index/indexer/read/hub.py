@@ -274,8 +274,10 @@ class HubSource:
         if not weights and any(p.lower().endswith(PICKLE_SUFFIXES) for p in paths):
             from lineage_index.indexer.read.sources import PICKLE_INDEX, pickle_weight_files
 
-            out["resolvers"] += (PICKLE_INDEX in paths) + len(pickle_weight_files(_NoReads(), paths)
-                                                             if PICKLE_INDEX not in paths else [0, 0])
+            if PICKLE_INDEX in paths:  # the index, and the shards it names (the listing names them too)
+                out["resolvers"] += 1 + sum(1 for p in paths if p.startswith("pytorch_model-") and p.endswith(".bin"))
+            else:
+                out["resolvers"] += len(pickle_weight_files(_NoReads(), paths))
         elif not weights and any(p.lower().endswith(".gguf") for p in paths):
             from lineage_index.indexer.read.gguf import choose_variant, variants
 
