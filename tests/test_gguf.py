@@ -23,58 +23,7 @@ from lineage_index.indexer.read.gguf import dequantize_rows, gguf_rows, read_ggu
 from lineage_index.indexer.read.ranges import LocalReader  # noqa: E402
 from lineage_index.indexer.read.sources import DirSource  # noqa: E402
 from lineage_index.records import ModelRecord  # noqa: E402
-
-HF_TO_GGUF = {
-    "model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output",
-    "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
-}
-FLOATS = {Q.F32: np.float32, Q.F16: np.float16}
-
-
-def gguf_name(hf: str) -> str:
-    stem, suffix = hf.rsplit(".", 1)
-    if stem.startswith("model.layers."):
-        n, rest = stem[len("model.layers."):].split(".", 1)
-        return f"blk.{n}.{HF_TO_GGUF[rest]}.{suffix}"
-    return f"{HF_TO_GGUF[stem]}.{suffix}"
-
-
-def permute(w: np.ndarray, heads: int) -> np.ndarray:
-    """llama.cpp's converter (LlamaModel.permute): each head's rows interleaved."""
-    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def write_gguf(path: Path, state: dict[str, np.ndarray], qtype: Q, *, heads: int, kv_heads: int,
-               meta: dict[str, object] | None = None, rope_permute: bool = True) -> None:
-    """A GGUF as llama.cpp's converter writes it (permuted Q/K, matrices in ``qtype`` where their
-    rows are whole blocks, F16 otherwise, vectors F32)."""
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_uint32("llama.attention.head_count", heads)
-    w.add_uint32("llama.attention.head_count_kv", kv_heads)
-    w.add_uint32("llama.block_count", 2)
-    for key, value in (meta or {}).items():
-        if isinstance(value, int):
-            w.add_uint32(key, value)
-        else:
-            w.add_string(key, str(value))
-    for name, arr in state.items():
-        arr = np.asarray(arr, dtype=np.float32)
-        if rope_permute and name.endswith(("q_proj.weight", "k_proj.weight")):
-            arr = permute(arr, heads if "q_proj" in name else kv_heads)
-        if arr.ndim == 1:
-            w.add_tensor(gguf_name(name), arr)
-        elif qtype in FLOATS:
-            w.add_tensor(gguf_name(name), arr.astype(FLOATS[qtype]))
-        elif arr.shape[1] % GGML_QUANT_SIZES[qtype][0] == 0:
-            w.add_tensor(gguf_name(name), gguf.quants.quantize(arr, qtype), raw_dtype=qtype)
-        else:
-            w.add_tensor(gguf_name(name), arr.astype(np.float16))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+from lineage_index.zoo.formats import write_gguf  # noqa: E402
 
 
 @pytest.fixture(scope="module")

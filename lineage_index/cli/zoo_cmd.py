@@ -90,6 +90,10 @@ def build_command(
     depth: Annotated[bool, typer.Option(
         "--depth", help="The depth-changing Llama zoo instead (8 models, --size ignored): layer pruning, "
                         "a passthrough frankenmerge, depth up-scaling, independent roots.")] = False,
+    formats: Annotated[bool, typer.Option(
+        "--formats", help="Also derive other weight formats from the zoo's Llama models: GGUF repos of several "
+                          "quantisation levels, F16 GGUF, pickle checkpoints (single and sharded), a hostile "
+                          "pickle and an independent look-alike.")] = False,
 ) -> None:
     """Build a zoo of really trained tiny models in Hub layout, with truth.json."""
     from rich.console import Console
@@ -124,6 +128,11 @@ def build_command(
         raise UsageError(f"--size must be one of {', '.join(SIZES)}")
     summary = build_zoo(out, size=size, seed=seed, progress=progress)
     console = Console()
+    if formats:
+        from lineage_index.zoo.formats import derive_formats
+
+        f = derive_formats(out, seed=seed)
+        console.print(f"formats: [bold]{f['models']}[/] models added ({f['edges']} edges) from {', '.join(f['parents'])}")
     console.print(
         f"[bold]{summary.n_models}[/] models, {summary.n_edges} edges, depth {summary.max_depth}, "
         f"{summary.bytes_written / 1e6:.1f} MB in {summary.seconds:.0f}s -> {summary.truth_path}"

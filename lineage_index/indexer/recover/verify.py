@@ -107,24 +107,39 @@ _PRECISION = {"F64": 3, "F32": 2, "BF16": 1, "F16": 1, "I8": 0, "U8": 0}
 
 
 def _copy_child(a: Sketch, b: Sketch, common: list[str]) -> str | None:
-    """Which of a, b is a (possibly lower-precision) copy of the other, if either."""
+    """Which of a, b is a copy of the other (same values, perhaps another dtype), if either.
+
+    A copy holds its parent's values rounded to its own dtype: a lower-precision copy rounds, a
+    higher-precision container (a BF16 model saved as F32, a pickle or GGUF upcast) holds them
+    exactly, every value on the parent's grid, which an original trained at the higher precision
+    never does. When both directions fit, that upcast decides; otherwise (equal dtypes, or BF16
+    against F16 with every value exact in both) it is "same" and upload dates or cards decide.
+    """
+    fits: dict[str, bool] = {}  # child id -> it is an upcast copy
     for parent, child in ((a, b), (b, a)):
         if child.quant:
             continue
         matched = total = 0
+        upcast = False
         for k in common:
             ps, cs = parent.samples[k], child.samples[k]
             if _PRECISION.get(cs.dtype, 0) > _PRECISION.get(ps.dtype, 0):
-                break
+                if not np.array_equal(_round_to(cs.values, ps.dtype), cs.values):
+                    break  # values off the parent's grid: not an upcast of it
+                upcast = True
             rounded = _round_to(ps.values, cs.dtype)
             matched += int(np.count_nonzero(rounded == cs.values))
             total += cs.values.size
         else:
             if total and matched / total >= COPY_MATCH:
-                if parent.dtypes == child.dtypes:  # exact same bytes: direction unknown here
-                    return "same"
-                return child.model_id
-    return None
+                fits[child.model_id] = upcast
+    if not fits:
+        return None
+    if len(fits) == 1:
+        (child_id,) = fits
+        return "same" if a.dtypes == b.dtypes else child_id
+    upcasts = [m for m, up in fits.items() if up]
+    return upcasts[0] if len(upcasts) == 1 else "same"
 
 
 def _roundtrip_child(a: Sketch, b: Sketch, common: list[str]) -> str | None:

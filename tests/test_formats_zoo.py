@@ -1,0 +1,49 @@
+"""The formats zoo (issue 22): GGUF and pickle uploads attributed to their exact parent with the
+right relation and direction, in the same ingest as their safetensors relatives."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gguf")
+
+from lineage_index.zoo.formats import HOSTILE_MARKER, derive_formats  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def formats_zoo(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("formats") / "zoo"
+    shutil.copytree(tiny_zoo, out)
+    derive_formats(out)
+    return out
+
+
+def test_formats_are_placed_exactly_and_the_hostile_pickle_never_runs(formats_zoo: Path, tmp_path: Path) -> None:
+    edges_out = tmp_path / "edges.json"
+    r = subprocess.run([sys.executable, "-m", "lineage_index.cli.app", "ingest", "--dir", str(formats_zoo),
+                        "--store", str(tmp_path / "s"), "--no-graph", "--edges-out", str(edges_out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    truth = json.loads((formats_zoo / "truth.json").read_text())
+    new = {m: t for m, t in truth["models"].items() if "format" in t}
+    want = {(m, p, t["relation"]) for m, t in new.items() for p in t["parents"]}
+    got = {(e["child"], e["parent"], e["relation"]) for e in json.loads(edges_out.read_text())
+           if e["child"] in new and e["source"] != "declared"}
+    pairs = {(c, p) for c, p, _ in got}
+    tp = len({(c, p) for c, p, _ in want} & pairs)
+    precision, recall = tp / max(1, len(pairs)), tp / max(1, len(want))
+    f1 = 2 * precision * recall / max(1e-9, precision + recall)
+    assert f1 >= 0.97, ("missing", sorted(want - got), "extra", sorted(got - want))
+    assert {(c, p) for c, p, _ in want} <= pairs  # every direction right (no reversed pair)
+    assert want <= got  # and every relation
+    independent = {m for m, t in new.items() if t.get("independent")}
+    crossing = [e for e in got if (e[0] in independent) != (e[1] in independent)]
+    assert independent and not crossing  # the independent model is tied to no zoo model by its weights
+    assert "hostile_pickle" in r.stdout and "evil-org/free-weights" in r.stdout
+    assert not (formats_zoo / HOSTILE_MARKER).exists()
