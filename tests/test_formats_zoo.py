@@ -45,5 +45,8 @@ def test_formats_are_placed_exactly_and_the_hostile_pickle_never_runs(formats_zo
     independent = {m for m, t in new.items() if t.get("independent")}
     crossing = [e for e in got if (e[0] in independent) != (e[1] in independent)]
     assert independent and not crossing  # the independent model is tied to no zoo model by its weights
+    wrong = [m for m, t in new.items() if t.get("declared_kind") == "wrong"]
+    verdicts = {(e["child"], e["parent"]): e.get("verdict") for e in json.loads(edges_out.read_text())}
+    assert wrong and all(verdicts.get((m, new[m]["declared_base_model"])) == "contradicted" for m in wrong)
     assert "hostile_pickle" in r.stdout and "evil-org/free-weights" in r.stdout
     assert not (formats_zoo / HOSTILE_MARKER).exists()

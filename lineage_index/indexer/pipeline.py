@@ -112,6 +112,9 @@ def sketch_one(record: ModelRecord, open_reader: Callable[[ModelRecord], object]
                 close()
     except LineageIndexError as exc:
         return Failure(record.id, getattr(exc, "kind", "error"), str(exc))
+    except (ValueError, KeyError, IndexError, OverflowError) as exc:  # weights no decoder could make sense of
+        return Failure(record.id, "bad_weights", f"{record.id}: its weights could not be decoded "
+                                                 f"({type(exc).__name__}: {str(exc)[:160]})")
 
 
 def sketch_all(

@@ -10,6 +10,9 @@ Llama-family full models (the root, a fine-tune, a merge where present):
   missing, or names the parent's parent;
 * PyTorch pickle checkpoints (``torch.save`` of the state dict): one ``pytorch_model.bin``, and an
   F32 copy in two shards with ``pytorch_model.bin.index.json``;
+* packed quantised safetensors (``read.packed``): FP8 with block scales, FP8 per channel
+  (compressed-tensors), MLX 4-bit, of the root and of a fine-tune (whose FP8 is the fine-tune's
+  child, not the root's), one with a card naming the wrong base;
 * a hostile checkpoint (unpickling it would create ``HOSTILE_MARKER`` in the zoo) and an
   independent model (same shapes, its own random weights) as pickle, with its GGUF quantisation,
   whose metadata falsely names a zoo model as its base (``independent`` in truth).
@@ -94,6 +97,85 @@ def write_gguf(path: Path, state: dict[str, np.ndarray], qtype: Any, *, heads: i
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+#: the linear weights packed quantised checkpoints quantise (embeddings, head and norms stay float)
+LINEAR = ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
+          "up_proj.weight", "down_proj.weight")
+
+
+def fp8_quantise(w: np.ndarray, block: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(float8 e4m3 weight as uint8 bytes, scale) by round to nearest: per ``block`` x ``block``
+    tile (``scale = max|w| / 448``, stored as ``weight_scale_inv``, the factor that dequantises),
+    or per output row when ``block`` is None (compressed-tensors' channel strategy)."""
+    import torch
+
+    out, inn = w.shape
+    if block is None:
+        scale = np.maximum(np.abs(w).max(axis=1, keepdims=True), 1e-12) / 448.0
+        full = np.repeat(scale, inn, axis=1)
+    else:
+        nb_r, nb_c = -(-out // block), -(-inn // block)
+        scale = np.zeros((nb_r, nb_c), np.float32)
+        for i in range(nb_r):
+            for j in range(nb_c):
+                tile = w[i * block:(i + 1) * block, j * block:(j + 1) * block]
+                scale[i, j] = max(float(np.abs(tile).max()), 1e-12) / 448.0
+        full = np.repeat(np.repeat(scale, block, axis=0), block, axis=1)[:out, :inn]
+    q = torch.from_numpy((w / full).astype(np.float32)).to(torch.float8_e4m3fn)
+    return q.view(torch.uint8).numpy(), scale.astype(np.float32)
+
+
+def mlx_quantise(w: np.ndarray, bits: int, group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(uint32 words [out, in*bits/32], scales, biases [out, in/group]) as ``mx.quantize`` lays
+    them out: per group ``w ~ q * scale + bias`` with ``q`` in [0, 2^bits), the first value of a
+    word in its lowest bits."""
+    out, inn = w.shape
+    g = w.reshape(out, inn // group, group)
+    lo, hi = g.min(axis=2), g.max(axis=2)
+    scale = np.maximum(hi - lo, 1e-8) / ((1 << bits) - 1)
+    q = np.clip(np.rint((g - lo[..., None]) / scale[..., None]), 0, (1 << bits) - 1).astype(np.uint32)
+    q = q.reshape(out, inn // (32 // bits), 32 // bits)
+    words = np.zeros(q.shape[:2], np.uint32)
+    for k in range(32 // bits):
+        words |= q[:, :, k] << np.uint32(bits * k)
+    return words, scale.astype(np.float16), lo.astype(np.float16)
+
+
+def write_packed(repo: Path, state: dict[str, np.ndarray], scheme: str, config: dict[str, Any]) -> None:
+    """A packed quantised checkpoint of ``state``: ``fp8-block`` (DeepSeek/Qwen FP8 layout,
+    16 x 16 tiles at this scale), ``fp8-channel`` (compressed-tensors float-quantized) or ``mlx-4``."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    cfg = dict(config)
+    for name, w in sorted(state.items()):
+        if not name.endswith(LINEAR):
+            tensors[name] = torch.from_numpy(np.ascontiguousarray(w)).to(torch.bfloat16)
+            continue
+        m = name[: -len(".weight")]
+        if scheme.startswith("fp8"):
+            q, scale = fp8_quantise(w, 16 if scheme == "fp8-block" else None)
+            tensors[name] = torch.from_numpy(q).view(torch.float8_e4m3fn)
+            key = ".weight_scale_inv" if scheme == "fp8-block" else ".weight_scale"
+            tensors[m + key] = torch.from_numpy(scale)
+        else:
+            words, scales, biases = mlx_quantise(w, 4, 16)
+            tensors[name] = torch.from_numpy(words.view(np.int32)).view(torch.uint32)
+            tensors[m + ".scales"] = torch.from_numpy(scales)
+            tensors[m + ".biases"] = torch.from_numpy(biases)
+    if scheme == "fp8-block":
+        cfg["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                      "weight_block_size": [16, 16]}
+    elif scheme == "fp8-channel":
+        cfg["quantization_config"] = {"quant_method": "compressed-tensors", "format": "float-quantized",
+                                      "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+                                          "num_bits": 8, "type": "float", "strategy": "channel"}}}}
+    else:
+        cfg["quantization"] = {"group_size": 16, "bits": 4}
+    save_file(tensors, str(repo / "model.safetensors"), metadata={"format": "pt"})
+    (repo / "config.json").write_text(json.dumps(cfg, indent=2))
 
 
 def _state(repo: Path) -> dict[str, Any]:
@@ -185,6 +267,26 @@ def derive_formats(zoo: Path, *, seed: int = 0) -> dict[str, Any]:
             (repo / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
             shutil.copy(pdir / "config.json", repo / "config.json")
             _card(repo / "README.md", {"created_at": _later(created, 41)}, f"{name} (sharded bin)")
+
+    # packed quantised safetensors of the root, of a fine-tune (a fine-tune-then-quantise), and
+    # one whose card names the wrong base
+    for i, parent in enumerate([parents[0]] + [m for m in parents if models[m].get("parents")][:1]):
+        pdir = zoo / parent
+        cfg = json.loads((pdir / "config.json").read_text())
+        state = {k: v.float().numpy() for k, v in _state(pdir).items()}
+        name = parent.split("/", 1)[1]
+        created = models[parent].get("created_at") or "2024-01-01T00:00:00Z"
+        lic = models[parent].get("license") or "other"
+        for j, scheme in enumerate(("fp8-block", "fp8-channel", "mlx-4") if i == 0 else ("fp8-block",)):
+            org = {"fp8-block": "neuralmagic-zoo", "fp8-channel": "redhat-zoo", "mlx-4": "mlx-community-zoo"}[scheme]
+            wrong = i == 0 and scheme == "fp8-channel"  # the card names another zoo model as the base
+            declared = (parents[1] if len(parents) > 1 else parent) if wrong else parent
+            repo = add(f"{org}/{name}-{scheme}", parent, "quantized", scheme, declared_base_model=declared,
+                       declared_kind="wrong" if wrong else "true", created_at=_later(created, 50 + j))
+            write_packed(repo, state, scheme, cfg)
+            _card(repo / "README.md", {"created_at": _later(created, 50 + j), "license": lic,
+                                       "base_model": declared, "base_model_relation": "quantized"},
+                  f"{name} {scheme}")
 
     # an independent model of the same shapes, as GGUF (its metadata falsely naming the root) and pickle
     parent = parents[0]

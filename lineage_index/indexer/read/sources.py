@@ -156,7 +156,11 @@ def build_record(model_id: str, source: str, reader: RangeReader, files: Sequenc
     weight_files = primary_weight_files(paths)
     tensors: tuple[TensorInfo, ...] = ()
     if fmt == "safetensors":
-        tensors = read_model_tensors(reader, weight_files, prefix_bytes=header_prefix_bytes, trust_shard_names=economy)
+        from lineage_index.indexer.read.packed import logical_tensors
+
+        tensors = logical_tensors(  # packed quantised weights (FP8, MLX) under their logical shapes
+            read_model_tensors(reader, weight_files, prefix_bytes=header_prefix_bytes, trust_shard_names=economy),
+            config)
     elif fmt == "pickle":  # torch.save zip checkpoints, the pickle read as data (never unpickled)
         from lineage_index.indexer.read.torchzip import read_checkpoint
 

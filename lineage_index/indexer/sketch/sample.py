@@ -43,8 +43,11 @@ _DTYPE_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1}
 
 
 def _readable(t: TensorInfo) -> bool:
-    """A tensor the sketch can decode: a plain float/int8 dtype, or a GGUF matrix (any ggml type)."""
-    return t.dtype in _DTYPE_SIZE or (t.dtype.startswith("GGUF_") and len(t.shape) == 2)
+    """A tensor the sketch can decode: a plain float/int8 dtype, a GGUF matrix (any ggml type),
+    or a packed quantised weight (``read.packed``: FP8, MLX)."""
+    from lineage_index.indexer.read.packed import is_packed
+
+    return t.dtype in _DTYPE_SIZE or (t.dtype.startswith("GGUF_") and len(t.shape) == 2) or is_packed(t)
 
 
 def _gguf_rows(t: TensorInfo) -> bool:
@@ -182,6 +185,10 @@ def plan_prints(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = 
 
 def _byte_ranges(p: PlannedRead) -> list[tuple[int, int]]:
     """The byte ranges of a planned read, in the order its rows are wanted."""
+    from lineage_index.indexer.read.packed import is_packed, row_span
+
+    if is_packed(p.tensor):
+        return [row_span(p.tensor, p.row_start, p.rows)]
     if not _gguf_rows(p.tensor):
         return [_byte_range(p)]
     from lineage_index.indexer.read.gguf import gguf_rows, row_bytes
@@ -264,8 +271,27 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
     before_bytes, before_requests = reader.bytes_read, reader.requests
     by_file: dict[str, list[tuple[PlannedRead, str]]] = {}
     ranges: dict[str, list[tuple[int, int]]] = {}
+    from lineage_index.indexer.read.packed import (
+        aux_names,
+        aux_rows,
+        dequantize,
+        is_packed,
+        scheme_of,
+    )
+
+    by_name = {t.name: t for t in record.tensors}
+    aux_first: dict[tuple[str, str], int] = {}
     for p in plan:
-        for part, info, rngs in (("w", p.tensor, _byte_ranges(p)), ("s", p.scale, None)):
+        parts: list[tuple[str, TensorInfo | None, list[tuple[int, int]] | None]] = [
+            ("w", p.tensor, _byte_ranges(p)), ("s", p.scale, None)]
+        if is_packed(p.tensor):
+            for name in aux_names(p.tensor):
+                a = by_name.get(name)
+                if a is None:
+                    raise ModelReadError(f"{record.id}: {p.tensor.name} names aux tensor {name!r}, which is missing")
+                a_start, a_end, aux_first[(p.key, name)] = aux_rows(p.tensor, a, p.row_start, p.rows)
+                parts.append((f"a:{name}", a, [(a_start, a_end)]))
+        for part, info, rngs in parts:
             if info is None:
                 continue
             if rngs is None:  # SCB: one float32 per row
@@ -284,7 +310,11 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
     prints: dict[int, np.ndarray] = {}
     for p in plan:
         quant = None
-        if p.tensor.dtype.startswith("GGUF_"):
+        if is_packed(p.tensor):
+            aux = {n: (by_name[n], raw[(p.key, f"a:{n}")], aux_first[(p.key, n)]) for n in aux_names(p.tensor)}
+            values = dequantize(p.tensor, raw[(p.key, "w")], aux, p.row_start, p.rows)
+            quant = scheme_of((p.tensor,))
+        elif p.tensor.dtype.startswith("GGUF_"):
             from lineage_index.indexer.read.gguf import dequantize_rows
 
             values = dequantize_rows(raw[(p.key, "w")], p.tensor, p.rows)
@@ -301,7 +331,7 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
             continue
         if p.role == anchor and p.layer is not None and len(p.tensor.shape) == 2:
             prints[p.layer] = values[: print_rows(tuple(p.tensor.shape))].reshape(-1)
-        nbytes = len(raw[(p.key, "w")]) + len(raw.get((p.key, "s"), b""))
+        nbytes = sum(len(v) for (key, _), v in raw.items() if key == p.key)
         samples[p.key] = TensorSample(
             p.key, p.role, p.layer, tuple(p.tensor.shape), p.tensor.dtype, p.row_start, 0, values, nbytes, quant
         )
@@ -310,6 +340,8 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
     if kind == "adapter":
         family, desc = "adapter:" + family, "adapter:" + desc
     quants = {q for t in record.tensors if (q := quant_aux_kind(t.name))}
+    if (packed_scheme := scheme_of(record.tensors)) is not None:
+        quants = {packed_scheme}
     if any(t.dtype.startswith("GGUF_") for t in record.tensors):
         quants.add("gguf-" + str((record.config or {}).get("gguf", {}).get("quant", "quantised")))
     model_bytes = sum(t.end - t.start for t in record.tensors)

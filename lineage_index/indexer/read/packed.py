@@ -1,0 +1,174 @@
+"""Packed quantised safetensors read as the weights they stand for, on the sampled rows only.
+
+A quantised upload stores a linear weight under other dtypes and shapes than its full-precision
+parent. ``logical_tensors`` recognises a scheme from the tensor names, dtypes and the config's
+``quantization_config`` / ``quantization`` and gives each packed weight its **logical** shape
+(the parent's ``[out, in]``) and a ``layout`` naming the scheme and its aux tensors, so the model
+lands in its parent's family and the sketch samples the same rows. Every scheme here keeps a
+weight's output rows contiguous, so a sampled row is read as its own bytes plus the matching rows
+of its scales (``aux_rows``) and dequantised (``dequantize``):
+
+* **FP8** (``F8_E4M3``/``F8_E5M2`` weights; DeepSeek-V3 / Qwen3-FP8 block scales
+  ``weight_scale_inv`` of shape ``[ceil(out/b), ceil(in/b)]`` from ``weight_block_size``, or
+  compressed-tensors ``float-quantized`` per-channel ``weight_scale [out, 1]`` or per-tensor):
+  ``w = fp8 * scale`` (Hugging Face transformers' ``finegrained_fp8`` and compressed-tensors'
+  formats).
+* **MLX** (``mlx-lm`` ``quantize``: ``weight`` uint32 ``[out, in*bits/32]`` with the first value
+  in the lowest bits, ``scales`` and ``biases`` ``[out, in/group]``; ``config.json``
+  ``quantization: {group_size, bits}``): ``w = q * scale + bias`` per group (MLX's
+  ``mx.quantize`` documentation).
+
+GPTQ and AWQ pack along the input dimension (a sampled output row is one column of ``qweight``):
+they are recognised (family, ``quant``) but not dequantised yet.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from lineage_index.records import TensorInfo
+
+FP8 = ("F8_E4M3", "F8_E5M2")
+FLOAT_SCALES = ("F32", "F16", "BF16")
+
+
+def _module(name: str) -> str:
+    return name[: -len(".weight")] if name.endswith(".weight") else name
+
+
+def logical_tensors(tensors: tuple[TensorInfo, ...], config: dict[str, Any] | None) -> tuple[TensorInfo, ...]:
+    """``tensors`` with every recognised packed weight given its logical shape and layout."""
+    by_name = {t.name: t for t in tensors}
+    cfg = config or {}
+    qc = cfg.get("quantization_config") if isinstance(cfg.get("quantization_config"), dict) else {}
+    mlx = cfg.get("quantization") if isinstance(cfg.get("quantization"), dict) else {}
+    block = qc.get("weight_block_size") if isinstance(qc.get("weight_block_size"), list) else None
+    out: list[TensorInfo] = []
+    for t in tensors:
+        m = _module(t.name)
+        if not t.name.endswith(".weight") or len(t.shape) != 2:
+            out.append(t)
+            continue
+        if t.dtype in FP8:
+            inv, scale = by_name.get(m + ".weight_scale_inv"), by_name.get(m + ".weight_scale")
+            s = inv or scale
+            if s is not None and s.dtype in FLOAT_SCALES:
+                kind = "block" if len(s.shape) == 2 and s.shape[1] > 1 else "channel" if s.shape and s.shape[0] > 1 \
+                    else "tensor"
+                size = int(block[0]) if kind == "block" and block else (
+                    math.ceil(t.shape[0] / s.shape[0]) if kind == "block" else 0)
+                out.append(replace(t, layout=f"fp8:{kind};scale={s.name};block={size};inv={int(inv is not None)}"))
+                continue
+        if t.dtype == "U32" and by_name.get(m + ".scales") is not None and by_name.get(m + ".biases") is not None:
+            bits, group = int(mlx.get("bits", 4)), int(mlx.get("group_size", 64))
+            cols = t.shape[1] * 32 // bits
+            s = by_name[m + ".scales"]
+            if 32 % bits == 0 and len(s.shape) == 2 and s.shape[0] == t.shape[0] and s.shape[1] * group == cols:
+                out.append(replace(t, dtype=f"MLX_Q{bits}", shape=(t.shape[0], cols),
+                                   layout=f"mlx:affine;bits={bits};group={group};scales={s.name};biases={m}.biases"))
+                continue
+        out.append(t)
+    return tuple(out)
+
+
+def parse_layout(layout: str) -> tuple[str, str, dict[str, str]]:
+    """(scheme, kind, fields) of a packed ``TensorInfo.layout``."""
+    head, _, rest = layout.partition(";")
+    scheme, _, kind = head.partition(":")
+    fields = dict(p.split("=", 1) for p in rest.split(";") if "=" in p)
+    return scheme, kind, fields
+
+
+def is_packed(t: TensorInfo) -> bool:
+    return bool(t.layout) and t.layout.split(":", 1)[0] in ("fp8", "mlx")
+
+
+def row_span(t: TensorInfo, first: int, rows: int) -> tuple[int, int]:
+    """The weight bytes of logical rows ``[first, first + rows)`` (rows are contiguous)."""
+    row_bytes = (t.end - t.start) // int(t.shape[0])
+    return t.start + first * row_bytes, t.start + (first + rows) * row_bytes
+
+
+def aux_rows(t: TensorInfo, aux: TensorInfo, first: int, rows: int) -> tuple[int, int, int]:
+    """(start, end, first aux row) of the aux rows that scale logical rows ``[first, first+rows)``."""
+    scheme, kind, fields = parse_layout(t.layout or "")
+    n = int(aux.shape[0]) if aux.shape else 1
+    row_bytes = (aux.end - aux.start) // max(1, n)
+    if scheme == "fp8" and kind == "tensor":
+        return aux.start, aux.end, 0
+    if scheme == "fp8" and kind == "block":
+        b = int(fields.get("block") or 128)
+        a0, a1 = first // b, (first + rows - 1) // b + 1
+        return aux.start + a0 * row_bytes, aux.start + a1 * row_bytes, a0
+    return aux.start + first * row_bytes, aux.start + (first + rows) * row_bytes, first
+
+
+def _floats(raw: bytes, dtype: str) -> np.ndarray:
+    if dtype == "F32":
+        return np.frombuffer(raw, "<f4").astype(np.float32)
+    if dtype == "F16":
+        return np.frombuffer(raw, "<f2").astype(np.float32)
+    if dtype == "BF16":
+        return (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
+    raise ValueError(f"scale dtype {dtype}")
+
+
+def _fp8(raw: bytes, dtype: str) -> np.ndarray:
+    import torch
+
+    tdtype = torch.float8_e4m3fn if dtype == "F8_E4M3" else torch.float8_e5m2
+    return torch.frombuffer(bytearray(raw), dtype=tdtype).float().numpy()
+
+
+def dequantize(t: TensorInfo, raw: bytes, aux: dict[str, tuple[TensorInfo, bytes, int]], first: int,
+               rows: int) -> np.ndarray:
+    """Logical rows ``[first, first + rows)`` of a packed weight as float32 ``(rows, in)``.
+
+    ``aux``: aux tensor name -> (its info, the bytes read by ``aux_rows``, the first aux row).
+    """
+    scheme, kind, fields = parse_layout(t.layout or "")
+    cols = int(t.shape[1])
+    if scheme == "fp8":
+        w = _fp8(raw, t.dtype).reshape(rows, cols)
+        info, sraw, a0 = aux[fields["scale"]]
+        s = _floats(sraw, info.dtype)
+        if kind == "tensor":
+            return w * s.reshape(-1)[0]
+        if kind == "channel":
+            return w * s.reshape(rows, 1)
+        b = int(fields.get("block") or 128)
+        grid = s.reshape(-1, int(info.shape[1]))
+        r = (np.arange(first, first + rows) // b) - a0
+        c = np.arange(cols) // b
+        return w * grid[r][:, c]
+    if scheme == "mlx":
+        bits, group = int(fields["bits"]), int(fields["group"])
+        words = np.frombuffer(raw, "<u4").reshape(rows, -1)
+        per = 32 // bits
+        shifts = (np.arange(per, dtype=np.uint32) * bits)
+        q = ((words[:, :, None] >> shifts) & ((1 << bits) - 1)).reshape(rows, -1)[:, :cols].astype(np.float32)
+        si, sraw, _ = aux[fields["scales"]]
+        bi, braw, _ = aux[fields["biases"]]
+        scales = _floats(sraw, si.dtype).reshape(rows, -1)
+        biases = _floats(braw, bi.dtype).reshape(rows, -1)
+        g = np.arange(cols) // group
+        return q * scales[:, g] + biases[:, g]
+    raise ValueError(f"{t.name}: no dequantiser for layout {t.layout!r}")
+
+
+def aux_names(t: TensorInfo) -> list[str]:
+    _, _, fields = parse_layout(t.layout or "")
+    return [fields[k] for k in ("scale", "scales", "biases") if k in fields]
+
+
+def scheme_of(tensors: tuple[TensorInfo, ...]) -> str | None:
+    """The packed scheme of a model (for ``Sketch.quant``), if any."""
+    for t in tensors:
+        if is_packed(t):
+            scheme, kind, fields = parse_layout(t.layout or "")
+            return f"fp8-{t.dtype[3:].lower()}" if scheme == "fp8" else f"mlx-{fields.get('bits')}bit"
+    return None
