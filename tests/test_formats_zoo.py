@@ -50,3 +50,21 @@ def test_formats_are_placed_exactly_and_the_hostile_pickle_never_runs(formats_zo
     assert wrong and all(verdicts.get((m, new[m]["declared_base_model"])) == "contradicted" for m in wrong)
     assert "hostile_pickle" in r.stdout and "evil-org/free-weights" in r.stdout
     assert not (formats_zoo / HOSTILE_MARKER).exists()
+
+
+def test_formats_read_through_the_hub_client_give_the_same_edges(formats_zoo: Path, tmp_path: Path) -> None:
+    """GGUF, pickle and packed repos through the real huggingface_hub client and a Hub that sends
+    weight files to a CDN (file sizes unknown from the listing): the same lineage as from disk."""
+    from hubserver import LocalHub
+
+    from lineage_index import api
+    from lineage_index.indexer.sketch.store import SketchStore
+
+    local = api.ingest(api.make_source(directory=formats_zoo), store=SketchStore(tmp_path / "dir"))
+    with LocalHub(formats_zoo, page_size=200) as hub:
+        hub.cdn = True
+        remote = api.ingest(api.make_source(everything=True, endpoint=hub.url), store=SketchStore(tmp_path / "hub"))
+    key = sorted((e.child, e.parent, e.relation, e.source) for e in local.edges)
+    assert key == sorted((e.child, e.parent, e.relation, e.source) for e in remote.edges)
+    assert {f.model_id for f in remote.failures} == {f.model_id for f in local.failures} == {"evil-org/free-weights"}
+    assert not (formats_zoo / HOSTILE_MARKER).exists()

@@ -75,6 +75,15 @@ def logical_tensors(tensors: tuple[TensorInfo, ...], config: dict[str, Any] | No
     return tuple(out)
 
 
+def needs_config(tensors: tuple[TensorInfo, ...], config: dict[str, Any] | None) -> bool:
+    """Whether the packing of these tensors is described only in ``config.json`` (MLX's
+    ``quantization``), which a Hub listing's curated ``config`` does not carry."""
+    if isinstance((config or {}).get("quantization"), dict):
+        return False
+    names = {t.name for t in tensors}
+    return any(t.dtype == "U32" and _module(t.name) + ".scales" in names for t in tensors)
+
+
 def parse_layout(layout: str) -> tuple[str, str, dict[str, str]]:
     """(scheme, kind, fields) of a packed ``TensorInfo.layout``."""
     head, _, rest = layout.partition(";")
