@@ -206,7 +206,7 @@ def derive_formats(zoo: Path, *, seed: int = 0) -> dict[str, Any]:
     truth = json.loads((zoo / "truth.json").read_text())
     models = truth["models"]
     llama = [m for m, t in models.items() if t.get("model_type") == "llama" and t.get("kind") == "model"
-             and t.get("method") != "adapter" and any((zoo / m).glob("*.safetensors"))]
+             and t.get("method") in ("root-pretrain", "finetune") and any((zoo / m).glob("*.safetensors"))]
     parents = sorted(llama, key=lambda m: (len(models[m].get("parents", [])), m))[:3]
     if not parents:
         raise ValueError(f"{zoo}: no Llama model to derive formats from")
