@@ -68,6 +68,10 @@ class ModelRecord:
     location: str = ""  # local directory, or the hub endpoint
     header_bytes_read: int = 0  # bytes read to get the safetensors headers
     header_requests: int = 0
+    # why the weights could not be read (a hostile or legacy pickle, a damaged GGUF): the model is
+    # still recorded (card, licence, files), and this becomes its failure when sketching
+    weight_error: str | None = None
+    weight_error_kind: str | None = None
 
     @property
     def org(self) -> str:

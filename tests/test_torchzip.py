@@ -21,7 +21,7 @@ from lineage_index.indexer.pipeline import recover, sketch_all
 from lineage_index.indexer.read.ranges import LocalReader
 from lineage_index.indexer.read.sources import DirSource
 from lineage_index.indexer.read.torchzip import HostilePickleError, read_checkpoint, read_pickle
-from lineage_index.records import Failure, ModelRecord
+from lineage_index.records import ModelRecord
 
 CLI = [sys.executable, "-m", "lineage_index.cli.app"]
 
@@ -58,8 +58,10 @@ def test_a_hostile_pickle_is_refused_by_name_and_never_runs(tmp_path: Path) -> N
     torch.save({"w": torch.randn(4, 4), "payload": Evil(marker)}, repo / "pytorch_model.bin")
     with pytest.raises(HostilePickleError, match=r"posix\.system|nt\.system"):
         read_checkpoint(LocalReader(repo), "pytorch_model.bin")
-    items = list(DirSource(tmp_path / "hub").iter_records())
-    assert [(i.kind, "system" in i.message) for i in items if isinstance(i, Failure)] == [("hostile_pickle", True)]
+    (rec,) = list(DirSource(tmp_path / "hub").iter_records())  # recorded (card, files), weights refused
+    assert isinstance(rec, ModelRecord) and rec.weight_error_kind == "hostile_pickle" and "system" in rec.weight_error
+    _, report = sketch_all([rec], DirSource(tmp_path / "hub").open_reader, None)
+    assert [(f.kind, "system" in f.message) for f in report.failures] == [("hostile_pickle", True)]
     r = subprocess.run([*CLI, "check", str(repo), "--store", str(tmp_path / "s")], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 2 and "system" in r.stderr

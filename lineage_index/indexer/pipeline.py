@@ -172,8 +172,8 @@ def sketch_all(
                 progress.advance(task)
                 continue
             if not item.tensors:
-                slots.append(("failure", Failure(item.id, "no_weights",
-                                                 f"no safetensors weights ({item.weight_format})")))
+                slots.append(("failure", Failure(item.id, item.weight_error_kind or "no_weights",
+                                                 item.weight_error or f"no weights to read ({item.weight_format})")))
                 progress.advance(task)
                 continue
             slots.append(("read", item.id))

@@ -204,7 +204,7 @@ def resolve_target(target: str, *, model_id: str | None = None, endpoint: str | 
 def sketch_target(rec: ModelRecord, token: str | bool | None = None) -> Sketch:
     """The target's sketch by the ingest plan (raises ModelReadError when unreadable)."""
     if not rec.tensors:
-        raise ModelReadError(f"{rec.id}: no safetensors weights to check ({rec.weight_format})")
+        raise ModelReadError(rec.weight_error or f"{rec.id}: no weights to check ({rec.weight_format})")
     reader = LocalReader(rec.location) if rec.source != "hub" else open_reader(rec, token=token)
     try:
         return sketch_model(rec, reader)

@@ -162,19 +162,26 @@ def build_record(model_id: str, source: str, reader: RangeReader, files: Sequenc
         if "config.json" in present and needs_config(tensors, config):  # MLX: bits and group are in the file only
             config.update(read_json(reader, "config.json") or {})
         tensors = logical_tensors(tensors, config)  # packed quantised weights (FP8, MLX) under their logical shapes
-    elif fmt == "pickle":  # torch.save zip checkpoints, the pickle read as data (never unpickled)
+    weight_error: ModelReadError | None = None
+    if fmt == "pickle":  # torch.save zip checkpoints, the pickle read as data (never unpickled)
         from lineage_index.indexer.read.torchzip import read_checkpoint
 
         sizes_by_path = {f.path: f.size_bytes for f in files}
-        tensors = tuple(t for path in pickle_weight_files(reader, paths)
-                        for t in read_checkpoint(reader, path, sizes_by_path.get(path)))
+        try:
+            tensors = tuple(t for path in pickle_weight_files(reader, paths)
+                            for t in read_checkpoint(reader, path, sizes_by_path.get(path)))
+        except ModelReadError as exc:  # the model stays recorded; its weights are its failure
+            weight_error = exc
     elif fmt == "gguf":  # GGUF metadata is card data; the card, where it says something, wins
         from lineage_index.indexer.read.gguf import read_gguf_model
 
-        tensors, config["gguf"], gguf_card = read_gguf_model(reader, [(f.path, f.size_bytes) for f in files])
-        card = {**gguf_card, **(card or {})}
-        if not config.get("model_type") and config["gguf"].get("architecture"):
-            config["model_type"] = config["gguf"]["architecture"]
+        try:
+            tensors, config["gguf"], gguf_card = read_gguf_model(reader, [(f.path, f.size_bytes) for f in files])
+            card = {**gguf_card, **(card or {})}
+            if not config.get("model_type") and config["gguf"].get("architecture"):
+                config["model_type"] = config["gguf"]["architecture"]
+        except ModelReadError as exc:
+            weight_error = exc
     fields: CardFields = card_fields(card, hub_tags)
     used = reader.stats() - before
     sizes = reader.known_sizes()
@@ -202,6 +209,8 @@ def build_record(model_id: str, source: str, reader: RangeReader, files: Sequenc
         location=location,
         header_bytes_read=used.bytes_read,
         header_requests=used.requests,
+        weight_error=str(weight_error) if weight_error is not None else None,
+        weight_error_kind=weight_error.kind if weight_error is not None else None,
     )
 
 
