@@ -198,9 +198,9 @@ def _records_from_columns(cols: dict[str, list[Any]], n: int) -> list[ModelRecor
         if not cols["rec_present"][i]:
             out.append(None)
             continue
-        d = {k: cols[f"rec_{k}"][i] for k in names}
+        d = {k: cols[f"rec_{k}"][i] for k in names if f"rec_{k}" in cols}  # older shards lack newer fields
         for k in _RECORD_JSON:
-            d[k] = json.loads(d[k]) if d[k] is not None else None
+            d[k] = json.loads(d[k]) if d.get(k) is not None else None
         d["files"] = d["files"] or ()
         d["tensors"] = d["tensors"] or ()
         d["config"] = d["config"] or {}
