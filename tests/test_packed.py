@@ -35,6 +35,17 @@ def _full_reference(path: Path, name: str, scheme: str) -> np.ndarray:
         else:
             s = t[m + ".weight_scale"].numpy()
         return w * s
+    if scheme.startswith("ct"):  # compressed-tensors: the library's own unpacking
+        from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
+
+        shape = torch.Size(t[m + ".weight_shape"].tolist())
+        q = unpack_from_int32(t[m + ".weight_packed"], 4, shape).float().numpy()
+        scale = t[m + ".weight_scale"].float().numpy()
+        g = np.arange(q.shape[1]) // 16
+        zero = np.zeros_like(scale)
+        if m + ".weight_zero_point" in t:
+            zero = unpack_from_int32(t[m + ".weight_zero_point"], 4, scale.shape, packed_dim=0).float().numpy()
+        return (q - zero[:, g]) * scale[:, g]
     words = t[name].view(torch.int32).numpy().view(np.uint32)
     q = np.stack([(words >> np.uint32(4 * k)) & np.uint32(15) for k in range(8)], axis=-1).reshape(words.shape[0], -1)
     scales, biases = t[m + ".scales"].float().numpy(), t[m + ".biases"].float().numpy()
@@ -42,7 +53,7 @@ def _full_reference(path: Path, name: str, scheme: str) -> np.ndarray:
     return q * scales[:, g] + biases[:, g]
 
 
-@pytest.mark.parametrize("scheme", ["fp8-block", "fp8-channel", "mlx-4"])
+@pytest.mark.parametrize("scheme", ["fp8-block", "fp8-channel", "mlx-4", "ct-int4", "ct-int4-asym"])
 def test_sampled_rows_equal_the_full_dequantisation_and_stay_close_to_the_weights(scheme: str, tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     state = {"model.layers.0.mlp.up_proj.weight": rng.standard_normal((48, 80)).astype(np.float32) * 0.05,
@@ -68,7 +79,8 @@ def test_sampled_rows_equal_the_full_dequantisation_and_stay_close_to_the_weight
     np.testing.assert_allclose(got, full[first:first + rows], rtol=0, atol=1e-6)
     # the scheme's own error bound: fp8 e4m3 keeps 3 mantissa bits; 4-bit affine: half a step
     truth = state[w.name][first:first + rows]
-    bound = 0.07 * np.abs(truth).max() if scheme.startswith("fp8") else 0.6 * np.ptp(truth) / 15
+    bound = 0.07 * np.abs(truth).max() if scheme.startswith("fp8") else 0.6 * np.ptp(truth) / (
+        7 if scheme == "ct-int4" else 15)
     assert np.abs(got - truth).max() <= bound
     assert reader.bytes_read - before < 0.6 * (tmp_path / "model.safetensors").stat().st_size  # rows, not the file
 
@@ -96,3 +108,17 @@ def test_a_packed_model_is_in_its_parents_family(tmp_path: Path) -> None:
 
     plain = tuple(TensorInfo(n, "BF16", (32, 32), "m", 0, 2048) for n in state)
     assert fams == {family_signature(plain)[0]}
+
+
+def test_the_zoo_packer_is_compressed_tensors_own_layout() -> None:
+    from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
+
+    from lineage_index.zoo.formats import pack_bits
+
+    rng = np.random.default_rng(7)
+    q = rng.integers(-8, 8, size=(5, 48), dtype=np.int8)
+    ours = pack_bits((q.astype(np.int32) + 8).astype(np.uint32), 4).view(np.int32)
+    theirs = pack_to_int32(torch.from_numpy(q), 4).numpy()
+    np.testing.assert_array_equal(ours, theirs)
+    ours0 = pack_bits((q.T.astype(np.int32) + 8).astype(np.uint32), 4).T.view(np.int32)
+    np.testing.assert_array_equal(ours0, pack_to_int32(torch.from_numpy(q), 4, packed_dim=0).numpy())

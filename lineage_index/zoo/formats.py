@@ -142,6 +142,35 @@ def mlx_quantise(w: np.ndarray, bits: int, group: int) -> tuple[np.ndarray, np.n
     return words, scale.astype(np.float16), lo.astype(np.float16)
 
 
+def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """Rows of unsigned ``bits``-bit values as dense little-endian bit streams in uint32 words
+    (value ``i`` at bit ``i * bits``), as compressed-tensors' ``pack_to_int32`` lays them out."""
+    rows, cols = values.shape
+    bitplanes = ((values[:, :, None].astype(np.uint32) >> np.arange(bits, dtype=np.uint32)) & 1).astype(np.uint8)
+    stream = bitplanes.reshape(rows, cols * bits)
+    words = -(-cols * bits // 32)
+    stream = np.pad(stream, ((0, 0), (0, words * 32 - cols * bits)))
+    return np.packbits(stream, axis=1, bitorder="little").view("<u4").reshape(rows, words)
+
+
+def ct_quantise(w: np.ndarray, group: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(weight_packed int32, weight_scale, weight_zero_point packed along the rows or None): int4
+    per ``group`` of inputs, round to nearest, values stored with the +8 offset."""
+    out, inn = w.shape
+    g = w.reshape(out, inn // group, group)
+    if symmetric:
+        scale = np.maximum(np.abs(g).max(axis=2), 1e-8) / 7.0
+        zp = np.zeros_like(scale)
+    else:
+        lo, hi = g.min(axis=2), g.max(axis=2)
+        scale = np.maximum(hi - lo, 1e-8) / 15.0
+        zp = np.clip(np.rint(-8 - lo / scale), -8, 7)
+    q = np.clip(np.rint(g / scale[..., None]) + zp[..., None], -8, 7).reshape(out, inn)
+    packed = pack_bits((q + 8).astype(np.uint32), 4).view(np.int32)
+    zpacked = None if symmetric else pack_bits((zp.T + 8).astype(np.uint32), 4).T.copy().view(np.int32)
+    return packed, scale.astype(np.float16), zpacked
+
+
 def write_packed(repo: Path, state: dict[str, np.ndarray], scheme: str, config: dict[str, Any]) -> None:
     """A packed quantised checkpoint of ``state``: ``fp8-block`` (DeepSeek/Qwen FP8 layout,
     16 x 16 tiles at this scale), ``fp8-channel`` (compressed-tensors float-quantized) or ``mlx-4``."""
@@ -155,7 +184,14 @@ def write_packed(repo: Path, state: dict[str, np.ndarray], scheme: str, config: 
             tensors[name] = torch.from_numpy(np.ascontiguousarray(w)).to(torch.bfloat16)
             continue
         m = name[: -len(".weight")]
-        if scheme.startswith("fp8"):
+        if scheme.startswith("ct-int4"):
+            packed, scale, zpacked = ct_quantise(w, 16, symmetric=scheme == "ct-int4")
+            tensors[m + ".weight_packed"] = torch.from_numpy(packed)
+            tensors[m + ".weight_scale"] = torch.from_numpy(scale)
+            tensors[m + ".weight_shape"] = torch.tensor(list(w.shape), dtype=torch.int64)
+            if zpacked is not None:
+                tensors[m + ".weight_zero_point"] = torch.from_numpy(zpacked)
+        elif scheme.startswith("fp8"):
             q, scale = fp8_quantise(w, 16 if scheme == "fp8-block" else None)
             tensors[name] = torch.from_numpy(q).view(torch.float8_e4m3fn)
             key = ".weight_scale_inv" if scheme == "fp8-block" else ".weight_scale"
@@ -172,6 +208,11 @@ def write_packed(repo: Path, state: dict[str, np.ndarray], scheme: str, config: 
         cfg["quantization_config"] = {"quant_method": "compressed-tensors", "format": "float-quantized",
                                       "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
                                           "num_bits": 8, "type": "float", "strategy": "channel"}}}}
+    elif scheme.startswith("ct-int4"):
+        cfg["quantization_config"] = {"quant_method": "compressed-tensors", "format": "pack-quantized",
+                                      "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+                                          "num_bits": 4, "type": "int", "symmetric": scheme == "ct-int4",
+                                          "strategy": "group", "group_size": 16}}}}
     else:
         cfg["quantization"] = {"group_size": 16, "bits": 4}
     save_file(tensors, str(repo / "model.safetensors"), metadata={"format": "pt"})
@@ -277,8 +318,10 @@ def derive_formats(zoo: Path, *, seed: int = 0) -> dict[str, Any]:
         name = parent.split("/", 1)[1]
         created = models[parent].get("created_at") or "2024-01-01T00:00:00Z"
         lic = models[parent].get("license") or "other"
-        for j, scheme in enumerate(("fp8-block", "fp8-channel", "mlx-4") if i == 0 else ("fp8-block",)):
-            org = {"fp8-block": "neuralmagic-zoo", "fp8-channel": "redhat-zoo", "mlx-4": "mlx-community-zoo"}[scheme]
+        for j, scheme in enumerate(("fp8-block", "fp8-channel", "mlx-4", "ct-int4", "ct-int4-asym") if i == 0
+                                   else ("fp8-block", "ct-int4")):
+            org = {"fp8-block": "neuralmagic-zoo", "fp8-channel": "redhat-zoo", "mlx-4": "mlx-community-zoo",
+                   "ct-int4": "redhat-zoo", "ct-int4-asym": "neuralmagic-zoo"}[scheme]
             wrong = i == 0 and scheme == "fp8-channel"  # the card names another zoo model as the base
             declared = (parents[1] if len(parents) > 1 else parent) if wrong else parent
             repo = add(f"{org}/{name}-{scheme}", parent, "quantized", scheme, declared_base_model=declared,

@@ -18,6 +18,11 @@ of its scales (``aux_rows``) and dequantised (``dequantize``):
   ``quantization: {group_size, bits}``): ``w = q * scale + bias`` per group (MLX's
   ``mx.quantize`` documentation).
 
+* **compressed-tensors ``pack-quantized``** (``weight_packed`` int32 rows as dense bit streams with a
+  ``2^(bits-1)`` offset, ``weight_scale`` per group or channel, ``weight_zero_point`` packed along
+  the output dimension when asymmetric; ``config_groups`` gives the bits): ``w = (q - z) * scale``
+  (the compressed-tensors library's ``pack_to_int32`` layout).
+
 GPTQ and AWQ pack along the input dimension (a sampled output row is one column of ``qweight``):
 they are recognised (family, ``quant``) but not dequantised yet.
 """
@@ -72,7 +77,49 @@ def logical_tensors(tensors: tuple[TensorInfo, ...], config: dict[str, Any] | No
                                    layout=f"mlx:affine;bits={bits};group={group};scales={s.name};biases={m}.biases"))
                 continue
         out.append(t)
-    return tuple(out)
+    return tuple(_pack_quantized(out, by_name, qc))
+
+
+def _ct_bits(qc: dict[str, Any]) -> tuple[int, bool] | None:
+    """(bits, symmetric) of compressed-tensors' integer weight scheme, from ``config_groups``."""
+    groups = qc.get("config_groups") if isinstance(qc.get("config_groups"), dict) else {}
+    for group in groups.values():
+        w = group.get("weights") if isinstance(group, dict) else None
+        if isinstance(w, dict) and w.get("type", "int") == "int" and isinstance(w.get("num_bits"), int):
+            return int(w["num_bits"]), bool(w.get("symmetric", True))
+    return None
+
+
+def _pack_quantized(tensors: list[TensorInfo], by_name: dict[str, TensorInfo], qc: dict[str, Any]) -> list[TensorInfo]:
+    """compressed-tensors ``pack-quantized``: ``M.weight_packed`` (int32 ``[out, ceil(in*bits/32)]``,
+    each row a dense bit stream, value ``i`` at bit ``i*bits``, stored with an offset of
+    ``2^(bits-1)``), ``M.weight_scale`` ``[out, groups]`` and, when asymmetric,
+    ``M.weight_zero_point`` packed the same way along the output dimension. Renamed ``M.weight``
+    with its logical shape, so its role is the parent's."""
+    spec = _ct_bits(qc) if qc.get("quant_method") == "compressed-tensors" else None
+    if spec is None:
+        return tensors
+    bits, _ = spec
+    out = []
+    for t in tensors:
+        if not t.name.endswith(".weight_packed") or t.dtype != "I32" or len(t.shape) != 2:
+            out.append(t)
+            continue
+        m = t.name[: -len(".weight_packed")]
+        scale, zp = by_name.get(m + ".weight_scale"), by_name.get(m + ".weight_zero_point")
+        if scale is None or len(scale.shape) != 2 or scale.shape[0] != t.shape[0]:
+            out.append(t)
+            continue
+        cols = t.shape[1] * 32 // bits
+        group = max(1, cols // int(scale.shape[1]))
+        layout = f"ct:int;bits={bits};group={group};packed={t.name};scale={scale.name}"
+        if zp is not None:
+            if 32 % bits:
+                out.append(t)  # zero points spanning words along the rows: not read
+                continue
+            layout += f";zero={zp.name}"
+        out.append(replace(t, name=m + ".weight", dtype=f"CT_INT{bits}", shape=(t.shape[0], cols), layout=layout))
+    return out
 
 
 def needs_config(tensors: tuple[TensorInfo, ...], config: dict[str, Any] | None) -> bool:
@@ -93,7 +140,7 @@ def parse_layout(layout: str) -> tuple[str, str, dict[str, str]]:
 
 
 def is_packed(t: TensorInfo) -> bool:
-    return bool(t.layout) and t.layout.split(":", 1)[0] in ("fp8", "mlx")
+    return bool(t.layout) and t.layout.split(":", 1)[0] in ("fp8", "mlx", "ct")
 
 
 def row_span(t: TensorInfo, first: int, rows: int) -> tuple[int, int]:
@@ -109,6 +156,10 @@ def aux_rows(t: TensorInfo, aux: TensorInfo, first: int, rows: int) -> tuple[int
     row_bytes = (aux.end - aux.start) // max(1, n)
     if scheme == "fp8" and kind == "tensor":
         return aux.start, aux.end, 0
+    if scheme == "ct" and aux.name == fields.get("zero"):  # zero points: packed along the rows
+        bits = int(fields["bits"])
+        a0, a1 = first * bits // 32, -(-(first + rows) * bits // 32)
+        return aux.start + a0 * row_bytes, aux.start + a1 * row_bytes, a0
     if scheme == "fp8" and kind == "block":
         b = int(fields.get("block") or 128)
         a0, a1 = first // b, (first + rows - 1) // b + 1
@@ -166,12 +217,39 @@ def dequantize(t: TensorInfo, raw: bytes, aux: dict[str, tuple[TensorInfo, bytes
         biases = _floats(braw, bi.dtype).reshape(rows, -1)
         g = np.arange(cols) // group
         return q * scales[:, g] + biases[:, g]
+    if scheme == "ct":
+        bits, group = int(fields["bits"]), int(fields["group"])
+        words = np.frombuffer(raw, "<u4").reshape(rows, -1)
+        q = _bitstream(words, bits, cols).astype(np.float32) - (1 << (bits - 1))
+        si, sraw, _ = aux[fields["scale"]]
+        scales = _floats(sraw, si.dtype).reshape(rows, -1)
+        g = np.minimum(np.arange(cols) // group, scales.shape[1] - 1)
+        if "zero" in fields:
+            zi, zraw, z0 = aux[fields["zero"]]
+            per = 32 // bits
+            zwords = np.frombuffer(zraw, "<u4").reshape(-1, int(zi.shape[1]))
+            # packed along the rows: per group column, the bit stream of the output rows
+            zs = _bitstream(np.ascontiguousarray(zwords.T), bits, len(zwords) * per)
+            off = first - z0 * per
+            z = zs[:, off:off + rows].T.astype(np.float32) - (1 << (bits - 1))
+            return (q - z[:, g]) * scales[:, g]
+        return q * scales[:, g]
     raise ValueError(f"{t.name}: no dequantiser for layout {t.layout!r}")
+
+
+def _bitstream(words: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """Per row of uint32 ``words``, the first ``count`` values of ``bits`` bits, value ``i`` at
+    bit ``i * bits`` of the row's little-endian bit stream (values may span two words)."""
+    rows = words.shape[0]
+    stream = np.unpackbits(words.astype("<u4").view(np.uint8).reshape(rows, -1), axis=1, bitorder="little")
+    n = min(count, stream.shape[1] // bits)
+    weights = (1 << np.arange(bits, dtype=np.int64))
+    return (stream[:, : n * bits].reshape(rows, n, bits).astype(np.int64) * weights).sum(axis=2)
 
 
 def aux_names(t: TensorInfo) -> list[str]:
     _, _, fields = parse_layout(t.layout or "")
-    return [fields[k] for k in ("scale", "scales", "biases") if k in fields]
+    return [fields[k] for k in ("scale", "scales", "biases", "zero") if k in fields]
 
 
 def scheme_of(tensors: tuple[TensorInfo, ...]) -> str | None:
@@ -179,5 +257,7 @@ def scheme_of(tensors: tuple[TensorInfo, ...]) -> str | None:
     for t in tensors:
         if is_packed(t):
             scheme, kind, fields = parse_layout(t.layout or "")
+            if scheme == "ct":
+                return f"compressed-tensors-int{fields.get('bits')}"
             return f"fp8-{t.dtype[3:].lower()}" if scheme == "fp8" else f"mlx-{fields.get('bits')}bit"
     return None
