@@ -14,7 +14,8 @@ per window (December 2026): anonymous (per IP) api 500, resolvers 3,000; a free 
 each answer takes the server's figures, which win over the defaults. Two rules together keep a
 crawl just under the limit instead of running into 429 storms:
 
-* **sliding count**: at most ``quota`` requests in any ``window`` seconds, counted in 1/100-window
+* **sliding count**: at most ``quota`` requests in any ``window`` seconds (plus a margin for the
+  time a request takes to arrive: a quarter of the window, at most 5 s), counted in 1/100-window
   slots. Whatever the alignment of the server's fixed windows, none then sees more than ``quota``;
 * **server's word**: when an answer says ``r`` requests remain until ``t`` seconds from now, no
   more than ``r`` are sent before then.
@@ -54,6 +55,7 @@ TIERS: dict[str, dict[str, int]] = {
 }
 SLOTS = 100  # a window is counted in this many slots (the sliding count is exact to 1/SLOTS)
 NOTICE_AFTER_S = 2.0
+MARGIN, MAX_MARGIN_S = 0.25, 5.0  # the sliding window is longer than the server's by this share, at most 5 s
 PROBE_S = 5.0  # the longest the first request of a bucket is waited for before others follow
 _POLICY = re.compile(r'"fixed window"\s*;\s*"(\w+)"\s*;\s*q=(\d+)\s*;\s*w=(\d+)')
 _STATE = re.compile(r'"(\w+)"\s*;\s*r=(\d+)\s*;\s*t=(\d+)')
@@ -123,8 +125,13 @@ class _Bucket:
     def slot_s(self) -> float:
         return self.window_s / SLOTS
 
+    def span_s(self) -> float:
+        """The sliding window: the server's, plus a margin for the time a request takes to arrive
+        (a request counted here at t may reach the server's next fixed window)."""
+        return self.window_s + min(MAX_MARGIN_S, MARGIN * self.window_s)
+
     def used(self, now: float) -> int:
-        first = math.floor((now - self.window_s) / self.slot_s())  # the slot the window starts in counts whole
+        first = math.floor((now - self.span_s()) / self.slot_s())  # the slot the window starts in counts whole
         self.slots = {k: v for k, v in self.slots.items() if k >= first}
         return sum(self.slots.values())
 
@@ -141,7 +148,7 @@ class _Bucket:
             for k in sorted(self.slots):
                 acc += self.slots[k]
                 if acc >= need:
-                    waits.append((k + 1) * self.slot_s() + self.window_s - now)
+                    waits.append((k + 1) * self.slot_s() + self.span_s() - now)
                     break
         return max(waits, default=0.0)
 
