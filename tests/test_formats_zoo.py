@@ -68,3 +68,19 @@ def test_formats_read_through_the_hub_client_give_the_same_edges(formats_zoo: Pa
     assert key == sorted((e.child, e.parent, e.relation, e.source) for e in remote.edges)
     assert {f.model_id for f in remote.failures} == {f.model_id for f in local.failures} == {"evil-org/free-weights"}
     assert not (formats_zoo / HOSTILE_MARKER).exists()
+
+
+def test_check_on_a_quantised_upload_names_its_parent_and_the_scheme(formats_zoo: Path, tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "lineage_index.cli.app"]
+    store = str(tmp_path / "s")
+    r = subprocess.run([*cli, "ingest", "--dir", str(formats_zoo), "--store", store, "--no-graph"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    truth = json.loads((formats_zoo / "truth.json").read_text())["models"]
+    for model, scheme in (("neuralmagic-zoo/Llama-3.1-Nano-fp8-block", "fp8-e4m3"),
+                          ("redhat-zoo/Llama-3.1-Nano-ct-int4", "compressed-tensors-int4"),
+                          ("gguf-hub/Llama-3.1-Nano-GGUF", "gguf-Q8_0")):
+        r = subprocess.run([*cli, "check", str(formats_zoo / model), "--store", store], capture_output=True,
+                           text=True, timeout=300)
+        first = r.stdout.splitlines()[0]
+        assert "quantised copy" in first and scheme in first and truth[model]["parents"][0] in first, first

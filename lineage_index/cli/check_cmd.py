@@ -59,7 +59,8 @@ def print_result(r: CheckResult) -> None:
 
     parents = ", ".join(f"{p} ({w:.2f})" for p, w in zip(r.parents, r.coefficients, strict=False)) \
         if r.coefficients else ", ".join(r.parents)
-    console.print(f"[bold]{esc(r.target)}[/]: [bold cyan]{label(r.verdict)}[/]"
+    scheme = f" ({esc(r.quant)}, {esc(r.weight_format)})" if r.quant else ""
+    console.print(f"[bold]{esc(r.target)}[/]: [bold cyan]{label(r.verdict)}[/]{scheme}"
                   f"{' of ' + esc(parents) if parents else ''}  (p = {r.probability:.2f})")
     style = {"supported": "green", "contradicted": "red"}.get(r.claim.status, "yellow")
     declared = ", ".join(r.claim.declared) or "nothing"

@@ -145,6 +145,8 @@ class CheckResult:
     lineage: list[tuple[str, str, str]] = field(default_factory=list)  # (child, parent, relation) around it
     license: str | None = None  # the target's declared licence
     node_licenses: dict[str, str | None] = field(default_factory=dict)  # of the lineage's models, from cards
+    quant: str | None = None  # the target's quantisation scheme (gguf-Q4_K, fp8-e4m3, mlx-4bit, bnb-int8, ...)
+    weight_format: str = ""  # safetensors, gguf, pickle
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -376,7 +378,7 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
         evidence, bg, claim, code, chain, failures, sk.bytes_read, sk.requests, round(time.perf_counter() - t0, 3),
         add, _merge_dict(d.merge, sk, find), {k: round(v, 4) for k, v in vfeat.items()}, _provenance(cal), layers,
         rec.location, sk.family_desc, lineage=lineage, license=rec.license_name or rec.license,
-        node_licenses=node_lic)
+        node_licenses=node_lic, quant=sk.quant, weight_format=rec.weight_format)
     if add and conn is not None:
         from lineage_index.indexer.check.graph import add_to_graph
 
