@@ -5,7 +5,6 @@ non-contiguous tensor) as a clear per-model failure with nothing executed."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,18 +21,9 @@ from lineage_index.indexer.read.ranges import LocalReader
 from lineage_index.indexer.read.sources import DirSource
 from lineage_index.indexer.read.torchzip import HostilePickleError, read_checkpoint, read_pickle
 from lineage_index.records import ModelRecord
+from lineage_index.zoo.formats import Hostile
 
 CLI = [sys.executable, "-m", "lineage_index.cli.app"]
-
-
-class Evil:
-    """Unpickling this would run a shell command that creates a marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_tensor_byte_ranges_are_exactly_the_saved_tensors(tmp_path: Path) -> None:
@@ -55,7 +45,7 @@ def test_a_hostile_pickle_is_refused_by_name_and_never_runs(tmp_path: Path) -> N
     marker = tmp_path / "pwned"
     repo = tmp_path / "hub" / "evil" / "model"
     repo.mkdir(parents=True)
-    torch.save({"w": torch.randn(4, 4), "payload": Evil(marker)}, repo / "pytorch_model.bin")
+    torch.save({"w": torch.randn(4, 4), "payload": Hostile(marker)}, repo / "pytorch_model.bin")
     with pytest.raises(HostilePickleError, match=r"posix\.system|nt\.system"):
         read_checkpoint(LocalReader(repo), "pytorch_model.bin")
     (rec,) = list(DirSource(tmp_path / "hub").iter_records())  # recorded (card, files), weights refused

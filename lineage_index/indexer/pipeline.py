@@ -145,50 +145,45 @@ def sketch_all(
 
     with _progress(show_progress) as progress:
         task = progress.add_task("sketching", total=total, status="")
-        if status is not None:
-            advance = progress.advance
 
-            def progress_advance(task_id, n: float = 1) -> None:  # type: ignore[no-untyped-def]
-                advance(task_id, n)
-                progress.update(task_id, status=status())
-
-            progress.advance = progress_advance  # type: ignore[method-assign]
+        def step() -> None:
+            progress.update(task, advance=1, **({"status": status()} if status is not None else {}))
         for item in records:
             if isinstance(item, Failure):
                 slots.append(("failure", item))
-                progress.advance(task)
+                step()
                 continue
             if store is not None:
                 try:
                     store.put_record(item)
                 except TooLargeError as exc:
                     slots.append(("failure", Failure(item.id, exc.kind, str(exc))))
-                    progress.advance(task)
+                    step()
                     continue
             recs[item.id] = item
             cached = store.get(item.id, item.sha) if store is not None else None
             if cached is not None:
                 slots.append(("store", cached))
-                progress.advance(task)
+                step()
                 continue
             if not item.tensors:
                 slots.append(("failure", Failure(item.id, item.weight_error_kind or "no_weights",
                                                  item.weight_error or f"no weights to read ({item.weight_format})")))
-                progress.advance(task)
+                step()
                 continue
             slots.append(("read", item.id))
             if fanout is None:
                 finish(item.id, sketch_one(item, open_reader))
-                progress.advance(task)
+                step()
                 fault_point(f"after-sketch-{len(results)}")  # crash tests: kill -9 part-way through a crawl
             else:
                 for model_id, result in fanout.submit(item):
                     finish(model_id, result)
-                    progress.advance(task)
+                    step()
         if fanout is not None:
             for model_id, result in fanout.finish():
                 finish(model_id, result)
-                progress.advance(task)
+                step()
     for kind, value in slots:
         if kind == "failure":
             out.failures.append(value)  # type: ignore[arg-type]
