@@ -18,15 +18,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import gguf  # noqa: E402
 import numpy as np  # noqa: E402
+from bench_pickle import sketch_through_hub  # noqa: E402
 from gguf.constants import GGML_QUANT_SIZES  # noqa: E402
 from gguf.constants import GGMLQuantizationType as Q  # noqa: E402
-from hubserver import LocalHub  # noqa: E402
-
-from lineage_index import api  # noqa: E402
-from lineage_index.indexer.sketch.store import SketchStore  # noqa: E402
 
 LAYERS, HIDDEN, INTER, VOCAB, HEADS, KV_HEADS = 32, 4096, 11008, 32000, 32, 32
 
@@ -82,20 +80,8 @@ def main() -> None:
         repo = Path(tmp) / "hub" / "bench" / "Llama-2-7b-GGUF"
         repo.mkdir(parents=True)
         path = repo / "llama-2-7b.Q4_K_M.gguf"
-        write_sparse_7b_gguf(path)
-        with LocalHub(Path(tmp) / "hub") as hub:
-            hub.cdn = True
-            s = api.ingest(api.make_source(models=["bench/Llama-2-7b-GGUF"], endpoint=hub.url),
-                           store=SketchStore(Path(tmp) / "store"))
-            size = path.stat().st_size
-            sent = hub.bytes_served()
-            reqs = hub.requests_by_bucket()
-        assert not s.failures, s.failures
-        n = reqs.get("resolvers", 0) + reqs.get("cdn", 0)
-        print(f"7B-shaped Q4_K_M GGUF, {size / 1e9:.2f} GB: {sent:,} bytes sent ({sent / size * 100:.4f}% of the file) "
-              f"in {n} range requests ({reqs.get('resolvers', 0)} resolver, {reqs.get('cdn', 0)} CDN), "
-              f"{reqs.get('api', 0)} API")
-
+        size = write_sparse_7b_gguf(path)
+        print(sketch_through_hub(Path(tmp), "bench/Llama-2-7b-GGUF", "7B-shaped Q4_K_M GGUF", size))
 
 if __name__ == "__main__":
     main()

@@ -124,16 +124,21 @@ def main() -> None:
         repo.mkdir(parents=True)
         size = write_sparse_bin(repo / "pytorch_model.bin")
         (repo / "config.json").write_text('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
-        with LocalHub(Path(tmp) / "hub") as hub:
-            hub.cdn = True
-            s = api.ingest(api.make_source(models=["bench/Llama-2-7b-bin"], endpoint=hub.url),
-                           store=SketchStore(Path(tmp) / "store"))
-            sent, reqs = hub.bytes_served(), hub.requests_by_bucket()
-        assert not s.failures, s.failures
-        n = reqs.get("resolvers", 0) + reqs.get("cdn", 0)
-        print(f"7B-shaped BF16 pytorch_model.bin, {size / 1e9:.2f} GB: {sent:,} bytes sent "
-              f"({sent / size * 100:.4f}% of the file) in {n} range requests ({reqs.get('resolvers', 0)} resolver, "
-              f"{reqs.get('cdn', 0)} CDN), {reqs.get('api', 0)} API; {s.sketched} model sketched")
+        print(sketch_through_hub(Path(tmp), "bench/Llama-2-7b-bin", "7B-shaped BF16 pytorch_model.bin", size))
+
+
+def sketch_through_hub(tmp: Path, model_id: str, what: str, size: int) -> str:
+    """Ingest ``model_id`` from ``tmp/hub`` through the test Hub (weight files redirected to a
+    CDN) and say what the server counted: bytes sent and requests answered, by bucket."""
+    with LocalHub(tmp / "hub") as hub:
+        hub.cdn = True
+        s = api.ingest(api.make_source(models=[model_id], endpoint=hub.url), store=SketchStore(tmp / "store"))
+        sent, reqs = hub.bytes_served(), hub.requests_by_bucket()
+    assert not s.failures, s.failures
+    n = reqs.get("resolvers", 0) + reqs.get("cdn", 0)
+    return (f"{what}, {size / 1e9:.2f} GB: {sent:,} bytes sent ({sent / size * 100:.4f}% of the file) in {n} range "
+            f"requests ({reqs.get('resolvers', 0)} resolver, {reqs.get('cdn', 0)} CDN), {reqs.get('api', 0)} API; "
+            f"{s.sketched} model sketched")
 
 
 if __name__ == "__main__":
