@@ -11,7 +11,9 @@ one re-trained or replaced by derivations) and is rebuilt from JSON-able keyword
 - ``text``: token ids, a BERT encoder with the configuration of the packaged all-MiniLM-L6-v2
   (22.7M parameters; ``layers``/``heads``/``intermediate`` override it for smaller encoders), mean
   pooling over the attention mask and a linear ``head``. ``minilm_body`` loads the real MiniLM
-  weights (safetensors) into it.
+  weights (safetensors) into it;
+- ``hf-image`` / ``hf-text`` / ``hf-lm``: any transformers image or sequence classifier, or causal
+  LM, rebuilt from its ``config.json`` (``hf``; the keyword argument ``config`` is that dict).
 
 Behaviour is probed in a continuous *walk space*: the input itself for vectors and images, the
 input word embeddings for text (token ids are discrete, so closeness walks the embeddings and the
@@ -32,6 +34,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from lineage_index.behaviour.hf import HFCausalLM, HFImageClassifier, HFModel, HFTextClassifier
 
 PAD_ID = 0  # [PAD] of the MiniLM (BERT uncased) vocabulary
 
@@ -200,7 +204,31 @@ def minilm_body(module: TextClassifier) -> TextClassifier:
     return module
 
 
-ARCHS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "cnn": SmallCNN, "vit": SmallViT, "text": TextClassifier}
+ARCHS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": MLP, "cnn": SmallCNN, "vit": SmallViT, "text": TextClassifier,
+    # Hugging Face models rebuilt from their config.json (``hf``): image / text classifiers, causal LMs
+    "hf-image": HFImageClassifier, "hf-text": HFTextClassifier, "hf-lm": HFCausalLM,
+}
+HF_ARCH_OF_KIND = {"image": "hf-image", "text": "hf-text", "lm": "hf-lm"}
+
+
+def reads_tokens(module: nn.Module) -> bool:
+    """Whether ``module`` reads token ids (walked in its input word embeddings)."""
+    return isinstance(module, TextClassifier) or (isinstance(module, HFModel) and module.KIND != "image")
+
+
+def batch_for(module: nn.Module, default: int) -> int:
+    """Probe points per forward pass: ``default``, fewer for large Hugging Face images."""
+    if isinstance(module, HFModel) and module.KIND == "image":
+        return max(16, min(default, 2**22 // (module.image_size**2 * module.channels)))
+    return default
+
+
+def embed_table(module: nn.Module) -> torch.Tensor:
+    """The input word-embedding table of a token model."""
+    if isinstance(module, TextClassifier):
+        return module.bert.embeddings.word_embeddings.weight.detach()
+    return module.embed_table()  # type: ignore[operator]
 
 
 # --- the walk space ----------------------------------------------------------------------
@@ -208,14 +236,14 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "cnn": SmallCNN, "vit"
 
 def walk_inputs(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(points in the walk space, fixed context): the input itself, or word embeddings + mask for text."""
-    if isinstance(module, TextClassifier):
-        return module.embed(x), module.mask(x)
+    if reads_tokens(module):
+        return module.embed(x), module.mask(x)  # type: ignore[operator]
     return x, None
 
 
 def walk_logits(module: nn.Module, z: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
     """Logits of ``module`` at walk-space points ``z`` (``context``: the attention mask for text)."""
-    if isinstance(module, TextClassifier):
+    if reads_tokens(module):
         assert context is not None
-        return module.classify(z, context)
+        return module.classify(z, context)  # type: ignore[operator]
     return module(z)

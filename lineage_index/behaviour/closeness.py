@@ -34,7 +34,13 @@ from statistics import NormalDist
 import torch
 from torch import nn
 
-from lineage_index.behaviour.archs import TextClassifier, walk_inputs, walk_logits
+from lineage_index.behaviour.archs import (
+    batch_for,
+    embed_table,
+    reads_tokens,
+    walk_inputs,
+    walk_logits,
+)
 from lineage_index.behaviour.models import Classifier
 from lineage_index.behaviour.probes import ProbeSet
 
@@ -54,11 +60,11 @@ TEXT_WALK = "tokens"
 
 
 def _batch(module: nn.Module) -> int:
-    return TEXT_BATCH if isinstance(module, TextClassifier) else BATCH
+    return TEXT_BATCH if reads_tokens(module) else batch_for(module, BATCH)
 
 
 def walk_steps(module: nn.Module) -> tuple[int, int]:
-    return WALK_STEPS["text" if isinstance(module, TextClassifier) else "default"]
+    return WALK_STEPS["text" if reads_tokens(module) else "default"]
 
 
 @torch.no_grad()
@@ -87,7 +93,7 @@ def content_mask(x: torch.Tensor) -> torch.Tensor:
     return content
 
 
-def token_paths(module: TextClassifier, x: torch.Tensor) -> torch.Tensor:
+def token_paths(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The source's walk for token ids: per probe, (position, token) substitutions, most loss-raising
     first, shape (n, T, 2) with position -1 past a probe's content.
 
@@ -98,7 +104,7 @@ def token_paths(module: TextClassifier, x: torch.Tensor) -> torch.Tensor:
     """
     content = content_mask(x)
     vocab = torch.unique(x[content]) if content.any() else torch.unique(x[x != 0])
-    emb = module.bert.embeddings.word_embeddings.weight.detach()
+    emb = embed_table(module)
     cand = emb[vocab]  # (C, D)
     steps = max(1, int(content.sum(1).max()))
     out = []
@@ -126,7 +132,7 @@ def token_paths(module: TextClassifier, x: torch.Tensor) -> torch.Tensor:
 def directions(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """sign(∇ CE(f(x), f(x)'s label)) per point in the walk space (the source's own gradient);
     for token ids the source's discrete path of token substitutions (``token_paths``)."""
-    if isinstance(module, TextClassifier) and TEXT_WALK == "tokens":
+    if reads_tokens(module) and TEXT_WALK == "tokens":
         return token_paths(module, x)
     out_dirs = []
     b = _batch(module) // 2 or 1
@@ -218,7 +224,7 @@ def default_cap(x: torch.Tensor) -> float:
 def walk_cap(module: nn.Module, x: torch.Tensor) -> float:
     """``default_cap`` of the probe points in ``module``'s walk space (text: the longest token path,
     in substitutions)."""
-    if isinstance(module, TextClassifier) and TEXT_WALK == "tokens":
+    if reads_tokens(module) and TEXT_WALK == "tokens":
         return float(max(1, int(content_mask(x).sum(1).max())))
     with torch.no_grad():
         z, ctx = walk_inputs(module, x[:2048])
@@ -294,7 +300,7 @@ def rehead(source: Classifier, x: torch.Tensor, labels: torch.Tensor, classes: i
     The head is trained on the source's fixed features of the probe points (``features``), so
     re-heading even a large encoder costs one pass over the probes.
     """
-    state = {k: v for k, v in source.state().items() if not k.startswith("head.")}
+    state = {k: v for k, v in source.state().items() if not k.startswith(source.head_prefix)}
     kwargs = dict(source.arch_kwargs, classes=classes)
     from lineage_index.behaviour.models import ARCHS
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lineage_index.behaviour.archs import TextClassifier
+from lineage_index.behaviour.archs import batch_for, reads_tokens
 from lineage_index.behaviour.calcache import load_threshold, save_threshold, weights_key
 from lineage_index.behaviour.closeness import Threshold, threshold_between
 from lineage_index.behaviour.models import ARCHS, Classifier, aux_data, make_aux
@@ -111,13 +111,14 @@ def _aligned(a: Classifier, b: Classifier) -> tuple[dict[str, torch.Tensor], dic
     if sa.keys() != sb.keys():
         raise UsageError(f"{a.name} and {b.name} have different tensor names")
     fixed_head = False
+    head = a.head_prefix
     for key in sa:
         if sa[key].shape != sb[key].shape:
-            if not key.startswith("head."):
+            if not key.startswith(head):
                 raise UsageError(f"{a.name} and {b.name} differ in the shape of {key}")
             fixed_head = True
     if fixed_head:
-        sb = {k: (sa[k] if k.startswith("head.") else v) for k, v in sb.items()}
+        sb = {k: (sa[k] if k.startswith(head) else v) for k, v in sb.items()}
     return sa, sb, fixed_head
 
 
@@ -127,7 +128,7 @@ def barrier(values: list[float], ts: list[float]) -> float:
 
 
 def _batch(module: nn.Module) -> int:
-    return 256 if isinstance(module, TextClassifier) else BATCH
+    return 256 if reads_tokens(module) else batch_for(module, BATCH)
 
 
 @torch.no_grad()
@@ -138,8 +139,9 @@ def _reestimate_bn(module: nn.Module, x: torch.Tensor) -> None:
             m.reset_running_stats()
             m.momentum = None
     module.train()
-    for i in range(0, len(x), BATCH):
-        module(x[i:i + BATCH])
+    b = _batch(module)
+    for i in range(0, len(x), b):
+        module(x[i:i + b])
     module.eval()
 
 

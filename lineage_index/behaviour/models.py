@@ -51,8 +51,9 @@ from lineage_index.indexer.read.sources import PICKLE_SUFFIXES
 CONFIG_KEY = "lineage_behaviour"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 # Adam learning rates per architecture: (from scratch, fine-tuning all layers).
-LR = {"mlp": (1e-2, 3e-3), "cnn": (1e-2, 3e-3), "vit": (3e-3, 1e-3), "text": (3e-4, 5e-5)}
-BATCH = {"mlp": 128, "cnn": 128, "vit": 128, "text": 32}
+LR = {"mlp": (1e-2, 3e-3), "cnn": (1e-2, 3e-3), "vit": (3e-3, 1e-3), "text": (3e-4, 5e-5),
+      "hf-image": (3e-3, 1e-3), "hf-text": (1e-3, 3e-4), "hf-lm": (3e-3, 1e-3)}
+BATCH = {"mlp": 128, "cnn": 128, "vit": 128, "text": 32, "hf-image": 128, "hf-text": 32, "hf-lm": 32}
 
 __all__ = ["ARCHS", "MLP", "SmallCNN", "SmallViT", "TextClassifier", "Classifier", "build", "save", "load",
            "dequantise", "train", "train_fresh", "minilm_classifier", "finetune", "adversarial_finetune",
@@ -91,13 +92,30 @@ class Classifier:
         return int(self.module.head.out_features)  # type: ignore[union-attr]
 
     @property
+    def head_prefix(self) -> str:
+        """State-dict prefix of the last layer (``head.``; a Hugging Face model's classifier)."""
+        return str(getattr(self.module, "head_prefix", "head."))
+
+    @property
+    def is_hf(self) -> bool:
+        return self.arch.startswith("hf-")
+
+    def body_signature(self) -> str:
+        """The architecture without its label count: models that share a body compare."""
+        kw = dict(self.arch_kwargs, classes=0)
+        if self.is_hf:
+            kw["config"] = {k: v for k, v in kw.get("config", {}).items()
+                            if k not in ("num_labels", "id2label", "label2id", "architectures")}
+        return json.dumps([self.arch, kw], sort_keys=True, default=str)
+
+    @property
     def has_batchnorm(self) -> bool:
         return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.module.modules())
 
     @property
     def kind(self) -> str:
         """``vectors``, ``images`` or ``text``: what the model reads."""
-        return {"mlp": "vectors", "text": "text"}.get(self.arch, "images")
+        return {"mlp": "vectors", "text": "text", "hf-text": "text", "hf-lm": "text"}.get(self.arch, "images")
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
@@ -108,6 +126,8 @@ class Classifier:
         if self.arch in ("cnn", "vit"):
             size = int(kw.get("size", self.task.size if self.task else 8))
             return (int(kw.get("channels", 1)), size, size)
+        if self.arch == "hf-image":
+            return (self.module.channels, self.module.image_size, self.module.image_size)  # type: ignore[union-attr]
         return None
 
 
@@ -119,9 +139,9 @@ def build(arch: str, *, seed: int, task: TaskSpec | None = None, name: str = "",
         arch_kwargs.setdefault("classes", task.classes)
         if arch == "mlp":
             arch_kwargs.setdefault("in_dim", task.dim)
-        elif arch in ("cnn", "vit"):
+        elif arch in ("cnn", "vit", "hf-image"):
             arch_kwargs.setdefault("channels", task.channels)
-        if arch == "vit":
+        if arch in ("vit", "hf-image"):
             arch_kwargs.setdefault("size", task.size)
     torch.manual_seed(seed)
     module = ARCHS[arch](**arch_kwargs)
@@ -140,6 +160,8 @@ def save(model: Classifier, directory: str | Path, *, tensors: dict[str, torch.T
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
+    if model.is_hf:
+        return _save_hf(model, d, tensors)
     section: dict[str, Any] = {"arch": model.arch, "arch_kwargs": model.arch_kwargs}
     if model.task is not None:
         section["task"] = model.task.to_dict()
@@ -154,6 +176,28 @@ def save(model: Classifier, directory: str | Path, *, tensors: dict[str, torch.T
         src = Path(model.meta["dir"]) if model.meta.get("dir") else minilm_dir()
         if not (src / "tokenizer.json").is_file():
             src = minilm_dir()
+        for name in TOKENIZER_FILES:
+            if (src / name).is_file() and not (d / name).exists():
+                shutil.copyfile(src / name, d / name)
+    return d
+
+
+def _save_hf(model: Classifier, d: Path, tensors: dict[str, torch.Tensor] | None) -> Path:
+    """Hugging Face layout: transformers' config.json, model.safetensors under transformers' names,
+    a preprocessor_config.json (images) or the tokenizer files (text)."""
+    from safetensors.torch import save_file
+
+    from lineage_index.behaviour import hf
+
+    module: hf.HFModel = model.module  # type: ignore[assignment]
+    (d / "config.json").write_text(json.dumps(hf.config_dict(module), indent=2, sort_keys=True) + "\n")
+    state = tensors if tensors is not None else model.state()
+    save_file(hf.hf_tensors(state), str(d / "model.safetensors"), metadata={"format": "pt"})
+    if model.arch == "hf-image":
+        pre = hf.preprocessor_config(module.image_size, model.meta.get("input_norm"), module.channels)
+        (d / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n")
+    elif model.meta.get("dir"):
+        src = Path(model.meta["dir"])
         for name in TOKENIZER_FILES:
             if (src / name).is_file() and not (d / name).exists():
                 shutil.copyfile(src / name, d / name)
@@ -228,13 +272,25 @@ def load(ref: str | Path, name: str | None = None, *, hf_cache: str | Path | Non
     files = safetensors_files(d)
     cfg_path = d / "config.json"
     try:
-        section = json.loads(cfg_path.read_text())[CONFIG_KEY]
+        config = json.loads(cfg_path.read_text())
+    except FileNotFoundError:
+        raise ModelReadError(f"{d}: no config.json naming the architecture") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelReadError(f"{cfg_path}: not JSON ({exc})") from None
+    if isinstance(config, dict) and CONFIG_KEY not in config:
+        from lineage_index.behaviour.hf import hf_kind
+
+        kind = hf_kind(config)
+        if kind is not None:
+            return _load_hf(d, config, kind, name or _display_name(ref, d))
+    try:
+        section = config[CONFIG_KEY]
         arch, arch_kwargs = section["arch"], dict(section.get("arch_kwargs", {}))
     except FileNotFoundError:
         raise ModelReadError(f"{d}: no config.json naming the architecture") from None
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ModelReadError(f"{cfg_path}: no usable '{CONFIG_KEY}' section ({exc}); for causal LMs in "
-                             "Hugging Face layout use `determine` (behaviour.lm)") from None
+    except (KeyError, TypeError) as exc:
+        raise ModelReadError(f"{cfg_path}: no usable '{CONFIG_KEY}' section ({exc}) and its 'architectures' name "
+                             "no Hugging Face image or sequence classifier or causal LM") from None
     if arch not in ARCHS:
         raise ModelReadError(f"{d}: architecture {arch!r} is not in the registry ({', '.join(ARCHS)})")
     del files
@@ -252,12 +308,34 @@ def load(ref: str | Path, name: str | None = None, *, hf_cache: str | Path | Non
         raise ModelReadError(f"{d}: weights do not fit architecture {arch!r}: {str(exc)[:300]}") from None
     module.eval()
     task = TaskSpec.from_dict(section["task"]) if section.get("task") else None
-    quant = "int8" if any(t.dtype == torch.int8 for t in tensors.values()) else (
-        "fp16" if any(t.dtype in (torch.float16, torch.bfloat16) for t in tensors.values()) else None)
-    meta: dict[str, Any] = {"quant": quant, "dir": str(d)}
+    meta: dict[str, Any] = {"quant": _quant_of(tensors), "dir": str(d)}
     if section.get("input_norm") is not None:
         meta["input_norm"] = tuple(float(v) for v in section["input_norm"])
     return Classifier(module, arch, arch_kwargs, task, name or _display_name(ref, d), meta)
+
+
+def _quant_of(tensors: dict[str, torch.Tensor]) -> str | None:
+    return "int8" if any(t.dtype == torch.int8 for t in tensors.values()) else (
+        "fp16" if any(t.dtype in (torch.float16, torch.bfloat16) for t in tensors.values()) else None)
+
+
+def _load_hf(d: Path, config: dict[str, Any], kind: str, name: str) -> Classifier:
+    """A Hugging Face classifier or causal LM (transformers Auto class of ``kind``) from safetensors."""
+    from lineage_index.behaviour import hf
+    from lineage_index.behaviour.archs import HF_ARCH_OF_KIND
+
+    arch = HF_ARCH_OF_KIND[kind]
+    norm, size = hf.read_preprocessor(d) if kind == "image" else (None, None)
+    kwargs: dict[str, Any] = {"config": {k: v for k, v in config.items() if k not in hf.DROP_KEYS}}
+    if size is not None:
+        kwargs["size"] = size
+    tensors = read_tensors(d)
+    module = ARCHS[arch](**kwargs)
+    hf.load_state(module, dequantise(tensors), d)  # type: ignore[arg-type]
+    meta: dict[str, Any] = {"quant": _quant_of(tensors), "dir": str(d)}
+    if norm is not None:
+        meta["input_norm"] = norm
+    return Classifier(module, arch, kwargs, None, name, meta)
 
 
 def _display_name(ref: str | Path, d: Path) -> str:
@@ -391,7 +469,8 @@ def transfer(parent: Classifier, data: ProbeSet, classes: int, *, seed: int, ste
     kwargs = dict(parent.arch_kwargs, classes=classes)
     torch.manual_seed(seed)
     module = ARCHS[parent.arch](**kwargs)
-    module.load_state_dict({k: v for k, v in parent.state().items() if not k.startswith("head.")}, strict=False)
+    module.load_state_dict({k: v for k, v in parent.state().items() if not k.startswith(parent.head_prefix)},
+                           strict=False)
     module.eval()
     child = Classifier(module, parent.arch, kwargs, task, name or f"{parent.name}-transfer{seed}",
                        {k: v for k, v in parent.meta.items() if k in ("dir", "input_norm")})
@@ -461,7 +540,8 @@ def aux_data(source: Classifier, probes: ProbeSet | None, n: int = 2000, seed: i
 
 
 # Steps of the auxiliary models per architecture: (lineage fine-tunes, independent re-trainings).
-AUX_STEPS = {"mlp": (1.0, 300), "cnn": (1.0, 300), "vit": (1.0, 400), "text": (0.2, 150)}
+AUX_STEPS = {"mlp": (1.0, 300), "cnn": (1.0, 300), "vit": (1.0, 400), "text": (0.2, 150),
+             "hf-image": (1.0, 400), "hf-text": (0.5, 300), "hf-lm": (0.5, 300)}
 
 
 def _sample_for(source: Classifier, data: ProbeSet, seed: int) -> ProbeSet:

@@ -165,13 +165,27 @@ def _text_data(spec: TaskSpec, n: int, seed: int) -> ProbeSet:
 
 
 def text_tokenizer(directory: str | Path | None) -> Any:
-    """The ``tokenizers`` tokenizer of a model directory (its ``tokenizer.json``), else the packaged
-    MiniLM's (the text classifiers here use its vocabulary)."""
+    """The ``tokenizers`` tokenizer of a model directory (its ``tokenizer.json``; else, for a
+    Hugging Face directory with only ``vocab.txt``/``tokenizer_config.json``, the fast tokenizer
+    transformers builds from those local files), else the packaged MiniLM's (the text classifiers
+    here use its vocabulary)."""
     from tokenizers import Tokenizer
 
     from lineage_index.behaviour.archs import minilm_dir
 
     path = Path(directory) / "tokenizer.json" if directory is not None else None
+    if path is not None and not path.is_file() and any(
+            (path.parent / n).is_file() for n in ("vocab.txt", "tokenizer_config.json")):
+        key = str(path.parent.resolve())
+        if key not in _TOKENIZERS:
+            from transformers import AutoTokenizer
+
+            try:
+                fast = AutoTokenizer.from_pretrained(key, trust_remote_code=False, local_files_only=True)
+                _TOKENIZERS[key] = fast.backend_tokenizer
+            except (OSError, ValueError, AttributeError) as exc:
+                raise UsageError(f"{key}: no usable tokenizer ({exc})") from None
+        return _TOKENIZERS[key]
     if path is None or not path.is_file():
         path = minilm_dir() / "tokenizer.json"
     return _tokenizer_from(str(path), Tokenizer)
@@ -273,9 +287,17 @@ def load_image_folder(path: str | Path, channels: int, size: int,
         raise UsageError(f"{root}: no PNG/JPEG images found")
     x = torch.stack(xs)
     if norm is not None:
-        x = (x - norm[0]) / norm[1]
+        mean, std = _channel_norm(norm)
+        x = (x - mean) / std
     y = torch.tensor(ys, dtype=torch.long) if subdirs else None
     return ProbeSet(x, y, str(root))
+
+
+def _channel_norm(norm: tuple[Any, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) as tensors broadcasting over (channels, height, width): scalars or per-channel
+    lists (a Hugging Face ``preprocessor_config.json``'s ``image_mean`` / ``image_std``)."""
+    return (torch.as_tensor(norm[0], dtype=torch.float32).reshape(-1, 1, 1),
+            torch.as_tensor(norm[1], dtype=torch.float32).reshape(-1, 1, 1))
 
 
 def write_image_folder(probes: ProbeSet, path: str | Path, norm: tuple[float, float] | None = None,
@@ -284,7 +306,11 @@ def write_image_folder(probes: ProbeSet, path: str | Path, norm: tuple[float, fl
     from PIL import Image
 
     root = Path(path)
-    x = probes.x if norm is None else probes.x * norm[1] + norm[0]
+    if norm is None:
+        x = probes.x
+    else:
+        mean, std = _channel_norm(norm)
+        x = probes.x * std + mean
     pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8)
     for i, img in enumerate(pixels):
         folder = root / f"class{int(probes.y[i]):03d}" if by_label and probes.y is not None else root

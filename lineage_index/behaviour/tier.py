@@ -67,6 +67,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lineage_index.behaviour import models as M
 from lineage_index.behaviour.closeness import N_AUX, ClosenessResult, Threshold, closeness, predict
 from lineage_index.behaviour.determine import DEFAULT_PROBES, calibrate, determine
+from lineage_index.behaviour.hf import hf_kind
 from lineage_index.behaviour.probes import ProbeSet, synthetic_probes
 from lineage_index.config import stderr_console
 from lineage_index.errors import LineageIndexError, UsageError
@@ -159,7 +160,7 @@ def _user_probes(path: Path, clf: M.Classifier) -> ProbeSet:
     if path.is_dir():
         shape = clf.input_shape or (1, 8, 8)
         return P.load_image_folder(path, shape[0], shape[-1], clf.meta.get("input_norm"))
-    if clf.arch == "text":
+    if clf.kind == "text":
         return P.load_text_probes(path, P.text_tokenizer(clf.meta.get("dir")))
     return P.load_probes(path, clf.input_shape)
 
@@ -190,8 +191,9 @@ def _load_lm(rec: ModelRecord, options: BehaviourOptions) -> _LM:
 def _load(rec: ModelRecord, options: BehaviourOptions) -> _Model:
     """The record's classifier with its probe pool; raises LineageIndexError (or UsageError) to skip."""
     _check_local(rec, options)
-    if M.CONFIG_KEY not in (rec.config or {}):
-        raise UsageError(f"config.json has no '{M.CONFIG_KEY}' section and it is no causal LM")
+    if M.CONFIG_KEY not in (rec.config or {}) and hf_kind(rec.config) not in ("image", "text"):
+        raise UsageError(f"config.json has no '{M.CONFIG_KEY}' section and names no Hugging Face classifier "
+                         "or causal LM")
     clf = M.load(rec.location, name=rec.id)
     if clf.task is not None:
         probes = synthetic_probes(clf.task, options.pool, seed=12_345 + options.seed)
@@ -323,7 +325,7 @@ class _Measure:
 
     def determine(self, a: _Model, b: _Model) -> dict[str, Any] | None:
         """Loss/error barrier between A and B (None when their weights do not align)."""
-        if a.clf.arch != b.clf.arch or a.clf.arch_kwargs | {"classes": 0} != b.clf.arch_kwargs | {"classes": 0}:
+        if a.clf.body_signature() != b.clf.body_signature():
             return None
 
         def run() -> dict[str, Any] | None:

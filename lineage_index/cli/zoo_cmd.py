@@ -90,6 +90,10 @@ def build_command(
     depth: Annotated[bool, typer.Option(
         "--depth", help="The depth-changing Llama zoo instead (8 models, --size ignored): layer pruning, "
                         "a passthrough frankenmerge, depth up-scaling, independent roots.")] = False,
+    hf_format: Annotated[bool, typer.Option(
+        "--hf-format", help="With --classifiers: transformers ViT and ResNet families saved in Hugging Face layout "
+                            "(config.json of the model type, preprocessor_config.json, transformers tensor names), "
+                            "three independent models per family, and labelled probe images in OUT/.probes.")] = False,
     formats: Annotated[bool, typer.Option(
         "--formats", help="Also derive other weight formats from the zoo's Llama models: GGUF repos of several "
                           "quantisation levels, F16 GGUF, pickle checkpoints (single and sharded), a hostile "
@@ -120,10 +124,14 @@ def build_command(
     if classifiers:
         from lineage_index.zoo.classifiers import build_classifier_zoo
 
-        c = build_classifier_zoo(out, size=size, seed=seed, progress=progress)
+        c = build_classifier_zoo(out, size=size, seed=seed, progress=progress, hf_format=hf_format)
         Console().print(f"[bold]{c.n_models}[/] classifiers, {c.n_edges} edges ({c.relations}), groups {c.groups}, "
                         f"{c.bytes_written / 1e6:.1f} MB in {c.seconds:.0f}s -> {c.truth_path}")
+        if hf_format:
+            Console().print(f"labelled probe images: {out / '.probes'}")
         return
+    if hf_format:
+        raise UsageError("--hf-format goes with --classifiers")
     if size not in SIZES:
         raise UsageError(f"--size must be one of {', '.join(SIZES)}")
     summary = build_zoo(out, size=size, seed=seed, progress=progress)

@@ -108,11 +108,21 @@ class FamilyDef:
 
 
 IMAGE_TASK = {"kind": "images", "classes": 5, "channels": 3, "size": 8, "spread": 0.7, "noise": 1.0}
+# --hf-format: transformers models saved in Hugging Face layout (config.json of the model type,
+# preprocessor_config.json with per-channel normalisation, transformers tensor names)
+HF_IMAGE_TASK = dict(IMAGE_TASK, size=16)
+HF_NORM = ([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])  # pixels in [0, 1] -> the task's inputs
+HF_VIT = {"model_type": "vit", "patch_size": 4, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+          "intermediate_size": 64, "hidden_act": "gelu", "qkv_bias": True, "image_size": 16}
+HF_RESNET = {"model_type": "resnet", "embedding_size": 16, "hidden_sizes": [16, 32], "depths": [1, 1],
+             "layer_type": "basic", "hidden_act": "relu", "downsample_in_first_stage": False}
+PROBES_DIR = ".probes"  # labelled probe images of the --hf-format zoo (hidden: no model repo)
 TEXT_TASK = {"kind": "text", "classes": 4, "length": 12}
 
 
-def _image_members(org: str, scale: float, full: bool) -> tuple[Member, ...]:
-    """Root, fine-tune, int8, a distilled student and an independent model (+ the rest when ``full``)."""
+def _image_members(org: str, scale: float, full: bool, hf: bool = False) -> tuple[Member, ...]:
+    """Root, fine-tune, int8, a distilled student and an independent model (+ the rest when ``full``;
+    ``hf``: a third independent model instead of the other architecture)."""
     s = lambda n: max(10, int(n * scale))  # noqa: E731 - steps scaled per preset
     root = f"{org}/{{base}}"
     core = (
@@ -134,6 +144,7 @@ def _image_members(org: str, scale: float, full: bool) -> tuple[Member, ...]:
         Member("kd-works/{base}-finetuned-kd", "distill", "acme-ai/{base}-finetuned", s(600)),
         Member("otherlab/{base}-seed7", "independent", None, s(300)),
         Member("indie-ml/{base}-scratch-ft", "ft-all", "indie-ml/{base}-scratch", s(200)),
+        Member("uni-lab/{base}-seed23", "independent", None, s(300)) if hf else
         Member("kaggler/{base}-mlp", "other-arch", None, s(300)),
     )
 
@@ -155,7 +166,7 @@ def _text_members(scale: float) -> tuple[Member, ...]:
 
 def _family(key: str, arch: str, base: str, task_seed: int, members: tuple[Member, ...], license: str,
             arch_kwargs: dict[str, Any]) -> FamilyDef:
-    task = dict(TEXT_TASK if arch == "text" else IMAGE_TASK, seed=task_seed)
+    task = dict(TEXT_TASK if arch == "text" else HF_IMAGE_TASK if arch == "hf-image" else IMAGE_TASK, seed=task_seed)
     return FamilyDef(key, arch, base, task, arch_kwargs, license, members,
                      "text-classification" if arch == "text" else "image-classification")
 
@@ -178,7 +189,19 @@ def _presets() -> dict[str, tuple[FamilyDef, ...]]:
     return {"tiny": tiny, "small": small, "medium": medium}
 
 
+def _hf_presets() -> dict[str, tuple[FamilyDef, ...]]:
+    """--hf-format: a transformers ViT and ResNet family on one image task (so one labelled probe
+    folder serves the whole zoo)."""
+    def fams(scale: float, full: bool) -> tuple[FamilyDef, ...]:
+        return (_family("hf-vit", "hf-image", "shapes-vit-hf", 1, _image_members("google-lite", scale, full, hf=True),
+                        "apache-2.0", {"config": HF_VIT}),
+                _family("hf-resnet", "hf-image", "shapes-resnet-hf", 1,
+                        _image_members("microsoft-lite", scale, full, hf=True), "mit", {"config": HF_RESNET}))
+    return {"tiny": fams(0.5, False), "small": fams(1.0, True), "medium": fams(1.0, True)}
+
+
 PRESETS: dict[str, tuple[FamilyDef, ...]] = _presets()
+HF_PRESETS: dict[str, tuple[FamilyDef, ...]] = _hf_presets()
 SIZES: tuple[str, ...] = tuple(PRESETS)
 
 
@@ -211,13 +234,14 @@ class ClassifierSpec:
         return self.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def plan_classifiers(size: str = "small", seed: int = 0) -> list[ClassifierSpec]:
-    """The models of the preset, parents first; a pure function of (size, seed)."""
-    if size not in PRESETS:
-        raise UsageError(f"--size must be one of {', '.join(PRESETS)} for --classifiers")
-    rng = random.Random(derive_seed("classifiers", size, seed))
+def plan_classifiers(size: str = "small", seed: int = 0, hf_format: bool = False) -> list[ClassifierSpec]:
+    """The models of the preset, parents first; a pure function of (size, seed, hf_format)."""
+    presets = HF_PRESETS if hf_format else PRESETS
+    if size not in presets:
+        raise UsageError(f"--size must be one of {', '.join(presets)} for --classifiers")
+    rng = random.Random(derive_seed("classifiers", size, seed, "hf" if hf_format else ""))
     specs: dict[str, ClassifierSpec] = {}
-    for fam in PRESETS[size]:
+    for fam in presets[size]:
         task = TaskSpec(**{**fam.task, "seed": derive_seed(seed, "task", fam.task["seed"]) % 100_003})
         other_task = replace(task, classes=3, seed=derive_seed(seed, "transfer-task", fam.key) % 100_003)
         root_time = EPOCH + timedelta(days=rng.uniform(0, 200), seconds=rng.randint(0, 86399))
@@ -275,12 +299,21 @@ def _card(spec: ClassifierSpec, specs: dict[str, ClassifierSpec], rng: random.Ra
     if spec.parent is None and spec.op == "root" and spec.arch == "text":
         fm["base_model"] = MINILM_ID  # the true, released ancestor (outside the zoo)
     fm["pipeline_tag"] = spec.pipeline_tag
-    fm["library_name"] = "pytorch"
+    fm["library_name"] = "transformers" if spec.arch.startswith("hf-") else "pytorch"
     extra = {"int8": ["8-bit", "bitsandbytes"], "fp16": ["fp16"], "distill": ["distillation"],
              "prune": ["sparse"], "adversarial": ["adversarial-training", "robustness"]}.get(spec.op, [])
-    fm["tags"] = [spec.pipeline_tag, f"lineage-behaviour-{spec.arch}"] + extra
+    fm["tags"] = [spec.pipeline_tag, _hf_model_type(spec) or f"lineage-behaviour-{spec.arch}"] + extra
     fm["created_at"] = spec.created_at_iso
     spec.card = fm
+
+
+def _hf_model_type(spec: ClassifierSpec) -> str | None:
+    return str(spec.arch_kwargs["config"]["model_type"]) if spec.arch.startswith("hf-") else None
+
+
+def _hf_architecture(spec: ClassifierSpec) -> str | None:
+    model_type = _hf_model_type(spec)
+    return {"vit": "ViTForImageClassification", "resnet": "ResNetForImageClassification"}.get(model_type or "")
 
 
 # --- training and derivations (on top of the behaviour library) ---------------------------
@@ -300,6 +333,13 @@ def prune_retrain(parent: M.Classifier, data: Any, *, seed: int, steps: int, fra
 
 def realise(spec: ClassifierSpec, models: dict[str, M.Classifier]) -> tuple[M.Classifier, dict[str, torch.Tensor] | None]:
     """(model, tensors to store instead of its state) for one spec; parents are in ``models``."""
+    model, tensors = _realise(spec, models)
+    if spec.arch == "hf-image" and model.meta.get("input_norm") is None:
+        model.meta["input_norm"] = HF_NORM
+    return model, tensors
+
+
+def _realise(spec: ClassifierSpec, models: dict[str, M.Classifier]) -> tuple[M.Classifier, dict[str, torch.Tensor] | None]:
     data_seed = spec.seed % 100_000
     if spec.parent is None:
         if spec.op == "root" and spec.arch == "text":  # a classifier on the real MiniLM
@@ -344,8 +384,9 @@ def write_repo(spec: ClassifierSpec, repo: Path, model: M.Classifier, tensors: d
     M.save(model, repo, tensors=tensors)
     cfg_path = repo / "config.json"
     cfg = json.loads(cfg_path.read_text())
-    cfg["architectures"] = [type(model.module).__name__]
-    cfg["num_labels"] = model.classes
+    if not model.is_hf:
+        cfg["architectures"] = [type(model.module).__name__]
+        cfg["num_labels"] = model.classes
     if spec.op == "int8":
         cfg["quantization_config"] = dict(BNB_INT8_CONFIG)
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
@@ -360,8 +401,8 @@ def truth_entry(spec: ClassifierSpec) -> dict[str, Any]:
     card = spec.card
     return {
         "license": spec.license, "license_name": None, "root": spec.root, "weight_root": spec.weight_root,
-        "architecture": M.ARCHS[spec.arch].__name__,
-        "model_type": f"lineage-behaviour-{spec.arch}", "arch": spec.arch, "kind": "model",
+        "architecture": _hf_architecture(spec) or M.ARCHS[spec.arch].__name__,
+        "model_type": _hf_model_type(spec) or f"lineage-behaviour-{spec.arch}", "arch": spec.arch, "kind": "model",
         "method": spec.op, "relation": spec.relation, "parents": [spec.parent] if spec.parent else [],
         "depth": spec.depth, "dtype": "I8" if spec.op == "int8" else "F32", "shards": 1, "params": {},
         "group": spec.group, "family": spec.family, "task": spec.task.to_dict(),
@@ -402,6 +443,16 @@ def _deterministic_torch() -> Iterator[None]:
         torch.use_deterministic_algorithms(det)
 
 
+def write_probe_images(task: TaskSpec, folder: Path, n: int, seed: int) -> Path:
+    """``n`` labelled probe PNGs of ``task`` (a sample no model trained on), one sub-folder per
+    class, scaled to pixels with ``HF_NORM`` as the models' preprocessor_config.json says."""
+    from lineage_index.behaviour.probes import write_image_folder
+
+    shutil.rmtree(folder, ignore_errors=True)
+    data = task_data(task, n, seed=derive_seed(seed, "probes") % 100_000 + 500_000)
+    return write_image_folder(data, folder, HF_NORM, by_label=True)
+
+
 def _prepare(out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         truth = out / "truth.json"
@@ -417,12 +468,17 @@ def _prepare(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def build_classifier_zoo(out: Path, size: str = "small", seed: int = 0, progress: bool = True) -> ClassifierZooSummary:
-    """Train and write the classifier zoo ``size`` for ``seed`` into ``out`` (+ truth.json)."""
+def build_classifier_zoo(out: Path, size: str = "small", seed: int = 0, progress: bool = True,
+                         hf_format: bool = False, probes: int = 600) -> ClassifierZooSummary:
+    """Train and write the classifier zoo ``size`` for ``seed`` into ``out`` (+ truth.json); with
+    ``hf_format`` transformers ViT and ResNet families in Hugging Face layout, and ``probes``
+    labelled probe images of their task in ``out/.probes/classNNN/``."""
     started = time.perf_counter()
     out = Path(out)
-    specs = plan_classifiers(size, seed)
+    specs = plan_classifiers(size, seed, hf_format)
     _prepare(out)
+    if hf_format:
+        write_probe_images(specs[0].task, out / PROBES_DIR, probes, seed)
     pending = Counter(s.parent for s in specs if s.parent)
     models: dict[str, M.Classifier] = {}
     written = 0
@@ -442,7 +498,10 @@ def build_classifier_zoo(out: Path, size: str = "small", seed: int = 0, progress
                     models.pop(spec.parent, None)
             bar.advance(task)
     edges = [{"child": s.id, "parent": s.parent, "relation": s.relation} for s in specs if s.parent]
-    truth = {"zoo": {"kind": "classifiers", "size": size, "seed": seed, "generator_version": GENERATOR_VERSION},
+    zoo = {"kind": "classifiers", "size": size, "seed": seed, "generator_version": GENERATOR_VERSION}
+    if hf_format:
+        zoo.update(format="huggingface", probes=PROBES_DIR)
+    truth = {"zoo": zoo,
              "models": {s.id: truth_entry(s) for s in specs}, "edges": edges, "conflicts": []}
     written += write_json(out / "truth.json", truth)
     return ClassifierZooSummary(out, size, seed, len(specs), len(edges), dict(Counter(e["relation"] for e in edges)),
