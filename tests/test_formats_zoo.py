@@ -79,7 +79,9 @@ def test_check_on_a_quantised_upload_names_its_parent_and_the_scheme(formats_zoo
     truth = json.loads((formats_zoo / "truth.json").read_text())["models"]
     for model, scheme in (("neuralmagic-zoo/Llama-3.1-Nano-fp8-block", "fp8-e4m3"),
                           ("redhat-zoo/Llama-3.1-Nano-ct-int4", "compressed-tensors-int4"),
-                          ("gguf-hub/Llama-3.1-Nano-GGUF", "gguf-Q8_0")):
+                          ("gguf-hub/Llama-3.1-Nano-GGUF", "gguf-Q8_0"),
+                          ("mlx-community-zoo/Llama-3.1-Nano-mlx-3", "mlx-3bit"),
+                          ("unsloth-zoo/Llama-3.1-Nano-fr-bnb-nf4-dq", "bnb-nf4-dq")):
         r = subprocess.run([*cli, "check", str(formats_zoo / model), "--store", store], capture_output=True,
                            text=True, timeout=300)
         first = r.stdout.splitlines()[0]

@@ -46,14 +46,19 @@ def _full_reference(path: Path, name: str, scheme: str) -> np.ndarray:
         if m + ".weight_zero_point" in t:
             zero = unpack_from_int32(t[m + ".weight_zero_point"], 4, scale.shape, packed_dim=0).float().numpy()
         return (q - zero[:, g]) * scale[:, g]
+    bits = int(scheme.split("-")[1])
     words = t[name].view(torch.int32).numpy().view(np.uint32)
-    q = np.stack([(words >> np.uint32(4 * k)) & np.uint32(15) for k in range(8)], axis=-1).reshape(words.shape[0], -1)
+    # each row one little-endian bit stream: value i is bits [i*bits, (i+1)*bits) of the row
+    stream = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")
     scales, biases = t[m + ".scales"].float().numpy(), t[m + ".biases"].float().numpy()
+    cols = scales.shape[1] * 16  # the zoo's groups of 16 (a row padded to whole words)
+    q = stream[:, : cols * bits].reshape(words.shape[0], cols, bits).astype(np.int64) @ (1 << np.arange(bits))
     g = np.arange(q.shape[1]) // 16
     return q * scales[:, g] + biases[:, g]
 
 
-@pytest.mark.parametrize("scheme", ["fp8-block", "fp8-channel", "mlx-4", "ct-int4", "ct-int4-asym"])
+@pytest.mark.parametrize("scheme", ["fp8-block", "fp8-channel", "mlx-4", "ct-int4", "ct-int4-asym", "mlx-2", "mlx-3",
+                                    "mlx-6", "mlx-8"])
 def test_sampled_rows_equal_the_full_dequantisation_and_stay_close_to_the_weights(scheme: str, tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     state = {"model.layers.0.mlp.up_proj.weight": rng.standard_normal((48, 80)).astype(np.float32) * 0.05,
@@ -79,8 +84,8 @@ def test_sampled_rows_equal_the_full_dequantisation_and_stay_close_to_the_weight
     np.testing.assert_allclose(got, full[first:first + rows], rtol=0, atol=1e-6)
     # the scheme's own error bound: fp8 e4m3 keeps 3 mantissa bits; 4-bit affine: half a step
     truth = state[w.name][first:first + rows]
-    bound = 0.07 * np.abs(truth).max() if scheme.startswith("fp8") else 0.6 * np.ptp(truth) / (
-        7 if scheme == "ct-int4" else 15)
+    steps = 7 if scheme == "ct-int4" else 15 if not scheme.startswith("mlx") else (1 << int(scheme[4:])) - 1
+    bound = 0.07 * np.abs(truth).max() if scheme.startswith("fp8") else 0.6 * np.ptp(truth) / steps
     assert np.abs(got - truth).max() <= bound
     assert reader.bytes_read - before < 0.6 * (tmp_path / "model.safetensors").stat().st_size  # rows, not the file
 
@@ -122,3 +127,36 @@ def test_the_zoo_packer_is_compressed_tensors_own_layout() -> None:
     np.testing.assert_array_equal(ours, theirs)
     ours0 = pack_bits((q.T.astype(np.int32) + 8).astype(np.uint32), 4).T.view(np.int32)
     np.testing.assert_array_equal(ours0, pack_to_int32(torch.from_numpy(q), 4, packed_dim=0).numpy())
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 6, 8])
+def test_a_file_written_by_mlx_reads_as_mx_dequantize_gives_it(bits: int, tmp_path: Path) -> None:
+    """MLX's own ``mx.quantize`` writes the weight (3- and 6-bit values span words); the sampled
+    rows read back through ``read.packed`` equal ``mx.dequantize`` of the whole tensor."""
+    mx = pytest.importorskip("mlx.core")
+    import json
+
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(bits)
+    w = (rng.standard_normal((40, 192)) * 0.05).astype(np.float16)
+    q, scales, biases = mx.quantize(mx.array(w), group_size=32, bits=bits)
+    name = "model.layers.0.self_attn.o_proj"
+    save_file({name + ".weight": np.array(q), name + ".scales": np.array(scales), name + ".biases": np.array(biases)},
+              str(tmp_path / "model.safetensors"))
+    cfg = {"model_type": "llama", "quantization": {"group_size": 64, "bits": 4, name: {"group_size": 32, "bits": bits}}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    reader = LocalReader(tmp_path)
+    tensors = logical_tensors(read_model_tensors(reader, ["model.safetensors"]), cfg)  # the per-module override
+    by = {t.name: t for t in tensors}
+    t = by[name + ".weight"]
+    assert t.shape == (40, 192) and t.dtype == f"MLX_Q{bits}"
+    full = np.array(mx.dequantize(q, scales, biases, group_size=32, bits=bits)).astype(np.float32)
+    first, rows = 11, 23
+    raw = reader.read_ranges(t.file, [row_span(t, first, rows)])[0]
+    aux = {}
+    for n in aux_names(t):
+        a0, a1, af = aux_rows(t, by[n], first, rows)
+        aux[n] = (by[n], reader.read_ranges(t.file, [(a0, a1)])[0], af)
+    got = dequantize(t, raw, aux, first, rows)
+    np.testing.assert_allclose(got, full[first:first + rows], rtol=0, atol=2e-3 * np.abs(full).max())

@@ -11,8 +11,10 @@ Llama-family full models (the root, a fine-tune, a merge where present):
 * PyTorch pickle checkpoints (``torch.save`` of the state dict): one ``pytorch_model.bin``, and an
   F32 copy in two shards with ``pytorch_model.bin.index.json``;
 * packed quantised safetensors (``read.packed``): FP8 with block scales, FP8 per channel
-  (compressed-tensors), MLX 4-bit, of the root and of a fine-tune (whose FP8 is the fine-tune's
-  child, not the root's), one with a card naming the wrong base;
+  (compressed-tensors), compressed-tensors int4 (symmetric and asymmetric), MLX 3/4/6-bit and,
+  where bitsandbytes imports, bitsandbytes 4-bit (double-quantised NF4, FP4; written by
+  bitsandbytes itself) of the root, FP8, int4 and NF4 of a fine-tune (the fine-tune's children,
+  not the root's), one with a card naming the wrong base, and an NF4 of the independent model;
 * a hostile checkpoint (unpickling it would create ``HOSTILE_MARKER`` in the zoo) and an
   independent model (same shapes, its own random weights) as pickle, with its GGUF quantisation,
   whose metadata falsely names a zoo model as its base (``independent`` in truth).
@@ -128,18 +130,30 @@ def fp8_quantise(w: np.ndarray, block: int | None) -> tuple[np.ndarray, np.ndarr
 
 def mlx_quantise(w: np.ndarray, bits: int, group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(uint32 words [out, in*bits/32], scales, biases [out, in/group]) as ``mx.quantize`` lays
-    them out: per group ``w ~ q * scale + bias`` with ``q`` in [0, 2^bits), the first value of a
-    word in its lowest bits."""
+    them out: per group ``w ~ q * scale + bias`` with ``q`` in [0, 2^bits), each row a dense
+    little-endian bit stream (the first value in the lowest bits; 3- and 6-bit values span words).
+    Written here because ``mx.quantize`` takes groups of 32 or more and the zoo's rows are shorter;
+    tests/test_packed.py reads a file ``mx.quantize`` wrote with the same reader."""
     out, inn = w.shape
     g = w.reshape(out, inn // group, group)
     lo, hi = g.min(axis=2), g.max(axis=2)
     scale = np.maximum(hi - lo, 1e-8) / ((1 << bits) - 1)
     q = np.clip(np.rint((g - lo[..., None]) / scale[..., None]), 0, (1 << bits) - 1).astype(np.uint32)
-    q = q.reshape(out, inn // (32 // bits), 32 // bits)
-    words = np.zeros(q.shape[:2], np.uint32)
-    for k in range(32 // bits):
-        words |= q[:, :, k] << np.uint32(bits * k)
+    words = pack_bits(q.reshape(out, inn), bits).view(np.uint32)
     return words, scale.astype(np.float16), lo.astype(np.float16)
+
+
+def bnb4_quantise(w: np.ndarray, name: str, quant_type: str, double: bool) -> dict[str, Any]:
+    """The tensors transformers saves for a bitsandbytes 4-bit ``Params4bit`` weight ``name``,
+    quantised by bitsandbytes itself (its CPU path): ``name`` uint8 ``[numel/2, 1]`` and
+    ``name.absmax``, ``name.quant_map``, (``name.nested_absmax``, ``name.nested_quant_map``) and
+    ``name.quant_state.bitsandbytes__<type>`` from ``QuantState.as_dict(packed=True)``."""
+    import bitsandbytes.functional as bnbf
+    import torch
+
+    q, state = bnbf.quantize_4bit(torch.from_numpy(np.ascontiguousarray(w)).to(torch.bfloat16), blocksize=64,
+                                  quant_type=quant_type, compress_statistics=double)
+    return {name: q} | {f"{name}.{k}": v for k, v in state.as_dict(packed=True).items()}
 
 
 def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
@@ -173,7 +187,8 @@ def ct_quantise(w: np.ndarray, group: int, symmetric: bool) -> tuple[np.ndarray,
 
 def write_packed(repo: Path, state: dict[str, np.ndarray], scheme: str, config: dict[str, Any]) -> None:
     """A packed quantised checkpoint of ``state``: ``fp8-block`` (DeepSeek/Qwen FP8 layout,
-    16 x 16 tiles at this scale), ``fp8-channel`` (compressed-tensors float-quantized) or ``mlx-4``."""
+    16 x 16 tiles at this scale), ``fp8-channel`` (compressed-tensors float-quantized), ``ct-int4``
+    (``-asym``), ``mlx-<bits>`` (2/3/4/6/8) or ``bnb-nf4``/``bnb-fp4`` (``-dq``: double-quantised)."""
     import torch
     from safetensors.torch import save_file
 
@@ -196,8 +211,10 @@ def write_packed(repo: Path, state: dict[str, np.ndarray], scheme: str, config: 
             tensors[name] = torch.from_numpy(q).view(torch.float8_e4m3fn)
             key = ".weight_scale_inv" if scheme == "fp8-block" else ".weight_scale"
             tensors[m + key] = torch.from_numpy(scale)
+        elif scheme.startswith("bnb-"):
+            tensors |= bnb4_quantise(w, name, scheme.split("-")[1], scheme.endswith("-dq"))
         else:
-            words, scales, biases = mlx_quantise(w, 4, 16)
+            words, scales, biases = mlx_quantise(w, int(scheme.split("-")[1]), 16)
             tensors[name] = torch.from_numpy(words.view(np.int32)).view(torch.uint32)
             tensors[m + ".scales"] = torch.from_numpy(scales)
             tensors[m + ".biases"] = torch.from_numpy(biases)
@@ -213,10 +230,21 @@ def write_packed(repo: Path, state: dict[str, np.ndarray], scheme: str, config: 
                                       "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
                                           "num_bits": 4, "type": "int", "symmetric": scheme == "ct-int4",
                                           "strategy": "group", "group_size": 16}}}}
+    elif scheme.startswith("bnb-"):
+        cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
+                                      "bnb_4bit_quant_type": scheme.split("-")[1],
+                                      "bnb_4bit_use_double_quant": scheme.endswith("-dq"),
+                                      "bnb_4bit_compute_dtype": "bfloat16", "bnb_4bit_quant_storage": "uint8"}
     else:
-        cfg["quantization"] = {"group_size": 16, "bits": 4}
+        cfg["quantization"] = {"group_size": 16, "bits": int(scheme.split("-")[1])}
     save_file(tensors, str(repo / "model.safetensors"), metadata={"format": "pt"})
     (repo / "config.json").write_text(json.dumps(cfg, indent=2))
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def _state(repo: Path) -> dict[str, Any]:
@@ -310,7 +338,8 @@ def derive_formats(zoo: Path, *, seed: int = 0) -> dict[str, Any]:
             _card(repo / "README.md", {"created_at": _later(created, 41)}, f"{name} (sharded bin)")
 
     # packed quantised safetensors of the root, of a fine-tune (a fine-tune-then-quantise), and
-    # one whose card names the wrong base
+    # one whose card names the wrong base; bitsandbytes 4-bit where bitsandbytes imports
+    bnb4 = ("bnb-nf4-dq", "bnb-fp4") if _has("bitsandbytes") else ()
     for i, parent in enumerate([parents[0]] + [m for m in parents if models[m].get("parents")][:1]):
         pdir = zoo / parent
         cfg = json.loads((pdir / "config.json").read_text())
@@ -318,10 +347,12 @@ def derive_formats(zoo: Path, *, seed: int = 0) -> dict[str, Any]:
         name = parent.split("/", 1)[1]
         created = models[parent].get("created_at") or "2024-01-01T00:00:00Z"
         lic = models[parent].get("license") or "other"
-        for j, scheme in enumerate(("fp8-block", "fp8-channel", "mlx-4", "ct-int4", "ct-int4-asym") if i == 0
-                                   else ("fp8-block", "ct-int4")):
-            org = {"fp8-block": "neuralmagic-zoo", "fp8-channel": "redhat-zoo", "mlx-4": "mlx-community-zoo",
-                   "ct-int4": "redhat-zoo", "ct-int4-asym": "neuralmagic-zoo"}[scheme]
+        schemes = ("fp8-block", "fp8-channel", "mlx-4", "ct-int4", "ct-int4-asym", "mlx-3", "mlx-6") + bnb4 \
+            if i == 0 else ("fp8-block", "ct-int4") + bnb4[:1]
+        for j, scheme in enumerate(schemes):
+            org = {"fp8-block": "neuralmagic-zoo", "fp8-channel": "redhat-zoo", "ct-int4": "redhat-zoo",
+                   "ct-int4-asym": "neuralmagic-zoo"}.get(scheme) or (
+                "mlx-community-zoo" if scheme.startswith("mlx") else "unsloth-zoo")
             wrong = i == 0 and scheme == "fp8-channel"  # the card names another zoo model as the base
             declared = (parents[1] if len(parents) > 1 else parent) if wrong else parent
             repo = add(f"{org}/{name}-{scheme}", parent, "quantized", scheme, declared_base_model=declared,
@@ -348,6 +379,13 @@ def derive_formats(zoo: Path, *, seed: int = 0) -> dict[str, Any]:
     write_gguf(repo / "lookalike.Q8_0.gguf", state, Q.Q8_0, heads=int(cfg["num_attention_heads"]),
                kv_heads=int(cfg.get("num_key_value_heads", cfg["num_attention_heads"])),
                meta={"general.base_model.count": 1, "general.base_model.0.repo_url": f"https://huggingface.co/{parent}"})
+    if bnb4:  # the independent model quantised as its own uploader would: no edge to the zoo
+        repo = add("someone/Nano-lookalike-bnb-4bit", "someone/Nano-lookalike-bin", "quantized", bnb4[0],
+                   declared_base_model=parent, declared_kind="wrong", created_at="2025-06-02T12:00:00Z",
+                   independent=True)
+        write_packed(repo, state, bnb4[0], cfg)
+        _card(repo / "README.md", {"created_at": "2025-06-02T12:00:00Z", "base_model": parent,
+                                   "base_model_relation": "quantized"}, "lookalike bnb 4-bit")
     repo = add("evil-org/free-weights", None, None, "pickle", expect_failure="hostile_pickle",
                created_at="2025-06-03T00:00:00Z")
     torch.save({"w": torch.zeros(4, 4), "payload": Hostile(zoo.resolve() / HOSTILE_MARKER)},

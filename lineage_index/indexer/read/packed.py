@@ -13,10 +13,23 @@ of its scales (``aux_rows``) and dequantised (``dequantize``):
   compressed-tensors ``float-quantized`` per-channel ``weight_scale [out, 1]`` or per-tensor):
   ``w = fp8 * scale`` (Hugging Face transformers' ``finegrained_fp8`` and compressed-tensors'
   formats).
-* **MLX** (``mlx-lm`` ``quantize``: ``weight`` uint32 ``[out, in*bits/32]`` with the first value
-  in the lowest bits, ``scales`` and ``biases`` ``[out, in/group]``; ``config.json``
-  ``quantization: {group_size, bits}``): ``w = q * scale + bias`` per group (MLX's
-  ``mx.quantize`` documentation).
+* **MLX** (``mlx-lm`` ``quantize``: ``weight`` uint32 ``[out, in*bits/32]``, each row a dense
+  little-endian bit stream of ``bits``-bit values, the first value in the lowest bits (2/4/8-bit
+  values sit in one word; 3/5/6-bit values span words), ``scales`` and ``biases``
+  ``[out, in/group]``; ``config.json`` ``quantization: {group_size, bits}`` with per-module
+  overrides keyed by module path): ``w = q * scale + bias`` per group (MLX's ``mx.quantize``
+  documentation; checked against ``mx.dequantize`` in tests/test_packed.py).
+* **bitsandbytes 4-bit** (NF4 / FP4, as transformers saves ``Params4bit``: ``M.weight`` uint8
+  ``[numel/2, 1]``, the flattened row-major ``[out, in]`` two values a byte, the first in the
+  high nibble; ``M.weight.absmax`` one scale per ``blocksize`` elements; ``M.weight.quant_map``
+  the 16 code values; ``M.weight.quant_state.bitsandbytes__nf4|fp4`` a JSON document in a uint8
+  tensor giving ``shape``, ``blocksize``, ``dtype`` and, when double-quantised, ``nested_blocksize``
+  and ``nested_offset``, with ``absmax`` then uint8 codes into ``M.weight.nested_quant_map``
+  scaled by ``M.weight.nested_absmax`` per ``nested_blocksize`` absmax values):
+  ``w = quant_map[code] * absmax[block]``, ``absmax = nested_quant_map[c] * nested_absmax + offset``
+  (bitsandbytes' ``QuantState.as_dict(packed=True)`` serialisation in its 4-bit documentation;
+  checked against ``bitsandbytes.functional.dequantize_4bit`` in tests/test_bnb4_quant.py). The
+  JSON is in the file only, so ``bnb_states`` reads it (one per role and size) before the plan.
 
 * **compressed-tensors ``pack-quantized``** (``weight_packed`` int32 rows as dense bit streams with a
   ``2^(bits-1)`` offset, ``weight_scale`` per group or channel, ``weight_zero_point`` packed along
@@ -29,6 +42,7 @@ they are recognised (family, ``quant``) but not dequantised yet.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from typing import Any
@@ -45,8 +59,12 @@ def _module(name: str) -> str:
     return name[: -len(".weight")] if name.endswith(".weight") else name
 
 
-def logical_tensors(tensors: tuple[TensorInfo, ...], config: dict[str, Any] | None) -> tuple[TensorInfo, ...]:
-    """``tensors`` with every recognised packed weight given its logical shape and layout."""
+def logical_tensors(tensors: tuple[TensorInfo, ...], config: dict[str, Any] | None,
+                    bnb: dict[str, dict[str, Any]] | None = None) -> tuple[TensorInfo, ...]:
+    """``tensors`` with every recognised packed weight given its logical shape and layout.
+
+    ``bnb``: the bitsandbytes 4-bit quant states by weight name (``bnb_states``); without them a
+    4-bit weight keeps its packed shape (its logical shape is written only inside the file)."""
     by_name = {t.name: t for t in tensors}
     cfg = config or {}
     qc = cfg.get("quantization_config") if isinstance(cfg.get("quantization_config"), dict) else {}
@@ -69,15 +87,84 @@ def logical_tensors(tensors: tuple[TensorInfo, ...], config: dict[str, Any] | No
                 out.append(replace(t, layout=f"fp8:{kind};scale={s.name};block={size};inv={int(inv is not None)}"))
                 continue
         if t.dtype == "U32" and by_name.get(m + ".scales") is not None and by_name.get(m + ".biases") is not None:
-            bits, group = int(mlx.get("bits", 4)), int(mlx.get("group_size", 64))
-            cols = t.shape[1] * 32 // bits
+            own = mlx.get(m) if isinstance(mlx.get(m), dict) else {}  # mlx-lm's per-module override
+            bits = int(own.get("bits", mlx.get("bits", 4)))
+            group = int(own.get("group_size", mlx.get("group_size", 64)))
             s = by_name[m + ".scales"]
-            if 32 % bits == 0 and len(s.shape) == 2 and s.shape[0] == t.shape[0] and s.shape[1] * group == cols:
+            cols = int(s.shape[1]) * group if len(s.shape) == 2 else 0
+            # rows are whole words (a row's bit stream padded to 32 bits where in*bits is not)
+            if cols and s.shape[0] == t.shape[0] and t.shape[1] == -(-cols * bits // 32):
                 out.append(replace(t, dtype=f"MLX_Q{bits}", shape=(t.shape[0], cols),
                                    layout=f"mlx:affine;bits={bits};group={group};scales={s.name};biases={m}.biases"))
                 continue
+        if t.dtype == "U8" and bnb and t.name in bnb and (b4 := _bnb_layout(t, bnb[t.name], by_name)) is not None:
+            out.append(b4)
+            continue
         out.append(t)
     return tuple(_pack_quantized(out, by_name, qc))
+
+
+BNB_STATE = (".quant_state.bitsandbytes__nf4", ".quant_state.bitsandbytes__fp4")
+
+
+def _bnb_state_name(weight: str, by_name: dict[str, Any]) -> str | None:
+    return next((weight + s for s in BNB_STATE if weight + s in by_name), None)
+
+
+def bnb_states(reader: Any, tensors: tuple[TensorInfo, ...]) -> dict[str, dict[str, Any]]:
+    """The quant states (parsed JSON) of the bitsandbytes 4-bit weights of ``tensors``, by weight
+    name, read through ``reader``: one state per (role, packed size) is read, and given to every
+    weight of that role and size (the layers of one model repeat their shapes), so a 7B model
+    costs a handful of small reads, not one per linear layer."""
+    from lineage_index.indexer.sketch.canon import canonical
+
+    by_name = {t.name: t for t in tensors}
+    groups: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+    for t in tensors:
+        if t.dtype == "U8" and t.name.endswith(".weight") and _bnb_state_name(t.name, by_name):
+            groups.setdefault((canonical(t.name).role, tuple(t.shape)), []).append(t.name)
+    if not groups:
+        return {}
+    first = {key: sorted(names)[0] for key, names in groups.items()}
+    wanted: dict[str, list[TensorInfo]] = {}
+    for name in first.values():
+        st = by_name[_bnb_state_name(name, by_name) or ""]
+        wanted.setdefault(st.file, []).append(st)
+    parsed: dict[str, dict[str, Any]] = {}
+    for file, infos in wanted.items():
+        for info, raw in zip(infos, reader.read_ranges(file, [(i.start, i.end) for i in infos]), strict=True):
+            try:
+                parsed[info.name] = json.loads(bytes(raw).decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue  # not a quant state: the weight stays unread
+    out: dict[str, dict[str, Any]] = {}
+    for key, names in groups.items():
+        state = parsed.get(_bnb_state_name(first[key], by_name) or "")
+        if isinstance(state, dict):
+            out |= {n: state for n in names}
+    return out
+
+
+def _bnb_layout(t: TensorInfo, state: dict[str, Any], by_name: dict[str, TensorInfo]) -> TensorInfo | None:
+    """A bitsandbytes 4-bit weight under its logical ``[out, in]`` shape, when its rows are whole
+    bytes and its aux tensors are present."""
+    shape = state.get("shape")
+    qt = state.get("quant_type")
+    if not (isinstance(shape, list) and len(shape) == 2 and qt in ("nf4", "fp4")):
+        return None
+    out_, in_ = int(shape[0]), int(shape[1])
+    absmax, qmap = by_name.get(t.name + ".absmax"), by_name.get(t.name + ".quant_map")
+    if in_ % 2 or out_ * in_ != 2 * math.prod(t.shape) or absmax is None or qmap is None:
+        return None
+    layout = (f"bnb:{qt};block={int(state.get('blocksize', 64))};absmax={absmax.name};qmap={qmap.name};"
+              f"dtype={state.get('dtype', 'float32')}")
+    if absmax.dtype == "U8":  # double quantisation
+        nested, nmap = by_name.get(t.name + ".nested_absmax"), by_name.get(t.name + ".nested_quant_map")
+        if nested is None or nmap is None or "nested_offset" not in state:
+            return None
+        layout += (f";nested={nested.name};nmap={nmap.name};nblock={int(state.get('nested_blocksize', 256))};"
+                   f"offset={float(state['nested_offset'])!r}")
+    return replace(t, dtype=f"BNB_{qt.upper()}", shape=(out_, in_), layout=layout)
 
 
 def _ct_bits(qc: dict[str, Any]) -> tuple[int, bool] | None:
@@ -140,7 +227,7 @@ def parse_layout(layout: str) -> tuple[str, str, dict[str, str]]:
 
 
 def is_packed(t: TensorInfo) -> bool:
-    return bool(t.layout) and t.layout.split(":", 1)[0] in ("fp8", "mlx", "ct")
+    return bool(t.layout) and t.layout.split(":", 1)[0] in ("fp8", "mlx", "ct", "bnb")
 
 
 def row_span(t: TensorInfo, first: int, rows: int) -> tuple[int, int]:
@@ -156,6 +243,15 @@ def aux_rows(t: TensorInfo, aux: TensorInfo, first: int, rows: int) -> tuple[int
     row_bytes = (aux.end - aux.start) // max(1, n)
     if scheme == "fp8" and kind == "tensor":
         return aux.start, aux.end, 0
+    if scheme == "bnb":  # 1-D aux: absmax per block of the flattened weight, nested per block of absmax
+        if aux.name in (fields["qmap"], fields.get("nmap")):
+            return aux.start, aux.end, 0
+        cols, block = int(t.shape[1]), int(fields["block"])
+        a0, a1 = first * cols // block, -(-(first + rows) * cols // block)
+        if aux.name == fields.get("nested"):
+            nb = int(fields["nblock"])
+            a0, a1 = a0 // nb, (a1 - 1) // nb + 1
+        return aux.start + a0 * row_bytes, aux.start + a1 * row_bytes, a0
     if scheme == "ct" and aux.name == fields.get("zero"):  # zero points: packed along the rows
         bits = int(fields["bits"])
         a0, a1 = first * bits // 32, -(-(first + rows) * bits // 32)
@@ -208,9 +304,7 @@ def dequantize(t: TensorInfo, raw: bytes, aux: dict[str, tuple[TensorInfo, bytes
     if scheme == "mlx":
         bits, group = int(fields["bits"]), int(fields["group"])
         words = np.frombuffer(raw, "<u4").reshape(rows, -1)
-        per = 32 // bits
-        shifts = (np.arange(per, dtype=np.uint32) * bits)
-        q = ((words[:, :, None] >> shifts) & ((1 << bits) - 1)).reshape(rows, -1)[:, :cols].astype(np.float32)
+        q = _bitstream(words, bits, cols).astype(np.float32)
         si, sraw, _ = aux[fields["scales"]]
         bi, braw, _ = aux[fields["biases"]]
         scales = _floats(sraw, si.dtype).reshape(rows, -1)
@@ -234,7 +328,37 @@ def dequantize(t: TensorInfo, raw: bytes, aux: dict[str, tuple[TensorInfo, bytes
             z = zs[:, off:off + rows].T.astype(np.float32) - (1 << (bits - 1))
             return (q - z[:, g]) * scales[:, g]
         return q * scales[:, g]
+    if scheme == "bnb":
+        return _bnb_rows(t, fields, raw, aux, first, rows)
     raise ValueError(f"{t.name}: no dequantiser for layout {t.layout!r}")
+
+
+def _bnb_rows(t: TensorInfo, fields: dict[str, str], raw: bytes, aux: dict[str, tuple[TensorInfo, bytes, int]],
+              first: int, rows: int) -> np.ndarray:
+    """bitsandbytes 4-bit: codes (high nibble first) through ``quant_map``, times the block's
+    absmax (itself dequantised through ``nested_quant_map`` when double-quantised), rounded to
+    the state's ``dtype`` as the library's dequantisation returns it."""
+    import torch
+
+    cols, block = int(t.shape[1]), int(fields["block"])
+    b = np.frombuffer(raw, np.uint8)
+    codes = np.stack([b >> 4, b & 15], axis=1).reshape(-1)
+    qi, qraw, _ = aux[fields["qmap"]]
+    qmap = _floats(qraw, qi.dtype)
+    ai, araw, a0 = aux[fields["absmax"]]
+    if "nested" in fields:
+        ni, nraw, n0 = aux[fields["nested"]]
+        mi, mraw, _ = aux[fields["nmap"]]
+        nested, nmap = _floats(nraw, ni.dtype), _floats(mraw, mi.dtype)
+        idx = np.arange(a0, a0 + len(araw))
+        absmax = nmap[np.frombuffer(araw, np.uint8)] * nested[idx // int(fields["nblock"]) - n0] \
+            + np.float32(float(fields["offset"]))
+    else:
+        absmax = _floats(araw, ai.dtype)
+    e = np.arange(first * cols, (first + rows) * cols)
+    w = (qmap[codes] * absmax[e // block - a0]).astype(np.float32).reshape(rows, cols)
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(fields.get("dtype", "float32"))
+    return torch.from_numpy(w).to(dtype).float().numpy() if dtype is not None else w
 
 
 def _bitstream(words: np.ndarray, bits: int, count: int) -> np.ndarray:
@@ -249,7 +373,8 @@ def _bitstream(words: np.ndarray, bits: int, count: int) -> np.ndarray:
 
 def aux_names(t: TensorInfo) -> list[str]:
     _, _, fields = parse_layout(t.layout or "")
-    return [fields[k] for k in ("scale", "scales", "biases", "zero") if k in fields]
+    return [fields[k] for k in ("scale", "scales", "biases", "zero", "absmax", "qmap", "nested", "nmap")
+            if k in fields]
 
 
 def scheme_of(tensors: tuple[TensorInfo, ...]) -> str | None:
@@ -259,5 +384,7 @@ def scheme_of(tensors: tuple[TensorInfo, ...]) -> str | None:
             scheme, kind, fields = parse_layout(t.layout or "")
             if scheme == "ct":
                 return f"compressed-tensors-int{fields.get('bits')}"
+            if scheme == "bnb":
+                return f"bnb-{kind}" + ("-dq" if "nested" in fields else "")
             return f"fp8-{t.dtype[3:].lower()}" if scheme == "fp8" else f"mlx-{fields.get('bits')}bit"
     return None

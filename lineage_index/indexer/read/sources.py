@@ -156,12 +156,13 @@ def build_record(model_id: str, source: str, reader: RangeReader, files: Sequenc
     weight_files = primary_weight_files(paths)
     tensors: tuple[TensorInfo, ...] = ()
     if fmt == "safetensors":
-        from lineage_index.indexer.read.packed import logical_tensors, needs_config
+        from lineage_index.indexer.read.packed import bnb_states, logical_tensors, needs_config
 
         tensors = read_model_tensors(reader, weight_files, prefix_bytes=header_prefix_bytes, trust_shard_names=economy)
         if "config.json" in present and needs_config(tensors, config):  # MLX: bits and group are in the file only
             config.update(read_json(reader, "config.json") or {})
-        tensors = logical_tensors(tensors, config)  # packed quantised weights (FP8, MLX) under their logical shapes
+        # packed quantised weights (FP8, MLX, bitsandbytes 4-bit, ...) under their logical shapes
+        tensors = logical_tensors(tensors, config, bnb_states(reader, tensors))
     weight_error: ModelReadError | None = None
     if fmt == "pickle":  # torch.save zip checkpoints, the pickle read as data (never unpickled)
         from lineage_index.indexer.read.torchzip import read_checkpoint
