@@ -48,6 +48,14 @@ def test_formats_are_placed_exactly_and_the_hostile_pickle_never_runs(formats_zo
     wrong = [m for m, t in new.items() if t.get("declared_kind") == "wrong"]
     verdicts = {(e["child"], e["parent"]): e.get("verdict") for e in json.loads(edges_out.read_text())}
     assert wrong and all(verdicts.get((m, new[m]["declared_base_model"])) == "contradicted" for m in wrong)
+    # packed quantised safetensors (issue 23): every scheme present, each upload the exact parent's
+    # `quantized` child (a fine-tune's uploads under the fine-tune), the independent one under its own
+    packed = {m: t for m, t in new.items() if t["format"].startswith(("fp8", "ct-", "mlx", "bnb", "gptq", "awq"))}
+    assert {t["format"] for t in packed.values()} >= {"gptq-4-act", "gptq-3", "awq-4", "bnb-nf4-dq", "mlx-3", "mlx-6"}
+    assert {(m, t["parents"][0], "quantized") for m, t in packed.items()} <= got
+    assert {(c, p) for c, p, _ in got if c in packed} == {(m, t["parents"][0]) for m, t in packed.items()}
+    assert any(new[m]["parents"][0] in truth["models"] and truth["models"][new[m]["parents"][0]].get("parents")
+               for m in packed)  # a quantised fine-tune among them
     assert "hostile_pickle" in r.stdout and "evil-org/free-weights" in r.stdout
     assert not (formats_zoo / HOSTILE_MARKER).exists()
 
@@ -81,7 +89,9 @@ def test_check_on_a_quantised_upload_names_its_parent_and_the_scheme(formats_zoo
                           ("redhat-zoo/Llama-3.1-Nano-ct-int4", "compressed-tensors-int4"),
                           ("gguf-hub/Llama-3.1-Nano-GGUF", "gguf-Q8_0"),
                           ("mlx-community-zoo/Llama-3.1-Nano-mlx-3", "mlx-3bit"),
-                          ("unsloth-zoo/Llama-3.1-Nano-fr-bnb-nf4-dq", "bnb-nf4-dq")):
+                          ("unsloth-zoo/Llama-3.1-Nano-fr-bnb-nf4-dq", "bnb-nf4-dq"),
+                          ("TheBloke-zoo/Llama-3.1-Nano-fr-gptq-4-act", "gptq-int4"),
+                          ("TheBloke-zoo/Llama-3.1-Nano-awq-4", "awq-int4")):
         r = subprocess.run([*cli, "check", str(formats_zoo / model), "--store", store], capture_output=True,
                            text=True, timeout=300)
         first = r.stdout.splitlines()[0]

@@ -13,7 +13,9 @@ Llama-family full models (the root, a fine-tune, a merge where present):
 * packed quantised safetensors (``read.packed``): FP8 with block scales, FP8 per channel
   (compressed-tensors), compressed-tensors int4 (symmetric and asymmetric), MLX 3/4/6-bit and,
   where bitsandbytes imports, bitsandbytes 4-bit (double-quantised NF4, FP4; written by
-  bitsandbytes itself) of the root, FP8, int4 and NF4 of a fine-tune (the fine-tune's children,
+  bitsandbytes itself), GPTQ (4-bit act-order, 3-bit asymmetric, v1 zero points) and AWQ GEMM
+  4-bit (round to nearest, written to the documented layouts: no GPTQ/AWQ library runs on a CPU
+  here) of the root, FP8, int4, act-order GPTQ and NF4 of a fine-tune (the fine-tune's children,
   not the root's), one with a card naming the wrong base, and an NF4 of the independent model;
 * a hostile checkpoint (unpickling it would create ``HOSTILE_MARKER`` in the zoo) and an
   independent model (same shapes, its own random weights) as pickle, with its GGUF quantisation,
@@ -185,6 +187,66 @@ def ct_quantise(w: np.ndarray, group: int, symmetric: bool) -> tuple[np.ndarray,
     return packed, scale.astype(np.float16), zpacked
 
 
+def _int_groups(w: np.ndarray, groups: np.ndarray, bits: int, sym: bool) -> tuple[np.ndarray, ...]:
+    """Round-to-nearest ``bits``-bit codes of ``w`` [out, in] with one scale and zero point per
+    (input group, output), GPTQ's convention: ``q = clamp(round(w / s) + z, 0, 2^bits - 1)``,
+    symmetric ``z = 2^(bits-1)``. Returns (q [out, in], scales [groups, out], zeros [groups, out])."""
+    maxq = (1 << bits) - 1
+    ng = int(groups.max()) + 1
+    scales = np.zeros((ng, w.shape[0]), np.float32)
+    zeros = np.zeros((ng, w.shape[0]), np.float32)
+    for g in range(ng):
+        cols = w[:, groups == g]
+        lo, hi = np.minimum(cols.min(axis=1), 0), np.maximum(cols.max(axis=1), 0)
+        if sym:
+            amax = np.maximum(np.abs(lo), hi)
+            scales[g] = np.maximum(2 * amax / maxq, 1e-8)
+            zeros[g] = (maxq + 1) // 2
+        else:
+            scales[g] = np.maximum((hi - lo) / maxq, 1e-8)
+            zeros[g] = np.clip(np.rint(-lo / scales[g]), 0, maxq)
+    scales = scales.astype(np.float16).astype(np.float32)  # the stored scales quantise
+    q = np.clip(np.rint(w / scales[groups].T) + zeros[groups].T, 0, maxq).astype(np.uint32)
+    return q, scales.astype(np.float16), zeros.astype(np.uint32)
+
+
+def gptq_quantise(w: np.ndarray, bits: int, group: int, *, act_order: bool, sym: bool,
+                  v1: bool = True) -> dict[str, np.ndarray]:
+    """``qweight`` [in*bits/32, out], ``qzeros`` [groups, out*bits/32] (v1: stored minus one),
+    ``scales`` [groups, out], ``g_idx`` [in] as AutoGPTQ's ``QuantLinear`` lays them out (each
+    output's column of ``qweight`` a dense little-endian bit stream along the inputs); act-order
+    groups the inputs by descending column norm (GPTQ orders by its Hessian's diagonal)."""
+    out, inn = w.shape
+    order = np.argsort(-np.linalg.norm(w, axis=0), kind="stable") if act_order else np.arange(inn)
+    rank = np.empty(inn, np.int64)
+    rank[order] = np.arange(inn)
+    g_idx = (rank // group).astype(np.int32)
+    q, scales, zeros = _int_groups(w, g_idx, bits, sym)
+    stored = (zeros - 1) & np.uint32((1 << bits) - 1) if v1 else zeros
+    return {"qweight": pack_bits(q, bits).T.copy().view(np.int32), "qzeros": pack_bits(stored, bits).view(np.int32),
+            "scales": scales, "g_idx": g_idx}
+
+
+def awq_quantise(w: np.ndarray, group: int) -> dict[str, np.ndarray]:
+    """AutoAWQ GEMM 4-bit: ``qweight`` [in, out/8] with the outputs of each word interleaved
+    [0, 2, 4, 6, 1, 3, 5, 7] (nibble p holds output 8k + order[p]), ``qzeros`` [groups, out/8] the
+    same way, ``scales`` [groups, out]; asymmetric zero points."""
+    from lineage_index.indexer.read.packed import AWQ_ORDER
+
+    out, inn = w.shape
+    groups = np.arange(inn) // group
+    q, scales, zeros = _int_groups(w, groups, 4, sym=False)
+
+    def pack(v: np.ndarray) -> np.ndarray:  # [rows, out] -> [rows, out/8]
+        v = v.reshape(v.shape[0], -1, 8)
+        words = np.zeros(v.shape[:2], np.uint32)
+        for p, o in enumerate(AWQ_ORDER):
+            words |= v[:, :, o].astype(np.uint32) << np.uint32(4 * p)
+        return words.view(np.int32)
+
+    return {"qweight": pack(q.T.copy()), "qzeros": pack(zeros), "scales": scales}
+
+
 def write_packed(repo: Path, state: dict[str, np.ndarray], scheme: str, config: dict[str, Any]) -> None:
     """A packed quantised checkpoint of ``state``: ``fp8-block`` (DeepSeek/Qwen FP8 layout,
     16 x 16 tiles at this scale), ``fp8-channel`` (compressed-tensors float-quantized), ``ct-int4``
@@ -199,7 +261,16 @@ def write_packed(repo: Path, state: dict[str, np.ndarray], scheme: str, config: 
             tensors[name] = torch.from_numpy(np.ascontiguousarray(w)).to(torch.bfloat16)
             continue
         m = name[: -len(".weight")]
-        if scheme.startswith("ct-int4"):
+        if scheme.startswith(("gptq", "awq")):
+            bits = int(scheme.split("-")[1])
+            if (w.shape[0] * bits) % 32 or (w.shape[1] * bits) % 32:
+                # not whole packed words: the quantisers leave such a layer in float
+                tensors[name] = torch.from_numpy(np.ascontiguousarray(w)).to(torch.bfloat16)
+                continue
+            parts = awq_quantise(w, 32) if scheme.startswith("awq") else gptq_quantise(
+                w, bits, 32, act_order=scheme.endswith("-act"), sym=bits == 4)
+            tensors |= {f"{m}.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in parts.items()}
+        elif scheme.startswith("ct-int4"):
             packed, scale, zpacked = ct_quantise(w, 16, symmetric=scheme == "ct-int4")
             tensors[m + ".weight_packed"] = torch.from_numpy(packed)
             tensors[m + ".weight_scale"] = torch.from_numpy(scale)
@@ -230,6 +301,13 @@ def write_packed(repo: Path, state: dict[str, np.ndarray], scheme: str, config: 
                                       "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
                                           "num_bits": 4, "type": "int", "symmetric": scheme == "ct-int4",
                                           "strategy": "group", "group_size": 16}}}}
+    elif scheme.startswith("gptq"):
+        cfg["quantization_config"] = {"quant_method": "gptq", "bits": int(scheme.split("-")[1]), "group_size": 32,
+                                      "desc_act": scheme.endswith("-act"), "sym": scheme.split("-")[1] == "4",
+                                      "checkpoint_format": "gptq", "true_sequential": True, "damp_percent": 0.01}
+    elif scheme.startswith("awq"):
+        cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": 32, "zero_point": True,
+                                      "version": "gemm"}
     elif scheme.startswith("bnb-"):
         cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
                                       "bnb_4bit_quant_type": scheme.split("-")[1],
@@ -347,12 +425,13 @@ def derive_formats(zoo: Path, *, seed: int = 0) -> dict[str, Any]:
         name = parent.split("/", 1)[1]
         created = models[parent].get("created_at") or "2024-01-01T00:00:00Z"
         lic = models[parent].get("license") or "other"
-        schemes = ("fp8-block", "fp8-channel", "mlx-4", "ct-int4", "ct-int4-asym", "mlx-3", "mlx-6") + bnb4 \
-            if i == 0 else ("fp8-block", "ct-int4") + bnb4[:1]
+        schemes = ("fp8-block", "fp8-channel", "mlx-4", "ct-int4", "ct-int4-asym", "mlx-3", "mlx-6", "gptq-4-act",
+                   "gptq-3", "awq-4") + bnb4 if i == 0 else ("fp8-block", "ct-int4", "gptq-4-act") + bnb4[:1]
         for j, scheme in enumerate(schemes):
             org = {"fp8-block": "neuralmagic-zoo", "fp8-channel": "redhat-zoo", "ct-int4": "redhat-zoo",
                    "ct-int4-asym": "neuralmagic-zoo"}.get(scheme) or (
-                "mlx-community-zoo" if scheme.startswith("mlx") else "unsloth-zoo")
+                "mlx-community-zoo" if scheme.startswith("mlx") else "TheBloke-zoo" if scheme.startswith(("gptq", "awq"))
+                else "unsloth-zoo")
             wrong = i == 0 and scheme == "fp8-channel"  # the card names another zoo model as the base
             declared = (parents[1] if len(parents) > 1 else parent) if wrong else parent
             repo = add(f"{org}/{name}-{scheme}", parent, "quantized", scheme, declared_base_model=declared,

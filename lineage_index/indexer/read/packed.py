@@ -36,8 +36,34 @@ of its scales (``aux_rows``) and dequantised (``dequantize``):
   the output dimension when asymmetric; ``config_groups`` gives the bits): ``w = (q - z) * scale``
   (the compressed-tensors library's ``pack_to_int32`` layout).
 
-GPTQ and AWQ pack along the input dimension (a sampled output row is one column of ``qweight``):
-they are recognised (family, ``quant``) but not dequantised yet.
+**GPTQ and AWQ** pack along the input dimension, so a sampled output row is strided through the
+whole ``qweight`` (one word every ``out * 4`` bytes). They are read as a **column window**
+instead (``col_window``: the first ``m`` input columns, ``m`` from the shape so the packed block is
+about ``WINDOW_BYTES``), i.e. a few contiguous ``qweight`` rows holding those inputs for every
+output, with the ``scales``/``qzeros`` rows of their groups; the sampled rows of that block are
+kept and the unread columns are NaN (``TensorSample.values`` keeps the parent's ``(rows, in)``
+shape, so the model stays in its parent's family and store layout). Comparisons restrict both
+sides to the columns both read (``sketch.window``).
+
+* **GPTQ** (AutoGPTQ / GPTQModel ``QuantLinear``; ``quantization_config`` ``quant_method: gptq``,
+  ``bits``, ``group_size`` (-1: one group), ``desc_act``, ``sym``, ``checkpoint_format``):
+  ``qweight`` int32 ``[in*bits/32, out]``, each output's column a dense little-endian bit stream
+  of its input values (3-bit values span words); ``qzeros`` int32 ``[groups, out*bits/32]``, each
+  row a bit stream along the outputs, stored minus one in the v1 format (``checkpoint_format``
+  ``gptq``, the default) and as is in ``gptq_v2``; ``scales`` ``[groups, out]``; ``g_idx`` int32
+  ``[in]``, each input's group (act-order: read first, then the rows of the groups it names):
+  ``w[o, i] = scales[g, o] * (q[i, o] - z[g, o])``, ``g = g_idx[i]`` (``i // group_size``
+  without act-order). Symmetric checkpoints' zero points are ``2^(bits-1)`` by definition and
+  are not read. (AutoGPTQ's and GPTQModel's documented ``QuantLinear`` packing.)
+* **AWQ** GEMM (AutoAWQ ``WQLinear_GEMM``; ``quant_method: awq``, ``version: gemm``, ``bits``
+  4, ``group_size``, ``zero_point``): ``qweight`` int32 ``[in, out*bits/32]`` packed along the
+  outputs with AWQ's interleave (nibble ``p`` of word ``k`` holds output ``8k + [0,2,4,6,1,3,5,7][p]``),
+  ``qzeros`` ``[groups, out*bits/32]`` packed the same way, ``scales`` ``[groups, out]``:
+  ``w[o, i] = scales[g, o] * (q[i, o] - z[g, o])`` (AutoAWQ's documented GEMM layout).
+
+No GPTQ or AWQ library installs and runs on a CPU here: the layouts are written from those
+documents, and tests/test_gptq_awq_quant.py checks the windowed reader against a whole-tensor
+dequantisation written independently of this module.
 """
 
 from __future__ import annotations
@@ -52,6 +78,9 @@ import numpy as np
 from lineage_index.records import TensorInfo
 
 FP8 = ("F8_E4M3", "F8_E5M2")
+#: packed bytes a GPTQ/AWQ column window reads per matrix (the window's width follows from it)
+WINDOW_BYTES = 32_768
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # output (within 8) held by nibble p of an AWQ word
 FLOAT_SCALES = ("F32", "F16", "BF16")
 
 
@@ -101,7 +130,86 @@ def logical_tensors(tensors: tuple[TensorInfo, ...], config: dict[str, Any] | No
             out.append(b4)
             continue
         out.append(t)
-    return tuple(_pack_quantized(out, by_name, qc))
+    return tuple(_pack_quantized(_gptq_awq(out, by_name, qc), by_name, qc))
+
+
+def _gptq_awq(tensors: list[TensorInfo], by_name: dict[str, TensorInfo], qc: dict[str, Any]) -> list[TensorInfo]:
+    """GPTQ / AWQ ``M.qweight`` renamed ``M.weight`` with its logical ``[out, in]`` shape."""
+    method = str(qc.get("quant_method", "")).lower()
+    if method not in ("gptq", "awq"):
+        return tensors
+    bits = int(qc.get("bits", qc.get("w_bit", 4)))
+    group = int(qc.get("group_size", qc.get("q_group_size", 128)))
+    if method == "awq" and (str(qc.get("version", "gemm")).lower() != "gemm" or bits != 4):
+        return tensors  # GEMV / Marlin / Exllama layouts: not read
+    out: list[TensorInfo] = []
+    for t in tensors:
+        if not t.name.endswith(".qweight") or t.dtype != "I32" or len(t.shape) != 2:
+            out.append(t)
+            continue
+        m = t.name[: -len(".qweight")]
+        scales, zeros, gidx = by_name.get(m + ".scales"), by_name.get(m + ".qzeros"), by_name.get(m + ".g_idx")
+        if method == "gptq":
+            inn, outn = int(t.shape[0]) * 32 // bits, int(t.shape[1])
+        else:
+            inn, outn = int(t.shape[0]), int(t.shape[1]) * 32 // bits
+        g = inn if group <= 0 else group
+        if scales is None or tuple(scales.shape) != (-(-inn // g), outn) or zeros is None:
+            out.append(t)
+            continue
+        layout = f"{method}:int;bits={bits};group={g};qweight={t.name};scales={scales.name}"
+        if method == "awq" or not qc.get("sym", True):
+            layout += f";zero={zeros.name}"
+        if method == "gptq":
+            layout += f";v1={int(str(qc.get('checkpoint_format', 'gptq')).lower() != 'gptq_v2')}"
+            if qc.get("desc_act") and gidx is not None:
+                layout += f";gidx={gidx.name}"
+        out.append(replace(t, name=m + ".weight", dtype=f"{method.upper()}_INT{bits}", shape=(outn, inn),
+                           layout=layout))
+    return out
+
+
+def is_windowed(t: TensorInfo) -> bool:
+    """A packed weight read as a column window (GPTQ, AWQ), not as whole rows."""
+    return bool(t.layout) and t.layout.split(":", 1)[0] in ("gptq", "awq")
+
+
+def col_window(t: TensorInfo) -> tuple[int, int]:
+    """(first column, width) of a windowed weight's sample: the first input columns, as many as
+    ``WINDOW_BYTES`` of packed words hold for every output, in whole packed words."""
+    scheme, _, f = parse_layout(t.layout or "")
+    bits = int(f["bits"])
+    outn, inn = int(t.shape[0]), int(t.shape[1])
+    unit = 32 // math.gcd(bits, 32) if scheme == "gptq" else 1  # inputs per whole words of a column
+    width = max(unit, int(WINDOW_BYTES * 8 // max(1, outn * bits)) // unit * unit)
+    return 0, min(inn, width)
+
+
+def window_span(t: TensorInfo) -> tuple[int, int]:
+    """The ``qweight`` bytes of the column window (whole rows of ``qweight``)."""
+    scheme, _, f = parse_layout(t.layout or "")
+    bits = int(f["bits"])
+    c0, m = col_window(t)
+    rows_total = int(t.shape[1]) * bits // 32 if scheme == "gptq" else int(t.shape[1])
+    row_bytes = (t.end - t.start) // rows_total
+    r0, r1 = (c0 * bits // 32, -(-(c0 + m) * bits // 32)) if scheme == "gptq" else (c0, c0 + m)
+    return t.start + r0 * row_bytes, t.start + r1 * row_bytes
+
+
+def window_groups(t: TensorInfo, gidx: np.ndarray | None) -> tuple[int, int]:
+    """[first, last) group rows the column window needs (act-order: from its ``g_idx`` values)."""
+    _, _, f = parse_layout(t.layout or "")
+    c0, m = col_window(t)
+    if gidx is not None and len(gidx):
+        return int(gidx.min()), int(gidx.max()) + 1
+    g = int(f["group"])
+    return c0 // g, (c0 + m - 1) // g + 1
+
+
+def gidx_span(t: TensorInfo, gidx: TensorInfo) -> tuple[int, int]:
+    """The ``g_idx`` bytes of the window's columns (read before the rest: they name the groups)."""
+    c0, m = col_window(t)
+    return gidx.start + 4 * c0, gidx.start + 4 * (c0 + m)
 
 
 BNB_STATE = (".quant_state.bitsandbytes__nf4", ".quant_state.bitsandbytes__fp4")
@@ -227,7 +335,7 @@ def parse_layout(layout: str) -> tuple[str, str, dict[str, str]]:
 
 
 def is_packed(t: TensorInfo) -> bool:
-    return bool(t.layout) and t.layout.split(":", 1)[0] in ("fp8", "mlx", "ct", "bnb")
+    return bool(t.layout) and t.layout.split(":", 1)[0] in ("fp8", "mlx", "ct", "bnb", "gptq", "awq")
 
 
 def row_span(t: TensorInfo, first: int, rows: int) -> tuple[int, int]:
@@ -236,11 +344,20 @@ def row_span(t: TensorInfo, first: int, rows: int) -> tuple[int, int]:
     return t.start + first * row_bytes, t.start + (first + rows) * row_bytes
 
 
-def aux_rows(t: TensorInfo, aux: TensorInfo, first: int, rows: int) -> tuple[int, int, int]:
-    """(start, end, first aux row) of the aux rows that scale logical rows ``[first, first+rows)``."""
+def aux_rows(t: TensorInfo, aux: TensorInfo, first: int, rows: int,
+             gidx: np.ndarray | None = None) -> tuple[int, int, int]:
+    """(start, end, first aux row) of the aux rows that scale logical rows ``[first, first+rows)``
+    (of a windowed weight: the group rows of its column window; ``gidx``: the window's act-order
+    groups, read first)."""
     scheme, kind, fields = parse_layout(t.layout or "")
     n = int(aux.shape[0]) if aux.shape else 1
     row_bytes = (aux.end - aux.start) // max(1, n)
+    if scheme in ("gptq", "awq"):
+        if aux.name == fields.get("gidx"):
+            c0, m = col_window(t)
+            return aux.start + 4 * c0, aux.start + 4 * (c0 + m), c0
+        g0, g1 = window_groups(t, gidx)
+        return aux.start + g0 * row_bytes, aux.start + g1 * row_bytes, g0
     if scheme == "fp8" and kind == "tensor":
         return aux.start, aux.end, 0
     if scheme == "bnb":  # 1-D aux: absmax per block of the flattened weight, nested per block of absmax
@@ -330,6 +447,8 @@ def dequantize(t: TensorInfo, raw: bytes, aux: dict[str, tuple[TensorInfo, bytes
         return q * scales[:, g]
     if scheme == "bnb":
         return _bnb_rows(t, fields, raw, aux, first, rows)
+    if scheme in ("gptq", "awq"):
+        return _window_rows(t, scheme, fields, raw, aux, first, rows)
     raise ValueError(f"{t.name}: no dequantiser for layout {t.layout!r}")
 
 
@@ -361,6 +480,46 @@ def _bnb_rows(t: TensorInfo, fields: dict[str, str], raw: bytes, aux: dict[str, 
     return torch.from_numpy(w).to(dtype).float().numpy() if dtype is not None else w
 
 
+def _awq_unpack(words: np.ndarray, bits: int) -> np.ndarray:
+    """AWQ-packed rows of int32 words -> values in output order (``AWQ_ORDER`` interleave)."""
+    per = 32 // bits
+    vals = (words[:, :, None] >> (np.arange(per, dtype=np.uint32) * bits)) & np.uint32((1 << bits) - 1)
+    out = np.empty_like(vals)
+    out[:, :, list(AWQ_ORDER[:per])] = vals
+    return out.reshape(words.shape[0], -1)
+
+
+def _window_rows(t: TensorInfo, scheme: str, fields: dict[str, str], raw: bytes,
+                 aux: dict[str, tuple[TensorInfo, bytes, int]], first: int, rows: int) -> np.ndarray:
+    """Logical rows ``[first, first+rows)`` of a GPTQ/AWQ weight over its column window (NaN in
+    the columns not read), from the window's ``qweight`` rows and its groups' scales and zeros."""
+    bits, outn, inn = int(fields["bits"]), int(t.shape[0]), int(t.shape[1])
+    c0, m = col_window(t)
+    words = np.frombuffer(raw, "<u4")
+    if scheme == "gptq":  # [words along the inputs, out]: each output's column is one bit stream
+        cols = words.reshape(-1, outn)[:, first:first + rows]
+        q = _bitstream(np.ascontiguousarray(cols.T), bits, m).astype(np.float32)  # (rows, m)
+    else:  # AWQ: [inputs, out*bits/32], interleaved along the outputs
+        q = _awq_unpack(words.reshape(m, -1), bits)[:, first:first + rows].T.astype(np.float32)
+    si, sraw, g0 = aux[fields["scales"]]
+    scales = _floats(sraw, si.dtype).reshape(-1, outn)[:, first:first + rows]  # (groups read, rows)
+    if "gidx" in fields:
+        gi = np.frombuffer(aux[fields["gidx"]][1], "<i4").astype(np.int64)
+    else:
+        gi = np.arange(c0, c0 + m) // int(fields["group"])
+    g = gi - g0
+    if "zero" in fields:
+        zi, zraw, _ = aux[fields["zero"]]
+        zwords = np.frombuffer(zraw, "<u4").reshape(-1, int(zi.shape[1]))
+        z = (_bitstream(zwords, bits, outn) if scheme == "gptq" else _awq_unpack(zwords, bits))[:, first:first + rows]
+        z = z.astype(np.float32) + (1.0 if fields.get("v1") == "1" else 0.0)
+    else:
+        z = np.full_like(scales, float(1 << (bits - 1)))
+    out = np.full((rows, inn), np.nan, np.float32)
+    out[:, c0:c0 + m] = (q - z[g].T) * scales[g].T
+    return out
+
+
 def _bitstream(words: np.ndarray, bits: int, count: int) -> np.ndarray:
     """Per row of uint32 ``words``, the first ``count`` values of ``bits`` bits, value ``i`` at
     bit ``i * bits`` of the row's little-endian bit stream (values may span two words)."""
@@ -373,7 +532,7 @@ def _bitstream(words: np.ndarray, bits: int, count: int) -> np.ndarray:
 
 def aux_names(t: TensorInfo) -> list[str]:
     _, _, fields = parse_layout(t.layout or "")
-    return [fields[k] for k in ("scale", "scales", "biases", "zero", "absmax", "qmap", "nested", "nmap")
+    return [fields[k] for k in ("scale", "scales", "biases", "zero", "absmax", "qmap", "nested", "nmap", "gidx")
             if k in fields]
 
 
@@ -386,5 +545,7 @@ def scheme_of(tensors: tuple[TensorInfo, ...]) -> str | None:
                 return f"compressed-tensors-int{fields.get('bits')}"
             if scheme == "bnb":
                 return f"bnb-{kind}" + ("-dq" if "nested" in fields else "")
+            if scheme in ("gptq", "awq"):
+                return f"{scheme}-int{fields.get('bits')}"
             return f"fp8-{t.dtype[3:].lower()}" if scheme == "fp8" else f"mlx-{fields.get('bits')}bit"
     return None

@@ -116,6 +116,9 @@ def recover_packed(
         fam = packed.load_family(fam_name)
         fam.values = np.asarray(fam.values)  # this family's samples in memory, once
         fam.embedding = np.asarray(fam.embedding)
+        whole = ~np.isnan(fam.values).any(axis=1)
+        if not whole.all():  # column windows (GPTQ, AWQ: sketch.window) are verified in memory only
+            fam = fam.subset(np.nonzero(whole)[0])
         recs = {m: r for m, r in zip(fam.model_ids, fam.records, strict=True) if r is not None}
         bases.update({m: r for m, r in recs.items() if m in wanted})
         edges, roots = _recover_family(fam, recs, family_of, kinds, k, clock, out, on_family)

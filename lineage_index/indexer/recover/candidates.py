@@ -404,7 +404,40 @@ def nearest(sketches: list[Sketch], k: int = DEFAULT_K) -> list[list[tuple[int, 
 def candidate_pairs(
     sketches: list[Sketch], declared: dict[str, tuple[str, ...]] | None = None, k: int = DEFAULT_K
 ) -> list[Candidate]:
-    """Unordered candidate pairs within one family (``candidate_rows``) plus declared parents present."""
+    """Unordered candidate pairs within one family (``candidate_rows``) plus declared parents present.
+
+    Column-windowed sketches (GPTQ, AWQ: ``sketch.window``) are left out of the embedding search
+    (their embeddings count the columns they did not read as zeros) and meet instead their k
+    nearest unwindowed members by ``window_distance`` on the columns both read, and their
+    declared parents; the pairs among the others are exactly those of the family without them."""
+    from lineage_index.indexer.sketch.window import is_windowed, window_distance
+
+    windowed = [s for s in sketches if is_windowed(s)]
+    if not windowed:
+        return _embedding_pairs(sketches, declared, k)
+    whole = [s for s in sketches if not is_windowed(s)]
+    out = {(c.a, c.b): c for c in _embedding_pairs(whole, declared, k)}
+    by_id = {s.model_id: s for s in sketches}
+    win = {s.model_id for s in windowed}
+
+    def add(x: str, y: str, d: float | None = None) -> None:
+        a, b = sorted((x, y))
+        if (a, b) not in out:
+            out[(a, b)] = Candidate(a, b, window_distance(by_id[x], by_id[y]) if d is None else d)
+
+    for w in windowed:
+        for d, m in sorted((window_distance(w, s), s.model_id) for s in whole)[:k]:
+            add(w.model_id, m, d)
+    for c, ps in (declared or {}).items():
+        for p in ps:
+            if c in by_id and p in by_id and p != c and (c in win or p in win):
+                add(c, p)
+    return sorted(out.values(), key=lambda c: (c.a, c.b))
+
+
+def _embedding_pairs(
+    sketches: list[Sketch], declared: dict[str, tuple[str, ...]] | None = None, k: int = DEFAULT_K
+) -> list[Candidate]:
     declared = declared or {}
     ids = [s.model_id for s in sketches]
     if not ids:

@@ -20,6 +20,7 @@ from lineage_index.indexer.recover.structure import (
     heal_asymmetry,
 )
 from lineage_index.indexer.recover.structure import matrices as _matrices
+from lineage_index.indexer.sketch.window import is_windowed, joint_view
 from lineage_index.records import Sketch
 
 # --- thresholds (stated, with their reason) -----------------------------------------------
@@ -211,7 +212,9 @@ def matrix_cosines(a: Sketch, b: Sketch) -> list[tuple[str, int | None, str, flo
 
 
 def compare(a: Sketch, b: Sketch) -> PairFeatures:
-    """Features of the pair (a, b) over their common aligned matrices."""
+    """Features of the pair (a, b) over their common aligned matrices (over the columns both
+    read where one is a column window: ``sketch.window``)."""
+    a, b = joint_view(a, b)
     ma, mb = _matrices(a), _matrices(b)
     common = sorted(k for k in ma if k in mb and ma[k].shape == mb[k].shape)
     cos, dist, n_el, growth = [], [], [], []
@@ -269,6 +272,7 @@ def compare(a: Sketch, b: Sketch) -> PairFeatures:
 def low_rank_share(a: Sketch, b: Sketch) -> float:
     """Among the matrices that changed between a and b, the share whose delta is low rank
     (a merged LoRA). Computed for chosen edges only: it is evidence, not a decision."""
+    a, b = joint_view(a, b)
     ma, mb = _matrices(a), _matrices(b)
     changed = low = 0
     for k in ma:
@@ -344,7 +348,11 @@ class MergeFit:
 
 
 def find_merge(child: Sketch, candidates: list[Sketch]) -> MergeFit | None:
-    """The merge that explains ``child`` from ``candidates`` (nearest first), if there is one."""
+    """The merge that explains ``child`` from ``candidates`` (nearest first), if there is one.
+    A column-windowed sketch (GPTQ, AWQ upload) is neither a merge nor a merge's input here."""
+    if is_windowed(child):
+        return None
+    candidates = [c for c in candidates if not is_windowed(c)]
     by_id = {c.model_id: c for c in candidates}
     for allow_negative in (False, True):  # the simplest explanation first: a convex combination
         ids, weights, ratio = merge_fit(child, candidates, allow_negative=allow_negative)
@@ -412,6 +420,7 @@ def containment(grand: Sketch, parent: Sketch, child: Sketch) -> tuple[float, in
     rho * |d'|/|d|. Matrices that ``parent`` did not change are left out. None when fewer than
     two matrices of the three align.
     """
+    grand, parent, child = joint_view(grand, parent, child)
     mg, mp, mc = _matrices(grand), _matrices(parent), _matrices(child)
     kappas = []
     for k in mg:
@@ -448,6 +457,7 @@ def partial_containment(
     """
     if not refs:
         return None
+    grand, parent, child, *refs = joint_view(grand, parent, child, *refs)
     mg, mp, mc = _matrices(grand), _matrices(parent), _matrices(child)
     mrs = [_matrices(r) for r in refs]
     betas = []

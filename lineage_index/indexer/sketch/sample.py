@@ -50,6 +50,12 @@ def _readable(t: TensorInfo) -> bool:
     return t.dtype in _DTYPE_SIZE or (t.dtype.startswith("GGUF_") and len(t.shape) == 2) or is_packed(t)
 
 
+def _windowed(t: TensorInfo) -> bool:
+    from lineage_index.indexer.read.packed import is_windowed
+
+    return is_windowed(t)
+
+
 def _gguf_rows(t: TensorInfo) -> bool:
     """Rows read one by one through the GGUF layout (a ggml type, or the rope permutation)."""
     return bool(t.layout) and t.layout.startswith("gguf:") and len(t.shape) == 2 and (
@@ -171,8 +177,9 @@ def plan_prints(tensors: tuple[TensorInfo, ...] | list[TensorInfo], seed: int = 
     seen: set[int] = set()
     for t in sorted(tensors, key=lambda x: (x.name, x.file)):
         c = canonical(t.name)
-        if c.role != role or c.layer is None or c.layer in keep or c.layer in seen or not _readable(t):
-            continue
+        if c.role != role or c.layer is None or c.layer in keep or c.layer in seen or not _readable(t) \
+                or _windowed(t):
+            continue  # a column-windowed weight (GPTQ, AWQ) cannot give whole print rows cheaply
         scale = _int8_scale(t, by_name)
         if t.dtype == "I8" and scale is None:
             continue  # int8 without scales cannot be decoded into weights
@@ -187,6 +194,10 @@ def _byte_ranges(p: PlannedRead) -> list[tuple[int, int]]:
     """The byte ranges of a planned read, in the order its rows are wanted."""
     from lineage_index.indexer.read.packed import is_packed, row_span
 
+    if _windowed(p.tensor):
+        from lineage_index.indexer.read.packed import window_span
+
+        return [window_span(p.tensor)]
     if is_packed(p.tensor):
         return [row_span(p.tensor, p.row_start, p.rows)]
     if not _gguf_rows(p.tensor):
@@ -250,12 +261,45 @@ def embed(samples: dict[str, TensorSample]) -> np.ndarray:
     usable = [s for s in samples.values() if s.values.size > 1]
     for s in usable:
         flat = np.ascontiguousarray(s.values.reshape(-1))
+        if np.isnan(flat).any():  # a column window (GPTQ, AWQ): the columns not read count as zeros
+            flat = np.nan_to_num(flat, nan=0.0)
         v = torch.from_numpy(flat if flat.flags.writeable else flat.copy()).to(device)  # read-only: mmap'd store
         rms = torch.sqrt(torch.mean(v * v)).clamp_min(1e-12)
         idx, sign = _buckets(s.key, v.numel())
         v = v / (rms * np.sqrt(v.numel() * len(usable)))
         out.index_add_(0, idx.to(device), v * sign.to(device))
     return out.cpu().numpy()
+
+
+def _gidx_name(t: TensorInfo) -> str | None:
+    from lineage_index.indexer.read.packed import parse_layout
+
+    return parse_layout(t.layout or "")[2].get("gidx") if _windowed(t) else None
+
+
+def _read_act_order_groups(record: ModelRecord, reader, plan: list[PlannedRead],
+                           by_name: dict[str, TensorInfo]) -> dict[tuple[str, str], bytes]:
+    """The ``g_idx`` of every act-order GPTQ window, read before the rest: they name the groups
+    whose scales and zero points the window needs. (planned key, g_idx name) -> its bytes."""
+    from lineage_index.indexer.read.packed import gidx_span
+
+    want: dict[str, list[tuple[tuple[str, str], tuple[int, int]]]] = {}
+    for p in plan:
+        name = _gidx_name(p.tensor)
+        if name is None:
+            continue
+        info = by_name.get(name)
+        if info is None:
+            raise ModelReadError(f"{record.id}: {p.tensor.name} names aux tensor {name!r}, which is missing")
+        want.setdefault(info.file, []).append(((p.key, name), gidx_span(p.tensor, info)))
+    out: dict[tuple[str, str], bytes] = {}
+    for file, items in want.items():
+        chunks = reader.read_ranges(file, [r for _, r in items])
+        for (key, rng), chunk in zip(items, chunks, strict=True):
+            if len(chunk) != rng[1] - rng[0]:
+                raise ModelReadError(f"{record.id}: short read in {file} at {rng[0]}")
+            out[key] = chunk
+    return out
 
 
 def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch:
@@ -281,6 +325,7 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
 
     by_name = {t.name: t for t in record.tensors}
     aux_first: dict[tuple[str, str], int] = {}
+    gidx = _read_act_order_groups(record, reader, plan, by_name)
     for p in plan:
         parts: list[tuple[str, TensorInfo | None, list[tuple[int, int]] | None]] = [
             ("w", p.tensor, _byte_ranges(p)), ("s", p.scale, None)]
@@ -289,7 +334,12 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
                 a = by_name.get(name)
                 if a is None:
                     raise ModelReadError(f"{record.id}: {p.tensor.name} names aux tensor {name!r}, which is missing")
-                a_start, a_end, aux_first[(p.key, name)] = aux_rows(p.tensor, a, p.row_start, p.rows)
+                if (p.key, name) in gidx:  # act-order groups: read first
+                    aux_first[(p.key, name)] = aux_rows(p.tensor, a, p.row_start, p.rows)[2]
+                    continue
+                g = np.frombuffer(gidx[(p.key, n)], "<i4") if (n := _gidx_name(p.tensor)) and (p.key, n) in gidx \
+                    else None
+                a_start, a_end, aux_first[(p.key, name)] = aux_rows(p.tensor, a, p.row_start, p.rows, g)
                 parts.append((f"a:{name}", a, [(a_start, a_end)]))
         for part, info, rngs in parts:
             if info is None:
@@ -299,7 +349,7 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
             for rng in rngs:
                 by_file.setdefault(info.file, []).append((p, part))
                 ranges.setdefault(info.file, []).append(rng)
-    raw: dict[tuple[str, str], bytes] = {}
+    raw: dict[tuple[str, str], bytes] = {(key, f"a:{name}"): b for (key, name), b in gidx.items()}
     for file, items in by_file.items():
         chunks = reader.read_ranges(file, ranges[file])
         for (p, part), rng, chunk in zip(items, ranges[file], chunks, strict=True):
@@ -329,7 +379,7 @@ def sketch_model(record: ModelRecord, reader, seed: int = SKETCH_SEED) -> Sketch
         if p.key.startswith("print:"):
             prints[int(p.layer)] = values.reshape(-1)
             continue
-        if p.role == anchor and p.layer is not None and len(p.tensor.shape) == 2:
+        if p.role == anchor and p.layer is not None and len(p.tensor.shape) == 2 and not _windowed(p.tensor):
             prints[p.layer] = values[: print_rows(tuple(p.tensor.shape))].reshape(-1)
         nbytes = sum(len(v) for (key, _), v in raw.items() if key == p.key)
         samples[p.key] = TensorSample(
