@@ -133,9 +133,11 @@ def test_a_gptq_sketch_is_compared_on_the_columns_it_read(tmp_path: Path) -> Non
     base = {f"model.layers.{i}.{k}.weight": (rng.standard_normal(s) * 0.05).astype(np.float32)
             for i in range(2) for k, s in shapes.items()}
     other = {k: (rng.standard_normal(v.shape) * 0.05).astype(np.float32) for k, v in base.items()}
+    tuned = {k: v + (rng.standard_normal(v.shape) * 0.01).astype(np.float32) for k, v in base.items()}
     cfg = {"model_type": "llama", "architectures": ["LlamaForCausalLM"]}
     sketches, records = {}, {}
-    for name, state, scheme in (("base", base, "bf16"), ("q", base, "gptq-4-act"), ("o", other, "awq-4")):
+    for name, state, scheme in (("base", base, "bf16"), ("q", base, "gptq-4-act"), ("o", other, "awq-4"),
+                                ("ft", tuned, "bf16"), ("ftq", tuned, "awq-4")):
         d = tmp_path / name
         d.mkdir()
         if scheme == "bf16":
@@ -152,6 +154,7 @@ def test_a_gptq_sketch_is_compared_on_the_columns_it_read(tmp_path: Path) -> Non
         sketches[name] = sketch_model(rec, reader)
         records[name] = rec
     b, q, o = sketches["base"], sketches["q"], sketches["o"]
+    assert is_windowed(sketches["ftq"]) and any(0 < np.isnan(v.values).mean() < 1 for v in q.samples.values())
     assert b.family == q.family == o.family and is_windowed(q) and not is_windowed(b)
     assert q.quant == "gptq-int4" and o.quant == "awq-int4"
     assert not q.layer_prints  # no whole print rows from a window
@@ -163,4 +166,6 @@ def test_a_gptq_sketch_is_compared_on_the_columns_it_read(tmp_path: Path) -> Non
     from lineage_index.indexer.recover.edges import recover
 
     r = recover({s.model_id: records[k] for k, s in sketches.items()}, {s.model_id: s for s in sketches.values()})
-    assert {(e.child, e.parent, e.relation) for e in r.edges} == {("zoo/q", "zoo/base", "quantized")}
+    # ... and a quantised fine-tune hangs under the fine-tune, not under the base
+    assert {(e.child, e.parent, e.relation) for e in r.edges if e.child in ("zoo/q", "zoo/ftq", "zoo/o")} == {
+        ("zoo/q", "zoo/base", "quantized"), ("zoo/ftq", "zoo/ft", "quantized")}
