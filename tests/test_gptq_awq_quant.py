@@ -169,3 +169,37 @@ def test_a_gptq_sketch_is_compared_on_the_columns_it_read(tmp_path: Path) -> Non
     # ... and a quantised fine-tune hangs under the fine-tune, not under the base
     assert {(e.child, e.parent, e.relation) for e in r.edges if e.child in ("zoo/q", "zoo/ftq", "zoo/o")} == {
         ("zoo/q", "zoo/base", "quantized"), ("zoo/ftq", "zoo/ft", "quantized")}
+
+
+def test_check_on_a_windowed_upload_names_its_parent_and_the_scheme(tmp_path: Path) -> None:
+    """``check`` of an AWQ upload (a column window, no card) against a store holding the base and
+    its fine-tune: the fine-tune is named as its parent, with the scheme."""
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import save_file
+
+    rng = np.random.default_rng(13)
+    shapes = {"self_attn.q_proj": (512, 256), "mlp.up_proj": (512, 256), "mlp.down_proj": (256, 512)}
+    base = {f"model.layers.{i}.{k}.weight": (rng.standard_normal(s) * 0.05).astype(np.float32)
+            for i in range(2) for k, s in shapes.items()}
+    tuned = {k: v + (rng.standard_normal(v.shape) * 0.01).astype(np.float32) for k, v in base.items()}
+    cfg = {"model_type": "llama", "architectures": ["LlamaForCausalLM"]}
+    zoo = tmp_path / "zoo"
+    for name, state in (("org/base", base), ("org/tuned", tuned)):
+        (zoo / name).mkdir(parents=True)
+        save_file({k: torch.from_numpy(v).to(torch.bfloat16) for k, v in state.items()},
+                  str(zoo / name / "model.safetensors"))
+        (zoo / name / "config.json").write_text(json.dumps(cfg))
+    up = tmp_path / "upload" / "someone" / "tuned-AWQ"
+    up.mkdir(parents=True)
+    write_packed(up, tuned, "awq-4", cfg)
+    cli = [sys.executable, "-m", "lineage_index.cli.app"]
+    store = str(tmp_path / "s")
+    r = subprocess.run([*cli, "ingest", "--dir", str(zoo), "--store", store, "--no-graph"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([*cli, "check", str(up), "--store", store], capture_output=True, text=True, timeout=300)
+    first = r.stdout.splitlines()[0]
+    assert "quantised copy" in first and "awq-int4" in first and "org/tuned" in first, r.stdout

@@ -75,6 +75,7 @@ from lineage_index.indexer.recover.verify import RELATED_Z, MergeFit, PairFeatur
 from lineage_index.indexer.sketch.canon import describe_family
 from lineage_index.indexer.sketch.sample import sketch_model
 from lineage_index.indexer.sketch.store import SketchStore, load_sketch
+from lineage_index.indexer.sketch.window import is_windowed, window_distance
 from lineage_index.records import Failure, ModelRecord, Sketch
 
 __all__ = ["Background", "CandidateScore", "CheckResult", "check", "last_result", "resolve_target"]
@@ -82,6 +83,9 @@ __all__ = ["Background", "CandidateScore", "CheckResult", "check", "last_result"
 VERDICTS = ("copy", "quantized", "adapter", "finetune", "merge", "prune",
             "family_unresolved", "no_relative", "insufficient")
 MIN_MATRICES = 2  # fewer aligned 2-D matrices than this: insufficient evidence
+# A column-windowed target (GPTQ, AWQ: sketch.window) is compared with at most this many stored
+# models of its family for its nearest (its embedding counts the columns not read as zeros).
+WINDOW_SCAN = 20_000
 PROFILE_CANDIDATES = 3  # per-matrix similarities kept for this many best candidates (report, explain)
 CHECKS_DIR = "_checks"
 
@@ -327,10 +331,14 @@ def check(target: str, store: SketchStore, *, model_id: str | None = None, k: in
     if sk.kind == "adapter":
         d = adapter_verdict(rec, find)
     elif entries:
-        q = np.ascontiguousarray(sk.embedding[None, :].astype(np.float32))
-        index = build_index(np.ascontiguousarray(np.stack([e.embedding for e in entries])))
-        _, idx = index.search(q, min(k, len(entries)))
-        cand_ids = [entries[int(i)].model_id for i in idx[0] if i >= 0]
+        if is_windowed(sk):  # a column window (GPTQ, AWQ): nearest on the columns it read
+            cand_ids = [m for _, m in sorted((window_distance(sk, load(e.model_id)), e.model_id)
+                                             for e in entries[:WINDOW_SCAN])[:k]]
+        else:
+            q = np.ascontiguousarray(sk.embedding[None, :].astype(np.float32))
+            index = build_index(np.ascontiguousarray(np.stack([e.embedding for e in entries])))
+            _, idx = index.search(q, min(k, len(entries)))
+            cand_ids = [entries[int(i)].model_id for i in idx[0] if i >= 0]
         cand_ids += [c for c in declared if c in load.by_id and c not in cand_ids]
         feats = {c: cmp(sk, load(c)) for c in cand_ids}
         zs = {c: calibrated_z(f, bg) for c, f in feats.items()}
