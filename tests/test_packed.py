@@ -1,5 +1,7 @@
-"""Packed quantised safetensors (issue 23): FP8 (block and channel scales) and MLX 4-bit, read on
-the sampled rows only and dequantised exactly as a full dequantisation of the tensor would."""
+"""Packed quantised safetensors (issue 23): FP8 (block and channel scales), compressed-tensors int4
+and MLX 2/3/4/6/8-bit, read on the sampled rows only and dequantised exactly as a full
+dequantisation of the tensor would (MLX: also files written by ``mx.quantize``, against
+``mx.dequantize``). bitsandbytes 4-bit: tests/test_bnb4_quant.py; GPTQ/AWQ: tests/test_gptq_awq_quant.py."""
 
 from __future__ import annotations
 

@@ -3,7 +3,9 @@
 ``plan_reads`` decides, from tensor names and shapes only (never dtypes or sizes in bytes),
 which rows of which tensors to read, so every model of one architecture samples the same
 elements, whatever its dtype or quantisation. ``sketch_model`` reads only those byte ranges
-through a RangeReader, decodes F32/F16/BF16/F64 and bitsandbytes int8 (int8 + ``SCB``), and
+through a RangeReader, decodes F32/F16/BF16/F64, bitsandbytes int8 (int8 + ``SCB``) and packed
+quantised weights (``read.packed``: FP8, MLX, compressed-tensors, bitsandbytes 4-bit on the
+sampled rows; GPTQ and AWQ as a column window of those rows, NaN elsewhere: ``sketch.window``), and
 builds the FAISS embedding (a count sketch of the normalised samples; torch, on the GPU when
 one is present). This module never reads a whole tensor unless the tensor is small.
 """
@@ -44,7 +46,7 @@ _DTYPE_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1}
 
 def _readable(t: TensorInfo) -> bool:
     """A tensor the sketch can decode: a plain float/int8 dtype, a GGUF matrix (any ggml type),
-    or a packed quantised weight (``read.packed``: FP8, MLX)."""
+    or a packed quantised weight (``read.packed``)."""
     from lineage_index.indexer.read.packed import is_packed
 
     return t.dtype in _DTYPE_SIZE or (t.dtype.startswith("GGUF_") and len(t.shape) == 2) or is_packed(t)
