@@ -14,8 +14,8 @@ Llama-family full models (the root, a fine-tune, a merge where present):
   (compressed-tensors), compressed-tensors int4 (symmetric and asymmetric), MLX 3/4/6-bit and,
   where bitsandbytes imports, bitsandbytes 4-bit (double-quantised NF4, FP4; written by
   bitsandbytes itself), GPTQ (4-bit act-order, 3-bit asymmetric, v1 zero points) and AWQ GEMM
-  4-bit (round to nearest, written to the documented layouts: no GPTQ/AWQ library runs on a CPU
-  here) of the root, FP8, int4, act-order GPTQ and NF4 of a fine-tune (the fine-tune's children,
+  4-bit (round to nearest, written to the documented layouts: AutoGPTQ and AutoAWQ do not import
+  against this transformers, see ``read.packed``) of the root, FP8, int4, act-order GPTQ and NF4 of a fine-tune (the fine-tune's children,
   not the root's), one with a card naming the wrong base, and an NF4 of the independent model;
 * a hostile checkpoint (unpickling it would create ``HOSTILE_MARKER`` in the zoo) and an
   independent model (same shapes, its own random weights) as pickle, with its GGUF quantisation,

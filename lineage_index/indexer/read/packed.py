@@ -61,9 +61,11 @@ sides to the columns both read (``sketch.window``).
   ``qzeros`` ``[groups, out*bits/32]`` packed the same way, ``scales`` ``[groups, out]``:
   ``w[o, i] = scales[g, o] * (q[i, o] - z[g, o])`` (AutoAWQ's documented GEMM layout).
 
-No GPTQ or AWQ library installs and runs on a CPU here: the layouts are written from those
-documents, and tests/test_gptq_awq_quant.py checks the windowed reader against a whole-tensor
-dequantisation written independently of this module.
+No GPTQ or AWQ library runs here (AutoGPTQ 0.7.1 fails to import against transformers 5, whose
+``modeling_utils.no_init_weights`` it needs; AutoAWQ 0.2.7 needs ``datasets`` and an older
+transformers; GPTQModel has no wheel): the layouts are written from those documents, and
+tests/test_gptq_awq_quant.py checks the windowed reader against a whole-tensor dequantisation
+written independently of this module.
 """
 
 from __future__ import annotations
