@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from lineage_index.behaviour.archs import (
+    HFModel,
     batch_for,
     embed_table,
     reads_tokens,
@@ -84,12 +85,14 @@ def predict_walk(module: nn.Module, z: torch.Tensor, context: torch.Tensor | Non
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def content_mask(x: torch.Tensor) -> torch.Tensor:
-    """Token ids: the real tokens but the first and the last of each probe (the special tokens)."""
+def content_mask(x: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
+    """Token ids: the real tokens but the first and the last of each probe (a classifier's special
+    tokens); a causal LM's probe keeps its last token, the one its next-token decision follows."""
     real = x != 0
     content = real.clone()
     content[:, 0] = False
-    content[torch.arange(len(x)), real.long().cumsum(1).argmax(1)] = False
+    if not (isinstance(module, HFModel) and module.KIND == "lm"):
+        content[torch.arange(len(x)), real.long().cumsum(1).argmax(1)] = False
     return content
 
 
@@ -102,7 +105,7 @@ def token_paths(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     own content tokens. Every model sharing the vocabulary walks the same discrete path, whatever its
     embeddings - a distilled student with fresh embeddings included.
     """
-    content = content_mask(x)
+    content = content_mask(x, module)
     vocab = torch.unique(x[content]) if content.any() else torch.unique(x[x != 0])
     emb = embed_table(module)
     cand = emb[vocab]  # (C, D)
@@ -225,7 +228,7 @@ def walk_cap(module: nn.Module, x: torch.Tensor) -> float:
     """``default_cap`` of the probe points in ``module``'s walk space (text: the longest token path,
     in substitutions)."""
     if reads_tokens(module) and TEXT_WALK == "tokens":
-        return float(max(1, int(content_mask(x).sum(1).max())))
+        return float(max(1, int(content_mask(x, module).sum(1).max())))
     with torch.no_grad():
         z, ctx = walk_inputs(module, x[:2048])
     return default_cap(z[ctx.bool()] if ctx is not None else z)

@@ -152,28 +152,9 @@ def sample_probes(lm: CausalLM, n: int = 64, length: int = 32, seed: int = 0) ->
 
 def text_probes(lm: CausalLM, path: str | Path, max_length: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """(token ids, attention mask) of a probe text file for ``lm``."""
-    from lineage_index.behaviour.probes import read_text_lines
+    from lineage_index.behaviour.probes import token_rows
 
-    texts, _ = read_text_lines(path)
-    d = Path(lm.meta.get("dir") or ".")
-    rows: list[list[int]]
-    if (d / "tokenizer.json").is_file():
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(d / "tokenizer.json"))
-        rows = [e.ids[:max_length] for e in tok.encode_batch(texts)]
-    else:
-        try:
-            rows = [[int(t) for t in line.split()][:max_length] for line in texts]
-        except ValueError:
-            raise UsageError(f"{lm.name} ships no tokenizer.json: the probe file {path} must hold "
-                             "whitespace-separated token ids, one sequence per line") from None
-    vocab = lm.vocab_size
-    if any(t < 0 or t >= vocab for r in rows for t in r):
-        raise UsageError(f"{path}: token ids outside the vocabulary of {lm.name} ({vocab})")
-    rows = [r for r in rows if len(r) >= 2]
-    if not rows:
-        raise UsageError(f"{path}: no probe of at least two tokens")
+    rows = token_rows(path, lm.meta.get("dir"), lm.vocab_size, lm.name, max_length)
     width = max(len(r) for r in rows)
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.long)

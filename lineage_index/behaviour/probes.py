@@ -374,6 +374,45 @@ def save_probes(probes: ProbeSet, path: str | Path) -> None:
     save_file(tensors, str(path))
 
 
+def token_rows(path: str | Path, directory: str | Path | None, vocab: int, name: str,
+               max_length: int = 64) -> list[list[int]]:
+    """A causal LM's probe sequences of a text file (each of at least two tokens): tokenised with
+    the model's ``tokenizer.json``, or, for a model without one, whitespace-separated token ids."""
+    texts, _ = read_text_lines(path)
+    d = Path(directory or ".")
+    if (d / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        tok = _tokenizer_from(str(d / "tokenizer.json"), Tokenizer)
+        rows = [e.ids[:max_length] for e in tok.encode_batch(texts)]
+    else:
+        try:
+            rows = [[int(t) for t in line.split()][:max_length] for line in texts]
+        except ValueError:
+            raise UsageError(f"{name} ships no tokenizer.json: the probe file {path} must hold "
+                             "whitespace-separated token ids, one sequence per line") from None
+    if any(t < 0 or t >= vocab for r in rows for t in r):
+        raise UsageError(f"{path}: token ids outside the vocabulary of {name} ({vocab})")
+    rows = [r for r in rows if len(r) >= 2]
+    if not rows:
+        raise UsageError(f"{path}: no probe of at least two tokens")
+    return rows
+
+
+def next_token_probes(model: Any, path: str | Path, max_length: int = 64) -> ProbeSet:
+    """A causal LM's probes as a classification task: each sequence without its last token
+    (padded with the model's pad id) is a point, the last token its label - the next-token
+    decision closeness walks and the auxiliary models train on."""
+    module = model.module
+    rows = token_rows(path, model.meta.get("dir"), int(module.embed_table().shape[0]), model.name, max_length)
+    width = max(len(r) for r in rows) - 1
+    x = torch.full((len(rows), width), int(module.pad_id), dtype=torch.long)
+    for i, r in enumerate(rows):
+        x[i, :len(r) - 1] = torch.tensor(r[:-1])
+    y = torch.tensor([r[-1] for r in rows], dtype=torch.long)
+    return ProbeSet(x, y, str(path))
+
+
 def probes_for(model: Any, path: str | Path) -> ProbeSet:
     """A user's probe data read for ``model`` (a ``models.Classifier``): a folder of images for an
     image classifier, a text file for a text classifier, else a tensor file (see ``load_probes``)."""
@@ -386,6 +425,8 @@ def probes_for(model: Any, path: str | Path) -> ProbeSet:
         norm = model.meta.get("input_norm")
         return load_image_folder(p, shape[0], shape[-1], tuple(norm) if norm else None)
     if p.suffix.lower() in (".txt", ".text"):
+        if getattr(model, "arch", "") == "hf-lm":
+            return next_token_probes(model, p)
         if kind != "text":
             raise UsageError(f"{p} is a text file: text probes are for text classifiers, and {model.name} "
                              f"reads {kind}")
