@@ -249,7 +249,9 @@ def test_report_is_a_self_contained_evidence_page(zoo, full_store, truth, tmp_pa
     tree = text[text.index("Place in the lineage"):text.index("Best candidates")]
     assert f"<title>Intel/Llama-3.1-Nano-fr ({parent_licence})</title>" in tree  # the recovered parent
     assert "<title>meta-llama/Llama-3.1-8B (" in tree  # what the parent's card declares above it
-    assert "<title>unsloth/Llama-3.1-Nano-int8 (llama3.1)</title>" in tree  # a stored child below
+    # the grandparent's int8 differs from the target by a fine-tune, far beyond an int8 rounding
+    # error: no quantised child of the target (it has no child in the truth)
+    assert "unsloth/Llama-3.1-Nano-int8" not in tree
     assert "✗ declared, contradicted" in tree and "<title>openlm-research/open_llama_nano (" in tree
     assert "Per-layer similarity" in text and "<circle" in text
     chain = text[text.index("Licence chain"):text.index("Evidence</h2>")]

@@ -296,3 +296,30 @@ def test_between_equally_near_parents_the_declared_one_is_taken(declared_first: 
     records = {base: _record(base, 0), other: _record(other, 5, (base,)), "m/transfer": _record("m/transfer", 9, (base,))}
     edges = {(e.child, e.parent) for e in asserted_edges(recover(records, sketches).edges)}
     assert edges == {(other, base), ("m/transfer", base)}
+
+
+def test_a_quantised_child_is_quantized_only_within_its_schemes_rounding_error() -> None:
+    """int8 rows of the base are the base's `quantized` child, not a fine-tune's: the fine-tune
+    differs from them by far more than the scheme's rounding error (packed.quant_tolerance)."""
+    from dataclasses import replace
+
+    from lineage_index.indexer.read.packed import expected_error, quant_tolerance
+    from lineage_index.indexer.recover.verify import compare
+
+    rng = np.random.default_rng(3)
+    keys = [f"layers.{i}.mlp.up" for i in range(4)]
+    base = {k: rng.normal(size=(32, 256)) for k in keys}
+    ft = {k: w + 0.08 * rng.normal(size=w.shape) for k, w in base.items()}  # a fine-tune 8% away
+
+    def int8(w: np.ndarray) -> np.ndarray:  # row absmax, as bitsandbytes LLM.int8 stores it
+        scale = np.abs(w).max(axis=1, keepdims=True) / 127
+        return np.round(w / scale) * scale
+
+    q = replace(_multi_sketch("base-int8", {k: int8(w) for k, w in base.items()}), quant="bnb-int8")
+    assert compare(_multi_sketch("base", base), q).quant_child == "base-int8"
+    f = compare(_multi_sketch("ft", ft), q)
+    assert f.related and f.quant_child is None
+    # the tolerances come from the formats: coarser codes round coarser
+    assert expected_error("bnb-int8") < expected_error("fp8-e4m3") < expected_error("gptq-int4") \
+        < expected_error("gptq-int3") < expected_error("mlx-2bit")
+    assert quant_tolerance("gguf-Q8_0") < 0.08 < quant_tolerance("awq-int4")

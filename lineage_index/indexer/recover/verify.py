@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lineage_index.indexer.read.packed import quant_tolerance
 from lineage_index.indexer.recover.structure import (
     GRID_DEV,
     HEAL_ASYM,
@@ -218,9 +219,13 @@ def compare(a: Sketch, b: Sketch) -> PairFeatures:
     ma, mb = _matrices(a), _matrices(b)
     common = sorted(k for k in ma if k in mb and ma[k].shape == mb[k].shape)
     cos, dist, n_el, growth = [], [], [], []
+    rel_to_a, rel_to_b = [], []  # ||b - a|| / ||a|| and / ||b|| per matrix
     identical = changed = 0
     for k in common:
         x, y = ma[k].astype(np.float64), mb[k].astype(np.float64)
+        d = float(np.sqrt(np.sum((y - x) ** 2)))
+        rel_to_a.append(d / max(float(np.sqrt(np.sum(x * x))), 1e-30))
+        rel_to_b.append(d / max(float(np.sqrt(np.sum(y * y))), 1e-30))
         if np.array_equal(x, y):
             identical += 1
             cos.append(1.0)
@@ -249,6 +254,11 @@ def compare(a: Sketch, b: Sketch) -> PairFeatures:
     if related:
         qa, qb = _grid_quantised(a), _grid_quantised(b)
         quant_child = b.model_id if qb and not qa else a.model_id if qa and not qb else None
+        if quant_child is not None:  # within the scheme's rounding error of the other, or no quantised copy
+            q = b if quant_child == b.model_id else a
+            rel = float(np.median(rel_to_a if q is b else rel_to_b))
+            if rel > quant_tolerance(q.quant):
+                quant_child = None
         if quant_child is None and copy_child is None and cos_med > 0.99:
             quant_child = _roundtrip_child(a, b, common)
     prune_child = None
