@@ -199,6 +199,9 @@ def test_ingest_behaviour_on_hf_zoo_writes_distill_edges(hf_zoo: Path, tmp_path:
                         behaviour=options)
     assert result.behaviour is not None and not result.behaviour.skipped, result.behaviour.skipped
     edges = {(e.child, e.parent): e for e in GraphWriter(clean_graph, conn.database).read_edges()}
+    for root, base in ((RESNET, "shapes-resnet-hf"), (VIT, "shapes-vit-hf")):  # the weight tier on HF names
+        assert edges[(f"acme-ai/{base}-finetuned", root)].relation == "finetune"  # not under its int8 sibling
+        assert edges[(f"QuantFactory/{base}-int8", root)].relation == "quantized"
     found = {k: e for k, e in edges.items() if e.source == "behaviour"}
     assert set(found) == set(STUDENTS.items())
     for e in found.values():

@@ -390,6 +390,8 @@ def assemble_family(
                 continue  # a merge does not parent the models it was made from
             if rel == "quantized" and c == child and c in requant and p not in requant[c]:
                 continue  # a quantised child hangs under the model whose values it rounds
+            if child is None and by_id[p].quant and not by_id[c].quant:
+                continue  # quantised codes (beyond their rounding error of it) parent no full-precision model
             s = direction_score(f, p, c, records, use_time, use_norm=p not in merge_like)
             rel_pc = "copy" if f.copy_child == "same" else (rel or "finetune")
             penalty = 0.0 if child is not None else LAMBDA * mean_d * max(0.0, -s)
