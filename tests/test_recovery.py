@@ -300,10 +300,10 @@ def test_between_equally_near_parents_the_declared_one_is_taken(declared_first: 
 
 def test_a_quantised_child_is_quantized_only_within_its_schemes_rounding_error() -> None:
     """int8 rows of the base are the base's `quantized` child, not a fine-tune's: the fine-tune
-    differs from them by far more than the scheme's rounding error (packed.quant_tolerance)."""
+    differs from them by far more than the scheme's rounding error (read.quant_error)."""
     from dataclasses import replace
 
-    from lineage_index.indexer.read.packed import expected_error, quant_tolerance
+    from lineage_index.indexer.read.quant_error import expected_error, quant_tolerance
     from lineage_index.indexer.recover.verify import compare
 
     rng = np.random.default_rng(3)

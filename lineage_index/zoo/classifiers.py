@@ -22,7 +22,12 @@ is registered. Cards (README.md with YAML front matter) declare licence and base
 sometimes; ``truth.json`` holds the truth in the zoo's format (DESIGN.md) plus ``group``
 (root | derived | distilled | independent) and the task of every model. One seed gives the
 same zoo (1 torch thread, deterministic kernels). This module trains and writes; it must not
-read the graph or decide lineage.
+read the graph or decide lineage. ``--hf-format`` writes transformers ViT and ResNet families in
+Hugging Face layout instead (``HF_PRESETS``), with three independent models per family and
+labelled probe PNGs in ``OUT/.probes``.
+
+Why this module is long: the presets, the plan, the cards and the writing of one zoo share the
+``ClassifierSpec`` record, and the Hugging Face variant is the same plan with other families.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ signals (no times, no records, base not stored) never count as evidence.
 The last result per target is kept next to the store (``_checks/``) for ``explain``;
 ``--add`` puts the target's sketch and record into the store (the graph: ``graph``).
 No printing here.
+
+Why this module is long: the target's reading, candidate search (embedding and column-window
+neighbours), verification and the result record it keeps for ``explain`` are one pass over one
+target, and splitting them would pass half-built state between modules.
 """
 
 from __future__ import annotations

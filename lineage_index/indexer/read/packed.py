@@ -66,6 +66,10 @@ No GPTQ or AWQ library runs here (AutoGPTQ 0.7.1 fails to import against transfo
 transformers; GPTQModel has no wheel): the layouts are written from those documents, and
 tests/test_gptq_awq_quant.py checks the windowed reader against a whole-tensor dequantisation
 written independently of this module.
+
+Why this module is long: every packed scheme is recognised, planned and dequantised from one
+layout vocabulary (``TensorInfo.layout``) that the sketch reads, so the schemes share their
+helpers (bit streams, scale rows, column windows) here rather than one module per scheme.
 """
 
 from __future__ import annotations
@@ -226,13 +230,14 @@ def bnb_states(reader: Any, tensors: tuple[TensorInfo, ...]) -> dict[str, dict[s
     name, read through ``reader``: one state per (role, packed size) is read, and given to every
     weight of that role and size (the layers of one model repeat their shapes), so a 7B model
     costs a handful of small reads, not one per linear layer."""
-    from lineage_index.indexer.sketch.canon import canonical
+    import re
 
     by_name = {t.name: t for t in tensors}
     groups: dict[tuple[str, tuple[int, ...]], list[str]] = {}
     for t in tensors:
         if t.dtype == "U8" and t.name.endswith(".weight") and _bnb_state_name(t.name, by_name):
-            groups.setdefault((canonical(t.name).role, tuple(t.shape)), []).append(t.name)
+            role = re.sub(r"\.\d+\.", ".N.", t.name)  # the name without its layer index
+            groups.setdefault((role, tuple(t.shape)), []).append(t.name)
     if not groups:
         return {}
     first = {key: sorted(names)[0] for key, names in groups.items()}
@@ -552,47 +557,3 @@ def scheme_of(tensors: tuple[TensorInfo, ...]) -> str | None:
             return f"fp8-{t.dtype[3:].lower()}" if scheme == "fp8" else f"mlx-{fields.get('bits')}bit"
     return None
 
-
-# --- the rounding error each scheme makes (verification's tolerance for a `quantized` child) ---
-
-# Expected relative RMS error ||dequantised - original|| / ||original|| of one weight matrix, from
-# the formats alone. b-bit integer codes over a group (GPTQ, AWQ, MLX, compressed-tensors, GGUF
-# k-quants) round to a step of (range / (2^b - 1)); a group of 32-128 roughly Gaussian values spans
-# about 5.6 sigma, and a uniform rounding error has RMS step / sqrt(12): 1.62 / (2^b - 1). Row-wise
-# absmax int8 (bitsandbytes LLM.int8) spans the row's +-max (about 8 sigma over thousands of
-# values): 8 / 255 / sqrt(12). Floating formats keep a relative error of 2^-(mantissa+1) uniform
-# per value, RMS 2^-(m+1) / sqrt(3): FP8 e4m3 (m = 3), e5m2 (m = 2), F16 (m = 10), BF16 (m = 7).
-# NF4/FP4 (bitsandbytes): 16 levels over a 64-value block's absmax: as 4-bit integer codes.
-FLOAT_REL_RMS = {"fp8-e4m3": 2**-4 / 3**0.5, "fp8-e5m2": 2**-3 / 3**0.5, "fp16": 2**-11 / 3**0.5,
-                 "bf16": 2**-8 / 3**0.5, "bnb-int8": 8 / 255 / 12**0.5}
-UNKNOWN_BITS = 3  # a value grid with no named scheme (quantised then saved as floats): assume 3 bits
-TOLERANCE_FACTOR = 3.0  # heavy-tailed trained weights and small groups round coarser than the estimate
-
-
-def scheme_bits(quant: str) -> int | None:
-    """Bits per weight code of a ``Sketch.quant`` scheme name (``gptq-int4``, ``mlx-3bit``,
-    ``gguf-Q4_K``, ``compressed-tensors-int8``, ``bnb-nf4``), if it names them."""
-    import re
-
-    if quant.startswith("bnb-nf4") or quant.startswith("bnb-fp4"):
-        return 4
-    m = re.search(r"(?:int|q|iq)(\d)|(\d)bit", quant.lower().replace("gguf-", ""))
-    return int(m.group(1) or m.group(2)) if m else None
-
-
-def expected_error(quant: str | None) -> float:
-    """The relative RMS rounding error a model quantised with ``quant`` carries (see above)."""
-    q = (quant or "").lower()
-    for name, err in FLOAT_REL_RMS.items():
-        if q.startswith(name):
-            return err
-    if q in ("gguf-f16", "gguf-bf16", "gguf-f32"):
-        return FLOAT_REL_RMS["fp16"] if q != "gguf-bf16" else FLOAT_REL_RMS["bf16"]
-    bits = scheme_bits(q) if q else None
-    return 1.62 / (2 ** (bits or UNKNOWN_BITS) - 1)
-
-
-def quant_tolerance(quant: str | None) -> float:
-    """The largest median relative RMS difference from its parent a ``quantized`` child of scheme
-    ``quant`` may show on the sampled rows: ``TOLERANCE_FACTOR`` x the scheme's rounding error."""
-    return TOLERANCE_FACTOR * expected_error(quant)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lineage_index.indexer.read.packed import quant_tolerance
+from lineage_index.indexer.read.quant_error import quant_tolerance
 from lineage_index.indexer.recover.structure import (
     GRID_DEV,
     HEAL_ASYM,
