@@ -98,8 +98,8 @@ def test_closeness_and_determine_cli_on_hf_resnets(hf_zoo: Path, tmp_path: Path)
         return res.output
 
     root, ft, ind = (str(hf_zoo / m) for m in (RESNET, RESNET_FT, RESNET_IND))
-    assert "vs source shapes-resnet-hf: lineage" in run("closeness", root, ft, "--n-aux", "2")
-    assert "no lineage" in run("closeness", root, ind, "--n-aux", "2")
+    assert "vs source shapes-resnet-hf: lineage" in run("closeness", root, ft, "--n-aux", "4")
+    assert "no lineage" in run("closeness", root, ind, "--n-aux", "4")
     out = run("determine", root, ft)
     assert "same basin" in out and "BatchNorm re-estimated: True" in out
     assert "different basins" in run("determine", root, ind)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lineage_index.indexer.read.quant_error import quant_tolerance
 from lineage_index.indexer.recover.structure import GRID_DEV, grid_deviation
 from lineage_index.indexer.recover.verify import (
     _PRECISION,
@@ -184,6 +185,7 @@ def compare_pairs(fam: PackedFamily, a: np.ndarray, b: np.ndarray, stats: Family
     n_el = np.zeros((p, m))
     growth = np.full((p, m), np.nan)
     ident = np.zeros((p, m), dtype=bool)
+    rel_a, rel_b = np.zeros((p, m)), np.zeros((p, m))  # ||b - a|| / ||a|| and / ||b|| per matrix
     sq = np.zeros(p)
     for lo in range(0, p, chunk):
         ia, ib = a[lo:lo + chunk], b[lo:lo + chunk]
@@ -206,6 +208,9 @@ def compare_pairs(fam: PackedFamily, a: np.ndarray, b: np.ndarray, stats: Family
                 d = y[rows] - x[rows]
                 d2[rows] = np.einsum("ij,ij->i", d, d)
             sq[sl] += d2
+            dist = np.sqrt(np.maximum(d2, 0.0))
+            rel_a[sl, j] = dist / np.maximum(np.sqrt(ax), 1e-30)
+            rel_b[sl, j] = dist / np.maximum(np.sqrt(ay), 1e-30)
             with np.errstate(divide="ignore", invalid="ignore"):
                 growth[sl, j] = np.where(~same & (d2 > 0), (ay - ax) / d2, np.nan)
                 mx, my = st.sx[ia, j], st.sx[ib, j]
@@ -242,6 +247,11 @@ def compare_pairs(fam: PackedFamily, a: np.ndarray, b: np.ndarray, stats: Family
     rel = np.nonzero(related)[0]
     qa, qb = st.grid[a[rel]], st.grid[b[rel]]
     quant[rel] = np.where(qb & ~qa, _B, np.where(qa & ~qb, _A, _NO))
+    for i in np.nonzero(quant != _NO)[0]:  # within the scheme's rounding error of the other (verify.compare)
+        q_row = int(b[i]) if quant[i] == _B else int(a[i])
+        err = float(np.median(rel_a[i] if quant[i] == _B else rel_b[i]))
+        if err > quant_tolerance(fam.meta["quant"][q_row] or None):
+            quant[i] = _NO
     trip = np.nonzero(related & (cos_med > 0.99) & (quant == _NO) & (copy == _NO))[0]
     if len(trip):
         quant[trip] = _roundtrips(fam, st, a[trip], b[trip], segs)
