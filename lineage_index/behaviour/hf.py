@@ -197,8 +197,6 @@ class HFCausalLM(HFModel):
     KIND = "lm"
 
 
-MODULE_OF_KIND: dict[str, type[HFModel]] = {"image": HFImageClassifier, "text": HFTextClassifier, "lm": HFCausalLM}
-
 
 def read_preprocessor(d: Path) -> tuple[tuple[list[float], list[float]] | None, int | None]:
     """(per-channel (mean, std) for pixels in [0, 1], image size) from ``preprocessor_config.json``."""
@@ -220,22 +218,32 @@ def read_preprocessor(d: Path) -> tuple[tuple[list[float], list[float]] | None, 
     return norm, int(size) if isinstance(size, int | float) else None
 
 
+# buffers and tied tables a safetensors file may leave out
+IGNORABLE_MISSING = ("position_ids", "num_batches_tracked", "masked_bias", ".attn.bias")
+
+
+def check_fit(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], d: Path, what: str,
+              tied_prefix: str | None = None) -> None:
+    """Raise ModelReadError unless ``state`` fits the module state ``own``: no unknown tensor, no
+    missing one (but buffers, rotary caches and a tied output table under ``tied_prefix``), and
+    every shape as the config says."""
+    unexpected = [k for k in state if k not in own]
+    missing = [k for k in own if k not in state and not k.endswith(IGNORABLE_MISSING) and "rotary" not in k
+               and not (tied_prefix and k.startswith(tied_prefix))]
+    if unexpected or missing:
+        raise ModelReadError(f"{d}: weights do not fit {what} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for k, v in state.items():
+        if v.shape != own[k].shape:
+            raise ModelReadError(f"{d}: {k} has shape {tuple(v.shape)}, the config says {tuple(own[k].shape)}")
+
+
 def load_state(module: HFModel, tensors: dict[str, torch.Tensor], d: Path) -> None:
     """Load de-quantised Hugging Face ``tensors`` into ``module`` (its ``model.`` prefix added);
     tied output embeddings and non-persistent buffers may be absent from the files."""
-    own = module.state_dict()
-    state = {f"model.{k}": v for k, v in tensors.items()}
-    unexpected = [k for k in state if k not in own]
     tied = bool(getattr(module.model.config, "tie_word_embeddings", False))
-    missing = [k for k in own if k not in state and not k.endswith(("position_ids", "num_batches_tracked"))
-               and not (tied and k.startswith(module.head_prefix))]
-    if unexpected or missing:
-        raise ModelReadError(f"{d}: weights do not fit {type(module.model).__name__} "
-                             f"(missing {missing[:3]}, unexpected {[k[6:] for k in unexpected[:3]]})")
-    for k, v in state.items():
-        if v.shape != own[k].shape:
-            raise ModelReadError(f"{d}: {k[6:]} has shape {tuple(v.shape)}, the config says {tuple(own[k].shape)}")
-    module.load_state_dict(state, strict=False)
+    check_fit(module.model.state_dict(), tensors, d, type(module.model).__name__,
+              module.head_prefix[len("model."):] if tied else None)
+    module.load_state_dict({f"model.{k}": v for k, v in tensors.items()}, strict=False)
     if tied:
         module.model.tie_weights()
     module.eval()

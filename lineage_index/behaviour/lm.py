@@ -32,6 +32,7 @@ from lineage_index.behaviour.calcache import load_threshold, save_threshold, wei
 from lineage_index.behaviour.closeness import Threshold, threshold_between
 from lineage_index.behaviour.determine import PathCurve, make_curve
 from lineage_index.behaviour.fetch import resolve
+from lineage_index.behaviour.hf import build_auto, check_fit
 from lineage_index.behaviour.models import dequantise, read_tensors
 from lineage_index.config import notice
 from lineage_index.errors import ModelReadError, UsageError
@@ -73,24 +74,8 @@ class CausalLM:
 
 def build_module(config: dict[str, Any]) -> nn.Module:
     """A float32 transformers causal LM of ``config`` (quantisation settings ignored: weights are
-    de-quantised before loading)."""
-    import transformers
-
-    data = {k: v for k, v in config.items() if k not in ("quantization_config", "transformers_version",
-                                                          "_name_or_path", "torch_dtype", "dtype")}
-    model_type = data.pop("model_type", None)
-    if not model_type:
-        raise ModelReadError("config.json names no model_type")
-    try:
-        cfg = transformers.AutoConfig.for_model(model_type, **data)
-    except (ValueError, KeyError) as exc:
-        raise ModelReadError(f"transformers does not know model_type {model_type!r}: {exc}") from None
-    try:
-        module = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    except (ValueError, KeyError) as exc:
-        raise ModelReadError(f"{model_type}: not a causal LM architecture ({exc})") from None
-    module.eval()
-    return module
+    de-quantised before loading; never remote code: ``hf.build_auto``)."""
+    return build_auto(config, "lm")
 
 
 def load_lm(ref: str | Path, name: str | None = None, *, hf_cache: str | Path | None = None,
@@ -108,18 +93,8 @@ def load_lm(ref: str | Path, name: str | None = None, *, hf_cache: str | Path | 
         raise ModelReadError(f"{d}/config.json: not JSON ({exc})") from None
     module = build_module(config)
     state = dequantise(tensors)
-    own = module.state_dict()
-    unexpected = [k for k in state if k not in own]
-    missing = [k for k in own if k not in state]
     tied = bool(config.get("tie_word_embeddings", True))
-    real_missing = [k for k in missing if not (tied and "lm_head" in k) and "rotary" not in k
-                    and not k.endswith(("position_ids", "masked_bias", ".attn.bias"))]
-    if unexpected or real_missing:
-        raise ModelReadError(f"{d}: weights do not fit {config.get('model_type')} "
-                             f"(missing {real_missing[:3]}, unexpected {unexpected[:3]})")
-    for k, v in state.items():
-        if v.shape != own[k].shape:
-            raise ModelReadError(f"{d}: {k} has shape {tuple(v.shape)}, the config says {tuple(own[k].shape)}")
+    check_fit(module.state_dict(), state, d, str(config.get("model_type")), "lm_head" if tied else None)
     module.load_state_dict(state, strict=False)
     if tied and hasattr(module, "tie_weights"):
         module.tie_weights()
