@@ -134,6 +134,7 @@ def test_bert_text_classifier_pair_end_to_end(tmp_path: Path) -> None:
     # closeness only orders this pair (no verdict asserted; determine separates it below).
     assert c_ft.score > c_ind.score and c_ft.n_probes == c_ind.n_probes == 80
     assert any("2 derivations, 2 independent re-trainings" in n for n in c_ft.notes)
+    assert any("learnt from 300 labelled probes" in n for n in c_ft.notes)  # fewer than closeness.FEW_PROBES
     d_ft = measure_determine(str(root), str(ft), probes, n_aux=2)
     d_ind = measure_determine(str(root), str(ind), probes, n_aux=2)
     assert (d_ft.verdict, d_ind.verdict) == ("same basin", "different basins")
@@ -210,3 +211,96 @@ def test_ingest_behaviour_on_hf_zoo_writes_distill_edges(hf_zoo: Path, tmp_path:
     independents = {m for m, t in json.loads((hf_zoo / "truth.json").read_text())["models"].items()
                     if t["group"] == "independent"}
     assert not any(c in independents or p in independents for c, p in edges)
+
+
+def _timm_family(out: Path) -> tuple[Path, Path, Path, Path]:
+    """A tiny timm ResNet (BatchNorm) saved with timm's own Hub export (config.json with
+    ``architecture``/``model_args``/``pretrained_cfg``), its fine-tune and an independent one
+    saved by lineage-index, and labelled probe PNGs."""
+    from timm.models._hub import save_for_hf
+
+    from lineage_index.zoo.classifiers import HF_IMAGE_TASK, HF_NORM, write_probe_images
+
+    task = TaskSpec(**dict(HF_IMAGE_TASK, seed=5))  # type: ignore[arg-type]
+    args = {"layers": [1, 1, 1, 1], "channels": [8, 16, 16, 16], "stem_width": 8}
+    config = {"architecture": "resnet18", "model_args": args,
+              "pretrained_cfg": {"input_size": [3, 16, 16], "mean": HF_NORM[0], "std": HF_NORM[1]}}
+    models = {}
+    for name, seed in (("root", 1), ("ind", 9)):
+        m = M.build("hf-timm", seed=seed, task=task, config=config)
+        m.meta["input_norm"] = HF_NORM
+        models[name] = M.train(m, task_data(task, 2000, seed=10 + seed), steps=300, lr=3e-3, seed=seed)
+    models["ft"] = M.finetune(models["root"], task_data(task, 2000, seed=12), seed=2, steps=100, lr=1e-3)
+    timm_root = models["root"].module.model  # type: ignore[union-attr]
+    save_for_hf(timm_root, str(out / "root"), model_args=dict(args, num_classes=5), safe_serialization=True,
+                data_config={"input_size": (3, 16, 16), "mean": tuple(HF_NORM[0]), "std": tuple(HF_NORM[1])})
+    dirs = (out / "root", M.save(models["ft"], out / "ft"), M.save(models["ind"], out / "ind"))
+    write_probe_images(task, out / "probes", 600, seed=3)  # fewer: weaker re-trainings (closeness.FEW_PROBES)
+    return (*dirs, out / "probes")
+
+
+@pytest.mark.slow
+def test_timm_resnet_family_end_to_end(tmp_path: Path) -> None:
+    """timm image models in timm's Hub layout: loaded by name from config.json (no download, no
+    pickle), preprocessing from pretrained_cfg, both methods through the CLI."""
+    import timm
+    from safetensors.torch import load_file
+
+    root, ft, ind, probes = _timm_family(tmp_path)
+    cfg = json.loads((root / "config.json").read_text())
+    assert cfg["architecture"] == "resnet18" and "model_type" not in cfg and cfg["pretrained_cfg"]["mean"] == [0.5] * 3
+    ours = M.load(root)
+    assert ours.arch == "hf-timm" and ours.input_shape == (3, 16, 16) and ours.has_batchnorm
+    assert ours.meta["input_norm"] == ([0.5] * 3, [0.25] * 3) and ours.module.head_name == "fc"  # type: ignore[union-attr]
+    # what lineage-index writes, timm reads back with its own classes (and gives the same logits)
+    saved = json.loads((ft / "config.json").read_text())
+    theirs = timm.create_model(saved["architecture"], pretrained=False, **saved["model_args"]).eval()
+    theirs.load_state_dict(load_file(str(ft / "model.safetensors")))
+    x = probes_for(ours, probes).x[:8]
+    assert torch.allclose(theirs(x), M.load(ft).module(x), atol=1e-5)
+
+    runner, cache = CliRunner(), str(tmp_path / "cal")
+
+    def run(*a: str) -> str:
+        res = runner.invoke(app, [*a, "--probe", str(probes), "--cache", cache])
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    assert "vs source root: lineage" in run("closeness", str(root), str(ft), "--n-aux", "4")
+    assert "no lineage" in run("closeness", str(root), str(ind), "--n-aux", "4")
+    out = run("determine", str(root), str(ft))
+    assert "same basin" in out and "BatchNorm re-estimated: True" in out
+    assert "different basins" in run("determine", str(root), str(ind))
+    broken = dict(cfg, architecture="no_such_timm_model")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text(json.dumps(broken))
+    (tmp_path / "bad" / "model.safetensors").write_bytes((root / "model.safetensors").read_bytes())
+    with pytest.raises(ModelReadError, match="no_such_timm_model"):
+        M.load(tmp_path / "bad")
+
+
+def test_causal_lm_without_pad_id_keeps_token_zero(tmp_path: Path) -> None:
+    """GPT-2 names no pad_token_id and id 0 is a real token there ("!"): probes pad with the
+    end-of-text id, token 0 stays content, and the next-token decision is read after the last
+    real token (as the unpadded sequence alone gives it)."""
+    from lineage_index.behaviour.closeness import background, content_mask
+    from lineage_index.behaviour.probes import next_token_probes
+
+    config = {"model_type": "gpt2", "vocab_size": 48, "n_embd": 16, "n_layer": 1, "n_head": 2, "n_positions": 32,
+              "bos_token_id": 47, "eos_token_id": 47}
+    lm = M.build("hf-lm", seed=1, config=config)
+    d = M.save(lm, tmp_path / "lm")
+    lm = M.load(d)
+    assert lm.module.pad_id == 47  # type: ignore[union-attr]
+    rows = [[5, 0, 9, 0, 3], [7, 8, 0, 2, 4, 6, 1, 3]]
+    probes = tmp_path / "probes.txt"
+    probes.write_text("".join(" ".join(map(str, r)) + "\n" for r in rows))
+    p = next_token_probes(lm, probes)
+    assert p.x[0].tolist() == [5, 0, 9, 0, 47, 47, 47] and p.y.tolist() == [3, 3]  # type: ignore[union-attr]
+    content = content_mask(p.x, lm.module)
+    assert content[0].tolist() == [False, True, True, True, False, False, False]
+    with torch.no_grad():
+        alone = lm.module.model(input_ids=torch.tensor([rows[0][:-1]])).logits[0, -1]  # type: ignore[union-attr]
+        assert torch.allclose(lm.module(p.x)[0], alone, atol=1e-5)
+    bg = background(p.x, 0, 47)
+    assert (bg[0, 4:] == 47).all() and bg[0, 0] == 5  # padding and the first token stay

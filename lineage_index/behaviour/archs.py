@@ -13,7 +13,8 @@ one re-trained or replaced by derivations) and is rebuilt from JSON-able keyword
   pooling over the attention mask and a linear ``head``. ``minilm_body`` loads the real MiniLM
   weights (safetensors) into it;
 - ``hf-image`` / ``hf-text`` / ``hf-lm``: any transformers image or sequence classifier, or causal
-  LM, rebuilt from its ``config.json`` (``hf``; the keyword argument ``config`` is that dict).
+  LM, rebuilt from its ``config.json`` (``hf``; the keyword argument ``config`` is that dict);
+- ``hf-timm``: a timm image model by name from timm's ``config.json`` (``architecture``, ``model_args``).
 
 Behaviour is probed in a continuous *walk space*: the input itself for vectors and images, the
 input word embeddings for text (token ids are discrete, so closeness walks the embeddings and the
@@ -35,7 +36,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from lineage_index.behaviour.hf import HFCausalLM, HFImageClassifier, HFModel, HFTextClassifier
+from lineage_index.behaviour.hf import (
+    HFCausalLM,
+    HFImageClassifier,
+    HFModel,
+    HFTextClassifier,
+    TimmImageClassifier,
+)
 
 PAD_ID = 0  # [PAD] of the MiniLM (BERT uncased) vocabulary
 
@@ -208,6 +215,8 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP, "cnn": SmallCNN, "vit": SmallViT, "text": TextClassifier,
     # Hugging Face models rebuilt from their config.json (``hf``): image / text classifiers, causal LMs
     "hf-image": HFImageClassifier, "hf-text": HFTextClassifier, "hf-lm": HFCausalLM,
+    # timm image models rebuilt from their config.json (``architecture`` + ``model_args``)
+    "hf-timm": TimmImageClassifier,
 }
 HF_ARCH_OF_KIND = {"image": "hf-image", "text": "hf-text", "lm": "hf-lm"}
 
@@ -215,6 +224,11 @@ HF_ARCH_OF_KIND = {"image": "hf-image", "text": "hf-text", "lm": "hf-lm"}
 def reads_tokens(module: nn.Module) -> bool:
     """Whether ``module`` reads token ids (walked in its input word embeddings)."""
     return isinstance(module, TextClassifier) or (isinstance(module, HFModel) and module.KIND != "image")
+
+
+def pad_id(module: nn.Module | None) -> int:
+    """The padding id of a token model's probes (0: the BERT vocabulary's [PAD])."""
+    return int(getattr(module, "pad_id", PAD_ID))
 
 
 def batch_for(module: nn.Module, default: int) -> int:

@@ -23,6 +23,11 @@ The module's keyword arguments are JSON-able (``config``: the config dict; ``cla
 ``Classifier.with_state`` and the derivations rebuild it like any other architecture.
 Preprocessing: ``preprocessor_config.json`` gives the image size and the per-channel
 ``image_mean``/``image_std`` applied to probe images scaled to [0, 1] (``read_preprocessor``).
+
+timm image models in their Hub layout (``config.json`` with ``architecture``, ``model_args`` and
+``pretrained_cfg``: no ``model_type``) are the fourth kind, ``hf-timm`` (``TimmImageClassifier``):
+built by name with ``timm.create_model`` (never a pretrained download), head from
+``get_classifier()``, preprocessing from ``pretrained_cfg`` (mean, std, input size).
 """
 
 from __future__ import annotations
@@ -115,8 +120,19 @@ class HFModel(nn.Module):
         self.model = build_auto(cfg, self.KIND)
         self.image_size = int(size or cfg.get("image_size") or DEFAULT_IMAGE_SIZE)
         self.head_name = self._find_head()
-        pad = getattr(self.model.config, "pad_token_id", None)
-        self.pad_id = int(pad) if isinstance(pad, int) else 0
+        self.pad_id = self._pad_id()
+
+    def _pad_id(self) -> int:
+        """The padding id of the probes: the config's ``pad_token_id``; a causal LM without one
+        (GPT-2) pads with its end-of-text id, as its tokenizer users do - id 0 is a real token
+        there ("!"), which padding with 0 would hide."""
+        cfg = self.model.config
+        for value in (getattr(cfg, "pad_token_id", None), getattr(cfg, "eos_token_id", None) if self.KIND == "lm"
+                      else None):
+            value = value[0] if isinstance(value, list) and value else value
+            if isinstance(value, int):
+                return value
+        return 0
 
     def _find_head(self) -> str:
         if self.KIND == "lm":
@@ -197,6 +213,105 @@ class HFCausalLM(HFModel):
     KIND = "lm"
 
 
+# --- timm image models (config.json with "architecture" and "pretrained_cfg") -------------
+
+
+def is_timm_config(config: dict[str, Any] | None) -> bool:
+    """Whether ``config`` is a timm model's config.json (timm's Hub layout): a timm model name
+    under ``architecture`` with ``pretrained_cfg`` or ``num_classes``, and no transformers
+    ``model_type``."""
+    return (isinstance(config, dict) and isinstance(config.get("architecture"), str) and "model_type" not in config
+            and ("pretrained_cfg" in config or "num_classes" in config))
+
+
+def timm_args(config: dict[str, Any], classes: int | None = None, channels: int | None = None,
+              size: int | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``timm.create_model`` for a timm config.json (``model_args``, the label
+    count, input channels and, for models that fix it, the image size)."""
+    args = dict(config.get("model_args") or {})
+    labels = classes if classes is not None else config.get("num_classes", args.get("num_classes"))
+    if labels is not None:
+        args["num_classes"] = int(labels)
+    if config.get("global_pool") is not None:
+        args.setdefault("global_pool", config["global_pool"])
+    if channels is not None:
+        args["in_chans"] = int(channels)
+    if size is not None and "img_size" in args:
+        args["img_size"] = int(size)
+    return args
+
+
+class TimmImageClassifier(HFModel):
+    """A timm image classifier (``timm.create_model`` by name, no pretrained download) behind the
+    same interface; the head is timm's ``get_classifier()``."""
+
+    KIND = "image"
+
+    def __init__(self, config: dict[str, Any], classes: int | None = None, channels: int | None = None,
+                 size: int | None = None) -> None:
+        nn.Module.__init__(self)
+        try:
+            import timm
+        except ImportError:
+            raise UnsupportedFormatError("a timm model: install timm (pip install timm) to read it") from None
+        name = str(config["architecture"])
+        if not timm.is_model(name):
+            raise ModelReadError(f"timm does not know architecture {name!r}")
+        args = timm_args(config, classes, channels, size)
+        try:
+            self.model = timm.create_model(name, pretrained=False, **args)
+        except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelReadError(f"timm {name}: cannot build it from config.json ({exc})") from None
+        self.model.eval()
+        pre = config.get("pretrained_cfg") or {}
+        input_size = pre.get("input_size") or [3, DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE]
+        img = args.get("img_size")
+        self.image_size = int(size or (img[-1] if isinstance(img, list | tuple) else img) or input_size[-1])
+        self._channels = int(args.get("in_chans", input_size[0]))
+        self.head_name = self._find_head()
+        self.pad_id = 0
+
+    def _find_head(self) -> str:
+        head = self.model.get_classifier()
+        names = [n for n, m in self.model.named_modules() if m is head and isinstance(m, nn.Linear)]
+        if not names:
+            raise ModelReadError(f"timm {type(self.model).__name__}: no linear classifier head "
+                                 "(a feature extractor without num_classes?)")
+        return names[0]
+
+    @property
+    def channels(self) -> int:
+        return self._channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def timm_preprocessor(config: dict[str, Any]) -> tuple[tuple[list[float], list[float]] | None, int | None]:
+    """(per-channel (mean, std) for pixels in [0, 1], image size) from a timm ``pretrained_cfg``."""
+    pre = config.get("pretrained_cfg") or {}
+    mean, std, size = pre.get("mean"), pre.get("std"), pre.get("input_size")
+    norm = ([float(v) for v in mean], [float(v) for v in std]) if isinstance(mean, list) and isinstance(std, list) \
+        else None
+    return norm, int(size[-1]) if isinstance(size, list) and size else None
+
+
+def timm_config_dict(module: TimmImageClassifier, config: dict[str, Any],
+                     norm: tuple[Any, Any] | None) -> dict[str, Any]:
+    """The config.json of a timm model as timm's Hub export writes it (the label count and
+    preprocessing of ``module``)."""
+    head = module.head
+    cfg = {k: v for k, v in config.items() if k not in ("num_classes", "model_args", "pretrained_cfg")}
+    args = dict(config.get("model_args") or {}, num_classes=head.out_features)
+    pre = dict(config.get("pretrained_cfg") or {})
+    mean, std = norm if norm is not None else (pre.get("mean", [0.5] * module.channels),
+                                               pre.get("std", [0.5] * module.channels))
+    pre.update(num_classes=head.out_features, classifier=module.head_name, mean=list(mean), std=list(std),
+               input_size=[module.channels, module.image_size, module.image_size])
+    return dict(cfg, num_classes=head.out_features, num_features=head.in_features, model_args=args,
+                pretrained_cfg=pre)
+
+
 
 def read_preprocessor(d: Path) -> tuple[tuple[list[float], list[float]] | None, int | None]:
     """(per-channel (mean, std) for pixels in [0, 1], image size) from ``preprocessor_config.json``."""
@@ -240,7 +355,7 @@ def check_fit(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], d: P
 def load_state(module: HFModel, tensors: dict[str, torch.Tensor], d: Path) -> None:
     """Load de-quantised Hugging Face ``tensors`` into ``module`` (its ``model.`` prefix added);
     tied output embeddings and non-persistent buffers may be absent from the files."""
-    tied = bool(getattr(module.model.config, "tie_word_embeddings", False))
+    tied = bool(getattr(getattr(module.model, "config", None), "tie_word_embeddings", False))
     check_fit(module.model.state_dict(), tensors, d, type(module.model).__name__,
               module.head_prefix[len("model."):] if tied else None)
     module.load_state_dict({f"model.{k}": v for k, v in tensors.items()}, strict=False)

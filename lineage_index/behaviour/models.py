@@ -52,8 +52,10 @@ CONFIG_KEY = "lineage_behaviour"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 # Adam learning rates per architecture: (from scratch, fine-tuning all layers).
 LR = {"mlp": (1e-2, 3e-3), "cnn": (1e-2, 3e-3), "vit": (3e-3, 1e-3), "text": (3e-4, 5e-5),
-      "hf-image": (3e-3, 1e-3), "hf-text": (1e-3, 3e-4), "hf-lm": (3e-3, 1e-3)}
-BATCH = {"mlp": 128, "cnn": 128, "vit": 128, "text": 32, "hf-image": 128, "hf-text": 32, "hf-lm": 32}
+      "hf-image": (3e-3, 1e-3), "hf-text": (1e-3, 3e-4), "hf-lm": (3e-3, 1e-3),
+      "hf-timm": (3e-3, 1e-3)}
+BATCH = {"mlp": 128, "cnn": 128, "vit": 128, "text": 32, "hf-image": 128, "hf-text": 32, "hf-lm": 32,
+         "hf-timm": 128}
 
 __all__ = ["ARCHS", "MLP", "SmallCNN", "SmallViT", "TextClassifier", "Classifier", "build", "save", "load",
            "dequantise", "train", "train_fresh", "minilm_classifier", "finetune", "adversarial_finetune",
@@ -105,7 +107,11 @@ class Classifier:
         kw = dict(self.arch_kwargs, classes=0)
         if self.is_hf:
             kw["config"] = {k: v for k, v in kw.get("config", {}).items()
-                            if k not in ("num_labels", "id2label", "label2id", "architectures")}
+                            if k not in ("num_labels", "id2label", "label2id", "architectures", "num_classes",
+                                         "pretrained_cfg")}
+            if isinstance(kw["config"].get("model_args"), dict):
+                kw["config"]["model_args"] = {k: v for k, v in kw["config"]["model_args"].items()
+                                              if k != "num_classes"}
         return json.dumps([self.arch, kw], sort_keys=True, default=str)
 
     @property
@@ -126,7 +132,7 @@ class Classifier:
         if self.arch in ("cnn", "vit"):
             size = int(kw.get("size", self.task.size if self.task else 8))
             return (int(kw.get("channels", 1)), size, size)
-        if self.arch == "hf-image":
+        if self.arch in ("hf-image", "hf-timm"):
             return (self.module.channels, self.module.image_size, self.module.image_size)  # type: ignore[union-attr]
         return None
 
@@ -139,9 +145,9 @@ def build(arch: str, *, seed: int, task: TaskSpec | None = None, name: str = "",
         arch_kwargs.setdefault("classes", task.classes)
         if arch == "mlp":
             arch_kwargs.setdefault("in_dim", task.dim)
-        elif arch in ("cnn", "vit", "hf-image"):
+        elif arch in ("cnn", "vit", "hf-image", "hf-timm"):
             arch_kwargs.setdefault("channels", task.channels)
-        if arch in ("vit", "hf-image"):
+        if arch in ("vit", "hf-image", "hf-timm"):
             arch_kwargs.setdefault("size", task.size)
     torch.manual_seed(seed)
     module = ARCHS[arch](**arch_kwargs)
@@ -190,7 +196,11 @@ def _save_hf(model: Classifier, d: Path, tensors: dict[str, torch.Tensor] | None
     from lineage_index.behaviour import hf
 
     module: hf.HFModel = model.module  # type: ignore[assignment]
-    (d / "config.json").write_text(json.dumps(hf.config_dict(module), indent=2, sort_keys=True) + "\n")
+    if isinstance(module, hf.TimmImageClassifier):  # timm's layout: preprocessing inside config.json
+        config = hf.timm_config_dict(module, model.arch_kwargs["config"], model.meta.get("input_norm"))
+    else:
+        config = hf.config_dict(module)
+    (d / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     state = tensors if tensors is not None else model.state()
     save_file(hf.hf_tensors(state), str(d / "model.safetensors"), metadata={"format": "pt"})
     if model.arch == "hf-image":
@@ -278,11 +288,12 @@ def load(ref: str | Path, name: str | None = None, *, hf_cache: str | Path | Non
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelReadError(f"{cfg_path}: not JSON ({exc})") from None
     if isinstance(config, dict) and CONFIG_KEY not in config:
-        from lineage_index.behaviour.hf import hf_kind
+        from lineage_index.behaviour.archs import HF_ARCH_OF_KIND
+        from lineage_index.behaviour.hf import hf_kind, is_timm_config
 
         kind = hf_kind(config)
-        if kind is not None:
-            return _load_hf(d, config, kind, name or _display_name(ref, d))
+        if kind is not None or is_timm_config(config):
+            return _load_hf(d, config, HF_ARCH_OF_KIND[kind] if kind else "hf-timm", name or _display_name(ref, d))
     try:
         section = config[CONFIG_KEY]
         arch, arch_kwargs = section["arch"], dict(section.get("arch_kwargs", {}))
@@ -319,13 +330,13 @@ def _quant_of(tensors: dict[str, torch.Tensor]) -> str | None:
         "fp16" if any(t.dtype in (torch.float16, torch.bfloat16) for t in tensors.values()) else None)
 
 
-def _load_hf(d: Path, config: dict[str, Any], kind: str, name: str) -> Classifier:
-    """A Hugging Face classifier or causal LM (transformers Auto class of ``kind``) from safetensors."""
+def _load_hf(d: Path, config: dict[str, Any], arch: str, name: str) -> Classifier:
+    """A Hugging Face classifier or causal LM (``hf-*``: transformers Auto class; ``hf-timm``: a timm
+    model by name) from safetensors."""
     from lineage_index.behaviour import hf
-    from lineage_index.behaviour.archs import HF_ARCH_OF_KIND
 
-    arch = HF_ARCH_OF_KIND[kind]
-    norm, size = hf.read_preprocessor(d) if kind == "image" else (None, None)
+    norm, size = (hf.read_preprocessor(d) if arch == "hf-image" else hf.timm_preprocessor(config)
+                  if arch == "hf-timm" else (None, None))
     kwargs: dict[str, Any] = {"config": {k: v for k, v in config.items() if k not in hf.DROP_KEYS}}
     if size is not None:
         kwargs["size"] = size
@@ -541,7 +552,7 @@ def aux_data(source: Classifier, probes: ProbeSet | None, n: int = 2000, seed: i
 
 # Steps of the auxiliary models per architecture: (lineage fine-tunes, independent re-trainings).
 AUX_STEPS = {"mlp": (1.0, 300), "cnn": (1.0, 300), "vit": (1.0, 400), "text": (0.2, 150),
-             "hf-image": (1.0, 400), "hf-text": (0.5, 300), "hf-lm": (0.5, 300)}
+             "hf-image": (1.0, 400), "hf-text": (0.5, 300), "hf-lm": (0.5, 300), "hf-timm": (1.0, 400)}
 
 
 def _sample_for(source: Classifier, data: ProbeSet, seed: int) -> ProbeSet:

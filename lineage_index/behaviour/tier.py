@@ -67,7 +67,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lineage_index.behaviour import models as M
 from lineage_index.behaviour.closeness import N_AUX, ClosenessResult, Threshold, closeness, predict
 from lineage_index.behaviour.determine import DEFAULT_PROBES, calibrate, determine
-from lineage_index.behaviour.hf import hf_kind
+from lineage_index.behaviour.hf import hf_kind, is_timm_config
 from lineage_index.behaviour.probes import ProbeSet, synthetic_probes
 from lineage_index.config import stderr_console
 from lineage_index.errors import LineageIndexError, UsageError
@@ -191,7 +191,8 @@ def _load_lm(rec: ModelRecord, options: BehaviourOptions) -> _LM:
 def _load(rec: ModelRecord, options: BehaviourOptions) -> _Model:
     """The record's classifier with its probe pool; raises LineageIndexError (or UsageError) to skip."""
     _check_local(rec, options)
-    if M.CONFIG_KEY not in (rec.config or {}) and hf_kind(rec.config) not in ("image", "text"):
+    if (M.CONFIG_KEY not in (rec.config or {}) and hf_kind(rec.config) not in ("image", "text")
+            and not is_timm_config(rec.config)):
         raise UsageError(f"config.json has no '{M.CONFIG_KEY}' section and names no Hugging Face classifier "
                          "or causal LM")
     clf = M.load(rec.location, name=rec.id)
