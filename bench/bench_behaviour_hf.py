@@ -16,7 +16,7 @@ determine's separation (weight-derived vs independent, same-architecture pairs),
 included), accuracy at the calibrated threshold, and seconds per pair and per calibration
 (auxiliary models made by the tool from the source's config and the labelled probes, once per root).
 
-    .venv/bin/python bench/bench_behaviour_hf.py [--zoo DIR] [--size small] [--n-aux 8] [--json OUT]
+    .venv/bin/python bench/bench_behaviour_hf.py [--zoo DIR] [--size small] [--seed 0] [--n-aux 8] [--json OUT]
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--zoo", type=Path, default=Path("/tmp/hf-classifier-zoo"))
     ap.add_argument("--size", default="small")
+    ap.add_argument("--seed", type=int, default=0, help="zoo seed when the zoo is built here (7: a held-out seed)")
     ap.add_argument("--n-aux", type=int, default=N_AUX)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
@@ -69,7 +70,7 @@ def main() -> None:
     if not (args.zoo / "truth.json").is_file():
         t0 = time.perf_counter()
         subprocess.run([str(Path(sys.executable).parent / "lineage-index"), "zoo", "build", str(args.zoo), "--classifiers",
-                        "--hf-format", "--size", args.size, "--no-progress"], check=True)
+                        "--hf-format", "--size", args.size, "--seed", str(args.seed), "--no-progress"], check=True)
         print(f"zoo built in {time.perf_counter() - t0:.0f} s", flush=True)
     truth = json.loads((args.zoo / "truth.json").read_text())
     probe_dir = args.zoo / truth["zoo"].get("probes", ".probes")

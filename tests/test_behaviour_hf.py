@@ -304,3 +304,21 @@ def test_causal_lm_without_pad_id_keeps_token_zero(tmp_path: Path) -> None:
         assert torch.allclose(lm.module(p.x)[0], alone, atol=1e-5)
     bg = background(p.x, 0, 47)
     assert (bg[0, 4:] == 47).all() and bg[0, 0] == 5  # padding and the first token stay
+
+
+def test_convnext_round_trip_agrees_with_transformers(tmp_path: Path) -> None:
+    """A transformers ConvNeXt (LayerNorm, no BatchNorm) saved and read back through the Auto class:
+    our loader's logits equal transformers' own from_pretrained."""
+    from transformers import AutoModelForImageClassification
+
+    config = {"model_type": "convnext", "num_channels": 3, "patch_size": 2, "hidden_sizes": [8, 16], "depths": [1, 1],
+              "num_stages": 2, "image_size": 16}
+    task = TaskSpec(kind="images", classes=4, channels=3, size=16, seed=2)
+    m = M.build("hf-image", seed=3, task=task, config=config)
+    d = M.save(m, tmp_path / "convnext")
+    ours = M.load(d)
+    assert ours.arch == "hf-image" and not ours.has_batchnorm and ours.classes == 4
+    theirs = AutoModelForImageClassification.from_pretrained(str(d)).eval()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(ours.module(x), theirs(pixel_values=x).logits, atol=1e-5)

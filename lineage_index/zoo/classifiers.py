@@ -55,7 +55,7 @@ from lineage_index.errors import UsageError
 from lineage_index.zoo.data import derive_seed
 from lineage_index.zoo.writing import BNB_INT8_CONFIG, write_json
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: --hf-format models train on 8-bit images (as_pixels)
 EPOCH = datetime(2023, 3, 1, tzinfo=UTC)
 RELATION_OF = {"ft-last": "finetune", "ft-all": "finetune", "retrain-head": "finetune",
                "adversarial": "finetune", "transfer": "finetune", "prune": "prune",
@@ -344,17 +344,35 @@ def realise(spec: ClassifierSpec, models: dict[str, M.Classifier]) -> tuple[M.Cl
     return model, tensors
 
 
+def as_pixels(data: Any) -> Any:
+    """``data`` as the 8-bit images of ``HF_NORM`` would hold it (pixels clipped to [0, 1] and
+    rounded to 1/255, normalised back): Hugging Face image models are trained on real images, the
+    same kind the probe PNGs (``write_probe_images``) are."""
+    mean, std = (torch.tensor(v).reshape(1, -1, 1, 1) for v in HF_NORM)
+    pixels = ((data.x * std + mean).clamp(0, 1) * 255).round() / 255
+    return type(data)((pixels - mean) / std, data.y, data.origin)
+
+
+def _data(spec: ClassifierSpec, n: int, seed: int) -> Any:
+    data = task_data(spec.task, n, seed=seed)
+    return as_pixels(data) if spec.arch == "hf-image" else data
+
+
 def _realise(spec: ClassifierSpec, models: dict[str, M.Classifier]) -> tuple[M.Classifier, dict[str, torch.Tensor] | None]:
     data_seed = spec.seed % 100_000
     if spec.parent is None:
         if spec.op == "root" and spec.arch == "text":  # a classifier on the real MiniLM
             return M.minilm_classifier(spec.task, seed=spec.seed, head_steps=3 * spec.steps, steps=spec.steps,
                                        name=spec.id), None
+        if spec.arch == "hf-image":  # M.train_fresh's recipe on images
+            model = M.build(spec.arch, seed=spec.seed, task=spec.task, name=spec.id, **spec.arch_kwargs)
+            return M.train(model, _data(spec, 2000, 1000 + spec.seed), steps=spec.steps, seed=spec.seed,
+                           lr=M.LR[spec.arch][0]), None
         model = M.train_fresh(spec.arch, spec.task, seed=spec.seed, steps=spec.steps, name=spec.id,
                               **spec.arch_kwargs)
         return model, None
     parent = models[spec.parent]
-    data = task_data(spec.task, 2000, seed=data_seed)
+    data = _data(spec, 2000, data_seed)
     op = spec.op
     if op == "ft-all":
         return M.finetune(parent, data, seed=spec.seed, steps=spec.steps), None
@@ -375,7 +393,7 @@ def _realise(spec: ClassifierSpec, models: dict[str, M.Classifier]) -> tuple[M.C
         tensors = M.quantise_int8(parent)
         return parent.with_state(M.dequantise(tensors)), tensors
     if op == "distill":
-        big = task_data(spec.task, 4000, seed=data_seed)
+        big = _data(spec, 4000, data_seed)
         override = {k: v for k, v in spec.arch_kwargs.items() if parent.arch_kwargs.get(k) != v}
         return M.distill(parent, big, seed=spec.seed, steps=spec.steps, **override), None
     raise ValueError(f"unknown classifier op {op}")
