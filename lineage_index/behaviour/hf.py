@@ -127,9 +127,9 @@ class HFModel(nn.Module):
         (GPT-2) pads with its end-of-text id, as its tokenizer users do - id 0 is a real token
         there ("!"), which padding with 0 would hide."""
         cfg = self.model.config
-        for value in (getattr(cfg, "pad_token_id", None), getattr(cfg, "eos_token_id", None) if self.KIND == "lm"
-                      else None):
-            value = value[0] if isinstance(value, list) and value else value
+        ids = [getattr(cfg, "pad_token_id", None)] + ([getattr(cfg, "eos_token_id", None)] if self.KIND == "lm" else [])
+        for value in ids:
+            value = value[0] if isinstance(value, list) and value else value  # eos may be a list
             if isinstance(value, int):
                 return value
         return 0

@@ -300,18 +300,28 @@ def _channel_norm(norm: tuple[Any, Any]) -> tuple[torch.Tensor, torch.Tensor]:
             torch.as_tensor(norm[1], dtype=torch.float32).reshape(-1, 1, 1))
 
 
+def to_pixels(x: torch.Tensor, norm: tuple[Any, Any] | None = None) -> torch.Tensor:
+    """Image inputs as the 8-bit pixels of an image file (uint8; inverse of ``load_image_folder``'s
+    scaling: ``norm`` undone, clipped to [0, 1], rounded to 1/255)."""
+    if norm is not None:
+        mean, std = _channel_norm(norm)
+        x = x * std + mean
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def through_pixels(x: torch.Tensor, norm: tuple[Any, Any]) -> torch.Tensor:
+    """Image inputs as an 8-bit image file holds them, read back as ``load_image_folder`` reads it."""
+    mean, std = _channel_norm(norm)
+    return (to_pixels(x, norm).float() / 255 - mean) / std
+
+
 def write_image_folder(probes: ProbeSet, path: str | Path, norm: tuple[float, float] | None = None,
                        *, by_label: bool = False) -> Path:
-    """Write image probes as 8-bit PNGs (inverse of ``load_image_folder``'s scaling)."""
+    """Write image probes as 8-bit PNGs (``to_pixels``)."""
     from PIL import Image
 
     root = Path(path)
-    if norm is None:
-        x = probes.x
-    else:
-        mean, std = _channel_norm(norm)
-        x = probes.x * std + mean
-    pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    pixels = to_pixels(probes.x, norm)
     for i, img in enumerate(pixels):
         folder = root / f"class{int(probes.y[i]):03d}" if by_label and probes.y is not None else root
         folder.mkdir(parents=True, exist_ok=True)

@@ -348,9 +348,9 @@ def as_pixels(data: Any) -> Any:
     """``data`` as the 8-bit images of ``HF_NORM`` would hold it (pixels clipped to [0, 1] and
     rounded to 1/255, normalised back): Hugging Face image models are trained on real images, the
     same kind the probe PNGs (``write_probe_images``) are."""
-    mean, std = (torch.tensor(v).reshape(1, -1, 1, 1) for v in HF_NORM)
-    pixels = ((data.x * std + mean).clamp(0, 1) * 255).round() / 255
-    return type(data)((pixels - mean) / std, data.y, data.origin)
+    from lineage_index.behaviour.probes import through_pixels
+
+    return type(data)(through_pixels(data.x, HF_NORM), data.y, data.origin)
 
 
 def _data(spec: ClassifierSpec, n: int, seed: int) -> Any:
