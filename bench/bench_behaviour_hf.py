@@ -13,8 +13,10 @@ preprocessing from preprocessor_config.json applied to the probe PNGs).
 Per family root (source A) against every other model of the zoo of the same input space:
 determine's separation (weight-derived vs independent, same-architecture pairs), closeness AUC
 (lineage = descendants through weights or distillation vs every other model, the other family
-included), accuracy at the calibrated threshold, and seconds per pair and per calibration
-(auxiliary models made by the tool from the source's config and the labelled probes, once per root).
+included) of the statistic closeness decides on, max(s − threshold, soft agreement − its
+threshold), and of the boundary score s alone, accuracy at the calibrated thresholds, and seconds
+per pair and per calibration (auxiliary models made by the tool from the source's config and the
+labelled probes, once per root).
 
     .venv/bin/python bench/bench_behaviour_hf.py [--zoo DIR] [--size small] [--seed 0] [--n-aux 8] [--json OUT]
 """
@@ -108,13 +110,17 @@ def main() -> None:
             t0 = time.perf_counter()
             c = closeness(a, b, probes, cache_dir=cache, lineage_aux=lin, independent_aux=ind)
             clo_t.append(time.perf_counter() - t0)
-            scores["ind" if group == "none" else "lin"].append(c.score)
+            margin = max(c.score - c.threshold, -1.0 if c.soft_agreement is None else c.soft_agreement - c.soft_threshold)
+            scores["ind" if group == "none" else "lin"].append(margin)
             same_arch = dv != "no path"
             rows.append({"root": root_id, "model": mid, "lineage": group, "same_arch": same_arch,
                          "determine": dv, "barrier": barrier, "det_threshold": thr.value, "score": c.score,
-                         "threshold": c.threshold, "verdict": c.verdict, "indirect": c.indirect})
-            print(f"{mid:48s} {group:9s} barrier={barrier:.4f} {dv:16s} s={c.score:.3f} (thr {c.threshold:.3f}) "
-                  f"{c.verdict}{' [indirect]' if c.indirect else ''}", flush=True)
+                         "threshold": c.threshold, "verdict": c.verdict, "indirect": c.indirect,
+                         "soft": c.soft_agreement, "soft_threshold": c.soft_threshold, "signal": c.signal,
+                         "margin": margin})
+            soft = "" if c.soft_agreement is None else f" soft={c.soft_agreement:.3f} (thr {c.soft_threshold:.3f})"
+            print(f"{mid:48s} {group:9s} barrier={barrier:.4f} {dv:16s} s={c.score:.3f} (thr {c.threshold:.3f}){soft} "
+                  f"{c.verdict}{' [indirect]' if c.indirect else ''}{f' ({c.signal})' if c.signal else ''}", flush=True)
         per_root[root_id] = round(auc(scores["lin"], scores["ind"]), 3)
     wd = [r for r in rows if r["lineage"] == "derived"]
     indep_same = [r for r in rows if r["lineage"] == "none" and r["same_arch"]]
@@ -126,7 +132,8 @@ def main() -> None:
         "zoo": str(args.zoo), "models": len(ids), "roots": roots, "pairs": len(rows), "n_aux": args.n_aux,
         "determine_separation": f"{ok}/{len(wd) + len(indep_same)}",
         "closeness_auc_per_root": per_root,
-        "closeness_auc_pooled": round(auc([r["score"] for r in lin], [r["score"] for r in non]), 3),
+        "closeness_auc_pooled": round(auc([r["margin"] for r in lin], [r["margin"] for r in non]), 3),
+        "boundary_score_auc_pooled": round(auc([r["score"] for r in lin], [r["score"] for r in non]), 3),
         "closeness_accuracy": f"{acc}/{len(rows)}", "closeness_accuracy_pct": round(100 * acc / max(1, len(rows)), 1),
         "distilled_found": f"{sum(r['verdict'] == 'lineage' for r in rows if r['lineage'] == 'distilled')}/"
                            f"{sum(r['lineage'] == 'distilled' for r in rows)}",

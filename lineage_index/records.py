@@ -163,7 +163,9 @@ class BehaviourEvidence:
 
     Closeness (seed 002) of the child with the parent as source: s = (1 − d̄)·Mr, the match rate
     Mr, the mean distance difference d̄, the probe points N, and the threshold calibrated for the
-    parent with its verdict; ``reverse_closeness`` is the same score with the roles swapped.
+    parent with its verdict; ``soft_agreement`` is closeness's second test (the child ranks the
+    classes its parent did not predict as the parent does: what distillation copies) with its own
+    calibrated threshold; ``reverse_*`` are the same scores with the roles swapped.
     Determination (seed 001): loss and error barrier on the linear weight path, the calibrated
     threshold (on ``barrier_statistic``) and the verdict (None where the weights do not align).
     """
@@ -183,6 +185,10 @@ class BehaviourEvidence:
     basin: str | None = None  # "same basin" | "different basins"
     barrier_statistic: str | None = None  # "loss" (classifiers) | "ensemble" (causal LMs)
     ensemble_barrier: float | None = None  # barrier against the endpoints' output mixture
+    soft_agreement: float | None = None  # closeness's soft-label test (teacher's dark knowledge)
+    soft_threshold: float | None = None
+    reverse_soft_agreement: float | None = None
+    reverse_soft_threshold: float | None = None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,13 @@ from typer.testing import CliRunner
 from lineage_index.behaviour import closeness, determine
 from lineage_index.behaviour import models as M
 from lineage_index.behaviour.archs import TextClassifier, minilm_body, walk_inputs
-from lineage_index.behaviour.closeness import FPR, N_AUX, directions, threshold_between
+from lineage_index.behaviour.closeness import (
+    FPR,
+    N_AUX,
+    directions,
+    soft_agreement,
+    threshold_between,
+)
 from lineage_index.behaviour.determine import calibrate
 from lineage_index.behaviour.probes import (
     ProbeSet,
@@ -100,6 +106,25 @@ def test_distilled_student_is_close_but_not_in_the_same_basin(zoo: dict[str, M.C
     assert determine(zoo["root"], zoo["student"]).verdict == "different basins"
 
 
+def test_soft_label_test_finds_the_student_by_what_distillation_copies(zoo: dict[str, M.Classifier], cache: Path) -> None:
+    student = closeness(zoo["root"], zoo["student"], cache_dir=cache)
+    other = closeness(zoo["root"], zoo["other"], cache_dir=cache)
+    assert student.soft_threshold == other.soft_threshold is not None  # one calibration per source
+    assert student.soft_agreement >= student.soft_threshold > other.soft_agreement, (student, other)  # type: ignore[operator]
+    assert "soft labels" in student.signal and other.signal == ""
+
+
+def test_soft_agreement_compares_the_classes_the_source_did_not_predict() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200, 5, generator=g)
+    assert soft_agreement(a, a) == pytest.approx(1.0)
+    assert soft_agreement(a, 3 * a + 7) == pytest.approx(1.0)  # temperature and offset do not matter
+    top = a.argmax(1, keepdim=True)
+    winner_only = torch.randn(200, 5, generator=g).scatter(1, top, 10.0)  # agrees on the winner, not the rest
+    assert abs(soft_agreement(a, winner_only)) < 0.2
+    assert soft_agreement(a[:, :2], a[:, :2]) != soft_agreement(a[:, :2], a[:, :2])  # two classes: NaN, no test
+
+
 def test_calibration_states_a_threshold_between_the_groups(zoo: dict[str, M.Classifier]) -> None:
     probes = synthetic_probes(TASK, 600)
     thr = calibrate(zoo["root"], probes)
@@ -108,7 +133,10 @@ def test_calibration_states_a_threshold_between_the_groups(zoo: dict[str, M.Clas
     assert r.threshold == r.calibration.value
     n = len(r.calibration.lineage_scores)  # 2 folds x half the auxiliary models of each kind
     assert n == N_AUX and len(r.calibration.independent_scores) == N_AUX
-    assert f"{100 * FPR:g}% false positives" in r.calibration.how
+    # two tests (boundary, soft labels), each at half the stated rate: together at most FPR
+    assert f"{100 * FPR / 2:g}% false positives" in r.calibration.how
+    assert r.soft_calibration is not None and f"{100 * FPR / 2:g}% false positives" in r.soft_calibration.how
+    assert len(r.soft_calibration.independent_scores) == N_AUX and r.soft_threshold == r.soft_calibration.value
     assert min(r.calibration.lineage_scores) > r.threshold > max(r.calibration.independent_scores)
     assert any("auxiliary models made by the tool" in n for n in r.notes)
     assert any("cross-fitted folds" in n for n in r.notes)

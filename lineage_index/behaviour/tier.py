@@ -24,8 +24,13 @@ a classifier's decision boundaries.
     weight tree when two are within ``REFINE_TIE``). That candidate is then calibrated as a
     source and scored the other way. The pair is a lineage only when the closeness verdict is
     "lineage" in BOTH directions (each against the threshold calibrated for its own source), so
-    one calibration that lets an independent model through is not enough. Each student keeps
-    the teacher with the highest smaller margin (s − threshold).
+    one calibration that lets an independent model through is not enough, AND the soft-label test
+    (``closeness.soft_agreement``: what a student copies from its teacher's logits) passes in at
+    least one of them: independently trained models of one task share boundaries more than the
+    tool's own re-trainings do, so boundaries alone claimed distillations between independent
+    models (held-out HF zoo seed 7: 6 of 8 behaviour-only edges), while their soft labels stay
+    apart. A label space of two classes has no soft test and gets no behaviour-only edge. Each
+    student keeps the teacher with the highest smaller margin (s − threshold).
 
     Direction (which model is the teacher, i.e. the parent): (0) a model with a weight parent is
     the teacher (a fresh student has none); (1) a card that declares the other
@@ -73,7 +78,7 @@ from lineage_index.config import stderr_console
 from lineage_index.errors import LineageIndexError, UsageError
 from lineage_index.records import BehaviourEvidence, Edge, ModelRecord
 
-TIER_VERSION = 1
+TIER_VERSION = 2  # 2: closeness results carry the soft-label test
 LOCAL_SOURCES = ("dir", "hf-cache")
 TIME_MIN_DAYS = 1.0  # upload times closer than this say nothing about who distilled whom
 REFINE_TIE = 0.02  # closeness difference under which the shallower teacher candidate is preferred
@@ -320,7 +325,8 @@ class _Measure:
             else:
                 self.result.pair_seconds.append(time.perf_counter() - t0)
             return {"score": r.score, "match_rate": r.match_rate, "distance_diff": r.mean_distance_diff,
-                    "probes": r.n_probes, "threshold": r.threshold, "verdict": r.verdict, "indirect": r.indirect}
+                    "probes": r.n_probes, "threshold": r.threshold, "verdict": r.verdict, "indirect": r.indirect,
+                    "soft": r.soft_agreement, "soft_threshold": r.soft_threshold, "signal": r.signal}
 
         return self._cached("closeness", source, suspect, run)
 
@@ -377,7 +383,10 @@ def _evidence(c: dict[str, Any] | None, d: dict[str, Any] | None, rev: dict[str,
         reverse_closeness=rev["score"] if rev else None, reverse_threshold=rev["threshold"] if rev else None,
         loss_barrier=d["loss_barrier"] if d else None, error_barrier=d["error_barrier"] if d else None,
         barrier_threshold=d["threshold"] if d else None, basin=d["verdict"] if d else None,
-        barrier_statistic=d.get("statistic") if d else None, ensemble_barrier=d.get("ensemble_barrier") if d else None)
+        barrier_statistic=d.get("statistic") if d else None, ensemble_barrier=d.get("ensemble_barrier") if d else None,
+        soft_agreement=c.get("soft"), soft_threshold=c.get("soft_threshold"),
+        reverse_soft_agreement=rev.get("soft") if rev else None,
+        reverse_soft_threshold=rev.get("soft_threshold") if rev else None)
 
 
 # --- weight components and candidate distillations --------------------------------------------
@@ -406,6 +415,12 @@ def weight_components(ids: Iterable[str], edges: Iterable[Edge]) -> dict[str, st
 
 def _margin(c: dict[str, Any] | None) -> float:
     return -math.inf if c is None else float(c["score"]) - float(c["threshold"])
+
+
+def _soft_lineage(c: dict[str, Any]) -> bool:
+    """The soft-label test of a closeness result passed (distillation's own signature)."""
+    soft, thr = c.get("soft"), c.get("soft_threshold")
+    return soft is not None and thr is not None and soft >= thr
 
 
 def _accuracy(m: _Model) -> float | None:
@@ -571,7 +586,7 @@ def _distillations(edges: list[Edge], models: dict[str, _Model], measure: _Measu
                 fwd = measure.closeness(t, s)  # and the other way: the teacher candidate as source
                 if fwd is not None:
                     result.candidates.append((t.id, s.id, fwd["score"], fwd["threshold"], fwd["verdict"]))
-                if fwd is None or fwd["verdict"] != "lineage":
+                if fwd is None or fwd["verdict"] != "lineage" or not (_soft_lineage(fwd) or _soft_lineage(rev)):
                     continue
                 if t.id in weight_parent:  # derived by weights from another model: not a fresh student
                     teacher, student, why = t, s, f"{t.id} derives from other weights, {s.id} starts fresh"

@@ -92,6 +92,11 @@ def register(app: typer.Typer) -> None:
         console.print(f"closeness s = {r.score:.4f}   Mr = {r.match_rate:.4f}   d̄ = {r.mean_distance_diff:.4f}"
                       f"   probes N = {r.n_probes} (matched {r.n_matched}, cap {r.cap:.3g})")
         console.print(_threshold_line(r.calibration, True, "s"))
+        if r.soft_agreement is not None and r.soft_calibration is not None:
+            console.print(f"soft-label agreement a = {r.soft_agreement:.4f} (the classes the source did not predict)")
+            console.print(_threshold_line(r.soft_calibration, True, "a"))
+        if r.signal:
+            console.print(f"lineage by: {r.signal}")
         for note in r.notes:
             console.print(f"  - {esc(str(note))}")
 

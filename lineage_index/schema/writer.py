@@ -92,6 +92,9 @@ BEHAVIOUR_COLUMNS = {  # property -> BehaviourEvidence field
     "behaviour_loss_barrier": "loss_barrier", "behaviour_error_barrier": "error_barrier",
     "behaviour_barrier_threshold": "barrier_threshold", "behaviour_basin": "basin",
     "behaviour_barrier_statistic": "barrier_statistic", "behaviour_ensemble_barrier": "ensemble_barrier",
+    "behaviour_soft_agreement": "soft_agreement", "behaviour_soft_threshold": "soft_threshold",
+    "behaviour_reverse_soft_agreement": "reverse_soft_agreement",
+    "behaviour_reverse_soft_threshold": "reverse_soft_threshold",
 }
 _EDGE_COLUMNS = ("relation", "source", "confidence", "closeness", "evidence", "contradicted",
                  "recovered_parent", "verdict", *BEHAVIOUR_COLUMNS)  # fmt: skip
