@@ -21,16 +21,20 @@ a classifier's decision boundaries.
     model (at most ``max_sources`` per group, the oldest) is taken as source and every model of
     the other weight components of its group is scored against it (one boundary walk each);
     per component the model it tracks best is the teacher candidate (the shallower one in the
-    weight tree when two are within ``REFINE_TIE``). That candidate is then calibrated as a
+    weight tree when two are within ``SOFT_TIE`` / ``REFINE_TIE``). That candidate is then calibrated as a
     source and scored the other way. The pair is a lineage only when the closeness verdict is
     "lineage" in BOTH directions (each against the threshold calibrated for its own source), so
     one calibration that lets an independent model through is not enough, AND the soft-label test
-    (``closeness.soft_agreement``: what a student copies from its teacher's logits) passes in at
-    least one of them: independently trained models of one task share boundaries more than the
-    tool's own re-trainings do, so boundaries alone claimed distillations between independent
-    models (held-out HF zoo seed 7: 6 of 8 behaviour-only edges), while their soft labels stay
-    apart. A label space of two classes has no soft test and gets no behaviour-only edge. Each
-    student keeps the teacher with the highest smaller margin (s − threshold).
+    (``closeness.soft_agreement``: what a student copies from its teacher's logits) passes in
+    both: independently trained models of one task share boundaries more than the tool's own
+    re-trainings do, so boundaries alone claimed distillations between independent models
+    (held-out HF zoo seed 7: 6 of 8 behaviour-only edges), while their soft labels stay apart. A
+    label space of two classes has no soft test and gets no behaviour-only edge. Within a weight
+    component the teacher candidate is the model whose logits the student copies most closely
+    (the highest soft agreement; a fine-tuned teacher beats its own parent there while their
+    boundaries tie). Each student keeps the teacher with the highest smaller margin, each
+    direction's margin past the test that decides it (the larger of s − threshold and soft
+    agreement − its threshold).
 
     Direction (which model is the teacher, i.e. the parent): (0) a model with a weight parent is
     the teacher (a fresh student has none); (1) a card that declares the other
@@ -82,6 +86,9 @@ TIER_VERSION = 2  # 2: closeness results carry the soft-label test
 LOCAL_SOURCES = ("dir", "hf-cache")
 TIME_MIN_DAYS = 1.0  # upload times closer than this say nothing about who distilled whom
 REFINE_TIE = 0.02  # closeness difference under which the shallower teacher candidate is preferred
+# soft-agreement difference that is measurement noise (an fp16 or int8 copy and its original differ
+# by under 1e-3 on the HF zoo; a teacher and its own parent by 0.008 and more)
+SOFT_TIE = 0.002
 ASSERTED = ("recovered", "both")
 
 
@@ -417,6 +424,13 @@ def _margin(c: dict[str, Any] | None) -> float:
     return -math.inf if c is None else float(c["score"]) - float(c["threshold"])
 
 
+def _verdict_margin(c: dict[str, Any]) -> float:
+    """How far the closeness result is past the test that decides it: the larger of the boundary
+    margin and the soft-label margin."""
+    soft = -math.inf if c.get("soft") is None or c.get("soft_threshold") is None else c["soft"] - c["soft_threshold"]
+    return max(_margin(c), soft)
+
+
 def _soft_lineage(c: dict[str, Any]) -> bool:
     """The soft-label test of a closeness result passed (distillation's own signature)."""
     soft, thr = c.get("soft"), c.get("soft_threshold")
@@ -578,22 +592,26 @@ def _distillations(edges: list[Edge], models: dict[str, _Model], measure: _Measu
                     result.candidates.append((s.id, m.id, r["score"], r["threshold"], r["verdict"]))
                     by_comp.setdefault(comp[m.id], []).append((m, r))
             for scored in by_comp.values():
-                top = max(r["score"] for _, r in scored)
-                t, rev = min(((m, r) for m, r in scored if r["score"] >= top - REFINE_TIE),
+                # the model whose logits the student copies most closely (soft agreement), else whose
+                # boundary it tracks best; near-equal ones (a quantised copy and its original): the shallower
+                soft = all(r.get("soft") is not None for _, r in scored)
+                track, tie = (("soft", SOFT_TIE) if soft else ("score", REFINE_TIE))
+                top = max(r[track] for _, r in scored)
+                t, rev = min(((m, r) for m, r in scored if r[track] >= top - tie),
                              key=lambda x: (depth.get(x[0].id, 0), x[0].created or datetime.max, x[0].id))
-                if rev["verdict"] != "lineage":
+                if rev["verdict"] != "lineage" or not _soft_lineage(rev):
                     continue
                 fwd = measure.closeness(t, s)  # and the other way: the teacher candidate as source
                 if fwd is not None:
                     result.candidates.append((t.id, s.id, fwd["score"], fwd["threshold"], fwd["verdict"]))
-                if fwd is None or fwd["verdict"] != "lineage" or not (_soft_lineage(fwd) or _soft_lineage(rev)):
+                if fwd is None or fwd["verdict"] != "lineage" or not _soft_lineage(fwd):
                     continue
                 if t.id in weight_parent:  # derived by weights from another model: not a fresh student
                     teacher, student, why = t, s, f"{t.id} derives from other weights, {s.id} starts fresh"
                 else:
                     teacher, student, why = teacher_first(t, s, fwd, rev)
                 f, r = (fwd, rev) if teacher is t else (rev, fwd)
-                strength = min(_margin(f), _margin(r))
+                strength = min(_verdict_margin(f), _verdict_margin(r))
                 if student.id not in best or strength > best[student.id][0]:
                     best[student.id] = (strength, teacher, student, why, f, r)
     result.candidate_pairs = len(result.candidates)
