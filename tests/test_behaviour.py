@@ -466,8 +466,10 @@ def test_cli_closeness_and_determine_state_thresholds(zoo: dict[str, M.Classifie
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["verdict"] == "lineage" and 0 <= out["score"] <= 1 and out["threshold"] > 0
+    assert out["soft_threshold"] == out["soft_calibration"]["value"] and out["signal"]
     res = runner.invoke(cli(), ["closeness", str(src), str(sus), "--probe", str(probe), "--k", "50", "--no-cache"])
     assert res.exit_code == 0 and "threshold: s ≥" in res.output and "calibrated for this source" in res.output
+    assert "soft-label agreement a =" in res.output and "threshold: a ≥" in res.output and "lineage by:" in res.output
     res = runner.invoke(cli(), ["determine", str(src), str(sus), "--probe", str(probe), "--no-cache"])
     assert res.exit_code == 0, res.output
     assert "same basin" in res.output and "threshold: loss barrier <" in res.output
