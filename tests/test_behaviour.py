@@ -172,8 +172,6 @@ def test_indirect_mode_reheads_the_source_on_the_suspects_labels(zoo: dict[str, 
     r_t = closeness(zoo["root"], transfer, k=60)
     r_f = closeness(zoo["root"], fresh, k=60)
     assert r_t.indirect and r_f.indirect and any("re-headed" in n for n in r_t.notes)
-    # no soft-label test on a re-headed source: the boundary test has the whole false-positive rate
-    assert r_t.soft_agreement is None and f"{100 * FPR:g}% false positives" in r_t.calibration.how
     assert r_t.score > r_f.score
     d = determine(zoo["root"], transfer, n_aux=1)
     assert d.fixed_head and d.verdict == "same basin"

@@ -24,8 +24,8 @@ student trained on its teacher's logits ranks them as its teacher does, even whe
 moved (on the HF zoo's ResNet family, held-out seed 7: distilled students 0.73-0.81, real
 independents 0.36-0.41, the tool's independent re-trainings 0.20-0.39). Each test runs at half the
 false-positive rate (Bonferroni: together at most ``FPR``); the verdict is lineage when either
-passes. Indirect mode (another label space) has no soft test (the re-headed source's logits are the
-tool's own), nor has a label space of two classes: there the boundary test runs at ``FPR``. This module only computes; it writes nothing but the optional profile cache.
+passes. Indirect mode (another label space) has no soft test: the re-headed source's logits are the
+tool's own. This module only computes; it writes nothing but the optional profile cache.
 
 Why this module is long: the walk, the probe selection, the threshold and the profile cache are
 one method (seed 002) over one ``Profile`` record; each step is short and reads the others'.
@@ -623,7 +623,7 @@ def closeness(source: Classifier, suspect: Classifier, probes: ProbeSet | None =
                          "closeness needs the same input space")
     indirect = suspect.classes != source.classes
     aux_ids = "|".join(_digest(m) for m in (lineage_aux or []) + (independent_aux or []))
-    key = profile_key(source, probes, k, f"{seed}|{n_aux}|{background_points}|v7|{FPR}|{aux_ids}")
+    key = profile_key(source, probes, k, f"{seed}|{n_aux}|{background_points}|v6|{FPR}|{aux_ids}")
     cached = None if (cache_dir is None or indirect) else load_profile(Path(cache_dir) / f"{key}.safetensors")
     soft: Threshold | None = None
     if cached is not None:
@@ -657,9 +657,9 @@ def closeness(source: Classifier, suspect: Classifier, probes: ProbeSet | None =
         if background_points:
             pool_set = ProbeSet(torch.cat([probes.x, background(probes.x, seed, pad_id(f.module))]), None,
                                 probes.origin)
-        soft = None if indirect else calibrate_soft(f.module, probes.x, lin, ind)
-        # two tests share the false-positive rate; with no soft test the boundary test has all of it
-        profs, thr = calibrate_profiles(f.module, pool_set, lin, ind, k, fpr=FPR / 2 if soft is not None else FPR)
+        profs, thr = calibrate_profiles(f.module, pool_set, lin, ind, k)
+        if not indirect:
+            soft = calibrate_soft(f.module, probes.x, lin, ind)
         if cache_dir is not None and not indirect:
             save_profile(Path(cache_dir) / f"{key}.safetensors", profs, thr, soft)
     parts = [score(p, suspect.module) for p in profs]
