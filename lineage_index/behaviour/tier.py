@@ -424,17 +424,20 @@ def _margin(c: dict[str, Any] | None) -> float:
     return -math.inf if c is None else float(c["score"]) - float(c["threshold"])
 
 
+def _soft_margin(c: dict[str, Any]) -> float:
+    """Soft agreement − its threshold (−inf where the soft-label test did not run)."""
+    soft, thr = c.get("soft"), c.get("soft_threshold")
+    return -math.inf if soft is None or thr is None else float(soft) - float(thr)
+
+
 def _verdict_margin(c: dict[str, Any]) -> float:
-    """How far the closeness result is past the test that decides it: the larger of the boundary
-    margin and the soft-label margin."""
-    soft = -math.inf if c.get("soft") is None or c.get("soft_threshold") is None else c["soft"] - c["soft_threshold"]
-    return max(_margin(c), soft)
+    """How far the closeness result is past the test that decides it (boundary or soft labels)."""
+    return max(_margin(c), _soft_margin(c))
 
 
 def _soft_lineage(c: dict[str, Any]) -> bool:
     """The soft-label test of a closeness result passed (distillation's own signature)."""
-    soft, thr = c.get("soft"), c.get("soft_threshold")
-    return soft is not None and thr is not None and soft >= thr
+    return _soft_margin(c) >= 0.0
 
 
 def _accuracy(m: _Model) -> float | None:
